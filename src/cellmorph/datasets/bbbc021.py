@@ -1,0 +1,176 @@
+"""BBBC021 (Caie et al. 2010; Ljosa et al. 2013): the official metadata as a plate map.
+
+The official ``BBBC021_v1_image.csv`` and ``BBBC021_v1_moa.csv`` ship with the package, so
+indexing never needs a metadata download; a user's own copies can be passed instead.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from cellmorph.datasets import index as ix
+from cellmorph.errors import CellmorphError
+
+CHANNELS = ("DAPI", "Tubulin", "Actin")
+CONTROL_COMPOUND = "DMSO"
+IMAGE_COLUMNS = [
+    "Image_FileName_DAPI", "Image_PathName_DAPI", "Image_FileName_Tubulin",
+    "Image_PathName_Tubulin", "Image_FileName_Actin", "Image_PathName_Actin",
+    "Image_Metadata_Plate_DAPI", "Image_Metadata_Well_DAPI", "Replicate",
+    "Image_Metadata_Compound", "Image_Metadata_Concentration",
+]
+MOA_COLUMNS = ["compound", "concentration", "moa"]
+
+# The MoA benchmark (Ljosa et al. 2013) keeps taxol only where it was screened as a
+# treatment (three concentrations in three Week1 plates); elsewhere taxol 0.3 uM is the
+# plate's positive control (wells B11, C11, D11, E02, F02, G02) and is left out.
+TAXOL = "taxol"
+TAXOL_PLATES = ("Week1_22123", "Week1_22141", "Week1_22161")
+TAXOL_WELLS = ("D03", "D04", "D05")
+
+_SITE_RE = re.compile(r"_s(\d+)_")
+
+
+def bundled_path(name: str) -> Path:
+    """Path of a file shipped in ``cellmorph/data``."""
+    return Path(str(resources.files("cellmorph") / "data" / name))
+
+
+def read_image_metadata(path: Path | str | None = None) -> pd.DataFrame:
+    """Read ``BBBC021_v1_image.csv`` (bundled copy by default) and check its columns."""
+    path = Path(path) if path is not None else bundled_path("BBBC021_v1_image.csv.gz")
+    df = _read_csv(path)
+    _require_columns(df, IMAGE_COLUMNS, path)
+    return df
+
+
+def read_moa_metadata(path: Path | str | None = None) -> pd.DataFrame:
+    """Read ``BBBC021_v1_moa.csv`` (bundled copy by default); every row needs an MoA."""
+    path = Path(path) if path is not None else bundled_path("BBBC021_v1_moa.csv")
+    df = _read_csv(path)
+    _require_columns(df, MOA_COLUMNS, path)
+    empty = df["moa"].isna() | (df["moa"].astype(str).str.strip() == "")
+    if empty.any():
+        row = int(empty.to_numpy().nonzero()[0][0])
+        raise CellmorphError(f"{path}: row {row + 2} (compound {df['compound'].iloc[row]!r}) has "
+                             "no MoA; fill in the moa column or remove the row")
+    return df
+
+
+def platemap(
+    image_meta: pd.DataFrame,
+    moa_meta: pd.DataFrame,
+    *,
+    moa_subset: bool = False,
+    plates: list[str] | None = None,
+) -> pd.DataFrame:
+    """Turn the official BBBC021 tables into a plate map in the common schema.
+
+    With ``moa_subset`` only the benchmark's labelled treatments (taxol rule applied) and
+    the DMSO controls of their plates are kept; otherwise every field of view is kept and
+    treatments without an MoA annotation are marked unlabelled.
+    """
+    img = image_meta
+    conc = pd.to_numeric(img["Image_Metadata_Concentration"], errors="coerce")
+    moa_key = {
+        (str(c), round(float(x), 6)): str(m)
+        for c, x, m in zip(moa_meta["compound"], moa_meta["concentration"], moa_meta["moa"],
+                           strict=True)
+    }
+    compound = img["Image_Metadata_Compound"].astype(str)
+    moa = pd.Series([moa_key.get((c, round(float(x), 6))) for c, x in zip(compound, conc,
+                                                                             strict=True)],
+                    index=img.index, dtype=object)
+    plate = img["Image_Metadata_Plate_DAPI"].astype(str)
+    well = img["Image_Metadata_Well_DAPI"].astype(str)
+    is_control = compound == CONTROL_COMPOUND
+    is_taxol_treatment = plate.isin(TAXOL_PLATES) & well.isin(TAXOL_WELLS)
+    benchmark = moa.notna() & ~is_control & ((compound != TAXOL) | is_taxol_treatment)
+
+    role = pd.Series(ix.ROLE_UNLABELLED, index=img.index, dtype=object)
+    role[benchmark] = ix.ROLE_TREATMENT
+    role[is_control] = ix.ROLE_CONTROL
+    moa = moa.where(benchmark | is_control, None)
+    moa[is_control] = CONTROL_COMPOUND
+
+    site = pd.to_numeric(img["Image_FileName_DAPI"].astype(str).str.extract(_SITE_RE, expand=False))
+    out = pd.DataFrame({
+        ix.PLATE: plate,
+        ix.BATCH: plate.str.split("_").str[0],
+        ix.WELL: well,
+        ix.SITE: site,
+        ix.REPLICATE: img["Replicate"],
+        ix.COMPOUND: compound,
+        ix.CONCENTRATION: conc,
+        ix.MOA: moa,
+        ix.ROLE: role,
+        "Metadata_ImageNumber": img.get("ImageNumber"),
+    })
+    for ch in CHANNELS:
+        out[ix.path_column(ch)] = (img[f"Image_PathName_{ch}"].astype(str) + "/"
+                                   + img[f"Image_FileName_{ch}"].astype(str))
+    if out[ix.SITE].isna().any():
+        bad = img["Image_FileName_DAPI"][out[ix.SITE].isna()].iloc[0]
+        raise CellmorphError(f"BBBC021 image metadata: file name {bad!r} has no _sN_ site part")
+
+    if moa_subset:
+        treated_plates = set(out.loc[role == ix.ROLE_TREATMENT, ix.PLATE])
+        keep = (role == ix.ROLE_TREATMENT) | ((role == ix.ROLE_CONTROL)
+                                              & out[ix.PLATE].isin(treated_plates))
+        out = out[keep]
+    if plates:
+        unknown = sorted(set(plates) - set(out[ix.PLATE]))
+        if unknown:
+            raise CellmorphError(f"BBBC021: unknown plate(s) {unknown}; plates look like Week1_22123")
+        out = out[out[ix.PLATE].isin(plates)]
+    return out.reset_index(drop=True)
+
+
+def index_bbbc021(
+    root: Path | str | None,
+    *,
+    moa_subset: bool = False,
+    plates: list[str] | None = None,
+    image_csv: Path | str | None = None,
+    moa_csv: Path | str | None = None,
+    check_files: bool = True,
+) -> pd.DataFrame:
+    """The BBBC021 field-of-view index for images unpacked under ``root``."""
+    pm = platemap(read_image_metadata(image_csv), read_moa_metadata(moa_csv),
+                  moa_subset=moa_subset, plates=plates)
+    if root is not None and check_files:
+        pm = _only_present_plates(pm, Path(root), explicit=bool(plates))
+    return ix.build_index(pm, CHANNELS, root=root, check_files=check_files and root is not None,
+                          source="BBBC021")
+
+
+def _only_present_plates(pm: pd.DataFrame, root: Path, explicit: bool) -> pd.DataFrame:
+    """Index the plates whose folders exist under ``root`` (a partial download is normal).
+
+    Within a present plate folder every file must exist; a plate named explicitly must exist.
+    """
+    folders = pm[ix.path_column(CHANNELS[0])].str.rsplit("/", n=1).str[0]
+    present = {f for f in folders.unique() if (root / f).is_dir()}
+    if explicit or not present:
+        return pm  # the file check reports what is missing
+    return pm[folders.isin(present)].reset_index(drop=True)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise CellmorphError(f"metadata file {path} not found; check the path")
+    try:
+        return pd.read_csv(path)
+    except Exception as exc:  # pandas raises several types for damaged CSVs
+        raise CellmorphError(f"{path}: cannot be read as CSV ({exc})") from exc
+
+
+def _require_columns(df: pd.DataFrame, columns: list[str], path: Path) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise CellmorphError(f"{path}: missing columns {missing} (found {list(df.columns)[:8]}...); "
+                             "use the official BBBC021 file or rename the columns")

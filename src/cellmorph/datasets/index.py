@@ -1,0 +1,240 @@
+"""The common field-of-view index: schema, validation, path checks, summaries.
+
+An index is a table with one row per field of view (site). Its columns follow
+pycytominer's convention: ``Metadata_*`` for annotations, plus one ``Path_<stain>`` column
+per channel holding the image file of that stain.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cellmorph.errors import CellmorphError
+
+PLATE = "Metadata_Plate"
+WELL = "Metadata_Well"
+SITE = "Metadata_Site"
+BATCH = "Metadata_Batch"
+REPLICATE = "Metadata_Replicate"
+COMPOUND = "Metadata_Compound"
+CONCENTRATION = "Metadata_Concentration"
+MOA = "Metadata_MoA"
+TREATMENT = "Metadata_Treatment"
+ROLE = "Metadata_Role"
+PATH_PREFIX = "Path_"
+
+ROLE_TREATMENT = "treatment"  # treated and labelled: evaluated
+ROLE_CONTROL = "control"  # negative control (DMSO): used for normalisation only
+ROLE_UNLABELLED = "unlabelled"  # treated, no label: profiled and predicted, never scored
+
+KEY_COLUMNS = [PLATE, WELL, SITE]
+METADATA_COLUMNS = [PLATE, BATCH, WELL, SITE, REPLICATE, COMPOUND, CONCENTRATION, MOA, TREATMENT, ROLE]
+
+_WELL_RE = re.compile(r"^([A-Pa-p]{1,2})0*(\d{1,2})$")
+
+
+def path_column(channel: str) -> str:
+    """The index column holding the image file of ``channel``."""
+    return f"{PATH_PREFIX}{channel}"
+
+
+def channels_of(index: pd.DataFrame) -> list[str]:
+    """The stains of an index, in column order."""
+    return [c[len(PATH_PREFIX) :] for c in index.columns if c.startswith(PATH_PREFIX)]
+
+
+def normalise_well(well: str) -> str:
+    """``a1``/``A1``/``A01`` -> ``A01`` (row letters upper case, column zero-padded)."""
+    m = _WELL_RE.match(str(well).strip())
+    if not m:
+        raise ValueError(f"not a well name: {well!r} (expected a row letter and a column, e.g. B02)")
+    return f"{m.group(1).upper()}{int(m.group(2)):02d}"
+
+
+def treatment_id(compound: str, concentration: float) -> str:
+    """A readable, unique treatment key: ``compound@concentration``."""
+    return f"{compound}@{float(concentration):g}"
+
+
+def build_index(
+    platemap: pd.DataFrame,
+    channels: Sequence[str],
+    *,
+    root: Path | str | None = None,
+    check_files: bool = True,
+    source: str = "plate map",
+) -> pd.DataFrame:
+    """Validate a plate map in the common schema and return the field-of-view index.
+
+    ``platemap`` holds the ``Metadata_*`` columns (``Metadata_Role`` among them) and one
+    ``Path_<channel>`` column per channel, relative to ``root`` or absolute. Paths are
+    resolved against ``root``; with ``check_files`` every missing file is reported at once.
+    """
+    channels = list(channels)
+    if not channels:
+        raise CellmorphError(f"{source}: no channels given; name at least one stain")
+    required = [PLATE, WELL, SITE, COMPOUND, CONCENTRATION, ROLE] + [path_column(c) for c in channels]
+    missing = [c for c in required if c not in platemap.columns]
+    if missing:
+        raise CellmorphError(f"{source}: missing columns {missing}; add them or fix their names")
+    if platemap.empty:
+        raise CellmorphError(f"{source}: the selection is empty; check the filters and the input")
+
+    df = platemap.copy()
+    for col, default in ((BATCH, None), (REPLICATE, 1), (MOA, None)):
+        if col not in df.columns:
+            df[col] = df[PLATE] if col == BATCH else default
+    df[PLATE] = df[PLATE].astype(str)
+    df[BATCH] = df[BATCH].astype(str)
+    df[COMPOUND] = df[COMPOUND].astype(str)
+    df[WELL] = _checked_wells(df[WELL], source)
+    df[SITE] = _checked_int(df[SITE], SITE, source)
+    df[REPLICATE] = _checked_int(df[REPLICATE], REPLICATE, source)
+    df[CONCENTRATION] = _checked_float(df[CONCENTRATION], CONCENTRATION, source)
+    df[MOA] = df[MOA].astype(object).where(df[MOA].notna() & (df[MOA].astype(str) != ""), None)
+    df[TREATMENT] = [treatment_id(c, x) for c, x in zip(df[COMPOUND], df[CONCENTRATION], strict=True)]
+    bad_role = ~df[ROLE].isin([ROLE_TREATMENT, ROLE_CONTROL, ROLE_UNLABELLED])
+    if bad_role.any():
+        raise CellmorphError(f"{source}: row {int(np.flatnonzero(bad_role)[0])}: unknown role "
+                             f"{df[ROLE][bad_role].iloc[0]!r}")
+    _check_consistent_labels(df, source)
+
+    dup = df.duplicated(KEY_COLUMNS, keep=False)
+    if dup.any():
+        first = df.loc[dup, KEY_COLUMNS].iloc[0].tolist()
+        raise CellmorphError(
+            f"{source}: {int(dup.sum())} rows share a plate/well/site (first: {first}); "
+            "each field of view must appear once"
+        )
+
+    root_path = Path(root).resolve() if root is not None else None
+    for ch in channels:
+        col = path_column(ch)
+        if df[col].isna().any():
+            row = int(np.flatnonzero(df[col].isna().to_numpy())[0])
+            raise CellmorphError(f"{source}: row {row}: channel {ch!r} has no image path; "
+                                 "every field of view needs a file for every channel")
+        df[col] = [str(_resolve(p, root_path)) for p in df[col]]
+    if check_files:
+        report_missing_files(df, channels, source)
+
+    ordered = METADATA_COLUMNS + [path_column(c) for c in channels]
+    extra = [c for c in df.columns if c not in ordered]
+    out = df[ordered + extra].sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
+    return out
+
+
+def report_missing_files(index: pd.DataFrame, channels: Sequence[str], source: str) -> None:
+    """Raise one error listing how many image files are missing and the first few."""
+    paths = pd.concat([index[path_column(c)] for c in channels], ignore_index=True)
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        shown = "\n  ".join(missing[:5])
+        raise CellmorphError(
+            f"{source}: {len(missing)} of {len(paths)} image files are missing, first:\n  {shown}\n"
+            "check the ROOT folder (for BBBC021: the unpacked per-plate zips, "
+            "`cellmorph download bbbc021 ROOT`), or pass --no-check-files to index anyway"
+        )
+
+
+def _resolve(p: str, root: Path | None) -> Path:
+    path = Path(str(p))
+    if not path.is_absolute() and root is not None:
+        path = root / path
+    return path
+
+
+def _checked_wells(values: pd.Series, source: str) -> pd.Series:
+    out = []
+    for i, w in enumerate(values):
+        try:
+            out.append(normalise_well(w))
+        except ValueError as exc:
+            raise CellmorphError(f"{source}: row {i}: {exc}") from None
+    return pd.Series(out, index=values.index, dtype=object)
+
+
+def _checked_int(values: pd.Series, name: str, source: str) -> pd.Series:
+    num = pd.to_numeric(values, errors="coerce")
+    bad = num.isna() | (num != np.round(num))
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise CellmorphError(f"{source}: row {i}: {name} is {values.iloc[i]!r}, not a whole number")
+    return num.astype(int)
+
+
+def _checked_float(values: pd.Series, name: str, source: str) -> pd.Series:
+    num = pd.to_numeric(values, errors="coerce")
+    if num.isna().any():
+        i = int(np.flatnonzero(num.isna().to_numpy())[0])
+        raise CellmorphError(f"{source}: row {i}: {name} is {values.iloc[i]!r}, not a number")
+    return num.astype(float)
+
+
+def _check_consistent_labels(df: pd.DataFrame, source: str) -> None:
+    """Every labelled row has a label, and a treatment carries one label only."""
+    labelled = df[df[ROLE] == ROLE_TREATMENT]
+    no_label = labelled[MOA].isna()
+    if no_label.any():
+        row = int(labelled.index[no_label][0])
+        raise CellmorphError(f"{source}: row {row}: compound {labelled[COMPOUND][row]!r} "
+                             "has no MoA label; add one or mark the row unlabelled")
+    n_labels = labelled.groupby(TREATMENT)[MOA].nunique()
+    if (n_labels > 1).any():
+        treatment = n_labels.index[n_labels > 1][0]
+        labels = sorted(map(str, labelled.loc[labelled[TREATMENT] == treatment, MOA].unique()))
+        raise CellmorphError(f"{source}: treatment {treatment!r} has several labels {labels}; "
+                             "give each treatment one label")
+
+
+def read_index(path: Path | str) -> pd.DataFrame:
+    """Read an index written by ``cellmorph index`` and check its columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise CellmorphError(f"index file {path} not found; create it with `cellmorph index`")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise CellmorphError(f"{path}: not a readable Parquet index ({exc}); re-create it") from exc
+    missing = [c for c in METADATA_COLUMNS if c not in df.columns]
+    if missing or not channels_of(df):
+        raise CellmorphError(f"{path}: not a cellmorph index (missing {missing or 'Path_ columns'}); "
+                             "re-create it with `cellmorph index`")
+    return df
+
+
+def summarize(index: pd.DataFrame) -> dict[str, int | list[str]]:
+    """Counts of the labelled treatments (what is evaluated) and of the controls."""
+    lab = index[index[ROLE] == ROLE_TREATMENT]
+    ctl = index[index[ROLE] == ROLE_CONTROL]
+    unl = index[index[ROLE] == ROLE_UNLABELLED]
+    return {
+        "images": int(len(lab)),
+        "wells": int(lab[[PLATE, WELL]].drop_duplicates().shape[0]),
+        "treatments": int(lab[TREATMENT].nunique()),
+        "compounds": int(lab[COMPOUND].nunique()),
+        "moas": int(lab[MOA].nunique()),
+        "plates": int(lab[PLATE].nunique()),
+        "batches": int(lab[BATCH].nunique()),
+        "control_images": int(len(ctl)),
+        "control_wells": int(ctl[[PLATE, WELL]].drop_duplicates().shape[0]),
+        "unlabelled_images": int(len(unl)),
+        "channels": channels_of(index),
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """A few readable lines for the terminal."""
+    return (
+        f"labelled: {summary['images']} images, {summary['wells']} wells, "
+        f"{summary['treatments']} treatments, {summary['compounds']} compounds, "
+        f"{summary['moas']} MoAs on {summary['plates']} plates in {summary['batches']} batches\n"
+        f"controls: {summary['control_images']} images in {summary['control_wells']} wells; "
+        f"unlabelled: {summary['unlabelled_images']} images\n"
+        f"channels: {', '.join(summary['channels'])}"
+    )

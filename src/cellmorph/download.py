@@ -1,0 +1,143 @@
+"""Fetch the official BBBC021 zips and metadata: resumable, verified, safely extracted."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+from tqdm.auto import tqdm
+
+from cellmorph.atomic import ensure_writable_dir
+from cellmorph.errors import CellmorphError
+
+BBBC021_BASE_URL = "https://data.broadinstitute.org/bbbc/BBBC021/"
+BBBC021_METADATA = ("BBBC021_v1_image.csv", "BBBC021_v1_moa.csv", "BBBC021_v1_compound.csv")
+_CHUNK = 1 << 20
+
+
+def fetch(url: str, dest: Path, *, progress: bool = True, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest``, resuming a ``dest.part`` left by an interrupted run.
+
+    The finished file appears under its name only when complete (size checked against the
+    server's Content-Length when it sends one).
+    """
+    dest = Path(dest)
+    if dest.is_file():
+        return dest
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # the part file is already complete
+            os.replace(part, dest)
+            return dest
+        raise CellmorphError(f"download of {url} failed: HTTP {exc.code}; check the URL or plate "
+                             "name and try again") from exc
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise CellmorphError(f"download of {url} failed ({exc}); check the network and rerun "
+                             "(the partial file is kept and resumed)") from exc
+    with resp:
+        resumed = resp.status == 206
+        if not resumed:
+            have = 0  # server ignored the range: start over
+        length = resp.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        with open(part, "ab" if resumed else "wb") as fh, tqdm(
+            total=total, initial=have, unit="B", unit_scale=True, desc=dest.name,
+            disable=not progress,
+        ) as bar:
+            while chunk := resp.read(_CHUNK):
+                fh.write(chunk)
+                bar.update(len(chunk))
+    if total is not None and part.stat().st_size != total:
+        raise CellmorphError(f"download of {url} ended early ({part.stat().st_size} of {total} "
+                             "bytes); rerun to resume")
+    os.replace(part, dest)
+    return dest
+
+
+def safe_extract(archive: Path, dest: Path) -> list[Path]:
+    """Extract a zip under ``dest``, refusing any entry that would land outside it."""
+    dest = Path(dest).resolve()
+    try:
+        zf = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile as exc:
+        archive.unlink(missing_ok=True)
+        raise CellmorphError(f"{archive}: not a valid zip (deleted); rerun the download") from exc
+    with zf:
+        bad = zf.testzip()
+        if bad is not None:
+            raise CellmorphError(f"{archive}: entry {bad} fails its CRC check; delete the zip and "
+                                 "rerun the download")
+        targets = []
+        for info in zf.infolist():
+            name = PurePosixPath(info.filename)
+            target = (dest / name).resolve()
+            if name.is_absolute() or ".." in name.parts or not target.is_relative_to(dest):
+                raise CellmorphError(f"{archive}: entry {info.filename!r} would be written outside "
+                                     f"{dest}; refusing to extract this archive")
+            targets.append((info, target))
+        written = []
+        for info, target in targets:
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".part")
+            with zf.open(info) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.replace(tmp, target)
+            written.append(target)
+    return written
+
+
+def download_bbbc021(root: Path | str, plates: Sequence[str] | None = None, *,
+                     base_url: str = BBBC021_BASE_URL, keep_zips: bool = False,
+                     progress: bool = True) -> list[Path]:
+    """Download and unpack BBBC021 plates (all 55 by default) and its metadata into ``root``.
+
+    Images land in ``root/WeekN/WeekN_PLATE/`` as ``Image_PathName_*`` expects; a plate whose
+    folder already holds its images is skipped.
+    """
+    from cellmorph.datasets.bbbc021 import read_image_metadata
+
+    root = ensure_writable_dir(Path(root))
+    base_url = base_url.rstrip("/") + "/"
+    for name in BBBC021_METADATA:
+        try:
+            fetch(base_url + name, root / name, progress=progress)
+        except CellmorphError as exc:
+            if name != "BBBC021_v1_compound.csv":  # the SMILES table is optional
+                raise
+            print(f"note: optional {name} not fetched ({exc})")
+    meta = read_image_metadata(root / "BBBC021_v1_image.csv")
+    expected = meta.groupby("Image_Metadata_Plate_DAPI").size()
+    all_plates = sorted(expected.index)
+    plates = list(plates) if plates else all_plates
+    unknown = sorted(set(plates) - set(all_plates))
+    if unknown:
+        raise CellmorphError(f"unknown plate(s) {unknown}; plates look like {all_plates[0]}")
+    done = []
+    for plate in tqdm(plates, desc="plates", unit="plate", disable=not progress or len(plates) < 2):
+        week = plate.split("_")[0]
+        folder = root / week / plate
+        if folder.is_dir() and len(list(folder.glob("*.tif"))) >= 3 * expected[plate]:
+            done.append(folder)
+            continue
+        archive = fetch(f"{base_url}BBBC021_v1_images_{plate}.zip",
+                        root / f"BBBC021_v1_images_{plate}.zip", progress=progress)
+        safe_extract(archive, root / week)
+        if not folder.is_dir():
+            raise CellmorphError(f"{archive}: did not contain the folder {plate}/; "
+                                 "the archive layout is unexpected")
+        if not keep_zips:
+            archive.unlink()
+        done.append(folder)
+    return done

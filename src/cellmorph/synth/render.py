@@ -1,0 +1,203 @@
+"""Procedural rendering of fluorescent cells (nuclei, microtubules, actin, a translocating signal).
+
+No library renders cell-painting-like fields with controllable phenotypes, so this is written
+by hand. Each cell is drawn in a local patch from a handful of shape parameters; a
+:class:`Phenotype` sets those parameters, and a treatment moves them away from the control
+phenotype with a strength in [0, 1]. Plates add intensity gain, background and vignetting, so
+that raw intensity alone does not identify a treatment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Phenotype:
+    """Per-cell shape and texture parameters (multipliers and fractions, control = defaults)."""
+
+    density: float = 1.0  # relative cell count (toxicity lowers it)
+    nucleus_size: float = 1.0
+    nucleus_elongation: float = 1.15
+    cell_size: float = 1.0
+    cell_elongation: float = 1.3
+    mitotic_fraction: float = 0.03  # round, condensed, bright DNA
+    fragmented_fraction: float = 0.0  # nucleus broken into blobs
+    multinucleate_fraction: float = 0.0
+    fiber_strength: float = 0.6  # microtubule filaments vs diffuse tubulin
+    fiber_thickness: float = 1.0
+    tubulin_level: float = 1.0
+    aster_fraction: float = 0.0  # monopolar spindles (bright tubulin ring)
+    actin_ring: float = 0.7  # cortical actin
+    stress_fibers: float = 0.3
+    actin_puncta: float = 0.0  # aggregates after actin disruption
+    nuclear_texture: float = 0.2
+    nuclear_signal: float = 0.15  # fraction of the translocating signal inside the nucleus
+
+    def toward(self, other: Phenotype, strength: float) -> Phenotype:
+        """Interpolate every parameter from ``self`` toward ``other`` by ``strength``."""
+        values = {
+            f.name: getattr(self, f.name) + strength * (getattr(other, f.name) - getattr(self, f.name))
+            for f in dataclasses.fields(self)
+        }
+        return Phenotype(**values)
+
+    def jittered(self, rng: np.random.Generator, scale: float) -> Phenotype:
+        """A nearby phenotype: each parameter moved by up to ``scale`` of itself."""
+        values = {f.name: max(0.0, getattr(self, f.name) * (1 + rng.uniform(-scale, scale)))
+                  for f in dataclasses.fields(self)}
+        return Phenotype(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlateEffect:
+    """Per-plate acquisition differences: gain and background per channel, and vignetting."""
+
+    gain: dict[str, float]
+    background: dict[str, float]
+    vignetting: float  # 0 = flat; 0.4 = 40 % darker corners
+    centre: tuple[float, float] = (0.5, 0.5)
+
+    @staticmethod
+    def random(channels: Sequence[str], rng: np.random.Generator) -> PlateEffect:
+        """Draw a plate effect from ranges seen in real screens."""
+        return PlateEffect(
+            gain={c: float(rng.uniform(0.6, 1.5)) for c in channels},
+            background={c: float(rng.uniform(0.02, 0.08)) for c in channels},
+            vignetting=float(rng.uniform(0.15, 0.45)),
+            centre=(float(rng.uniform(0.4, 0.6)), float(rng.uniform(0.4, 0.6))),
+        )
+
+
+def render_field(
+    phenotype: Phenotype,
+    shape: tuple[int, int],
+    rng: np.random.Generator,
+    *,
+    channels: Sequence[str] = ("DAPI", "Tubulin", "Actin"),
+    plate: PlateEffect | None = None,
+    nucleus_radius: float | None = None,
+    cells_per_megapixel: float = 90.0,
+) -> dict[str, np.ndarray]:
+    """Render one field of view; returns float32 images in [0, ~1] keyed by channel.
+
+    Channels understood: ``DAPI`` (DNA), ``Tubulin``, ``Actin`` and ``FITC`` (a signal that
+    moves from cytoplasm to nucleus with ``Phenotype.nuclear_signal``).
+    """
+    h, w = shape
+    rn0 = nucleus_radius if nucleus_radius is not None else max(6.0, w / 60.0)
+    # Cells per field: scale with area in units of the nucleus, so small fields are not empty.
+    area_cells = (h * w) / (np.pi * (2.6 * rn0) ** 2)
+    expected = max(3.0, 0.45 * area_cells * phenotype.density * min(1.0, cells_per_megapixel / 90))
+    n_cells = int(rng.poisson(expected))
+    planes = {c: np.zeros((h, w), np.float32) for c in channels}
+    for _ in range(n_cells):
+        _draw_cell(planes, phenotype, rn0, rng, (h, w))
+    out = {}
+    plate = plate or PlateEffect({c: 1.0 for c in channels}, {c: 0.04 for c in channels}, 0.2)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r2 = ((yy / h - plate.centre[0]) ** 2 + (xx / w - plate.centre[1]) ** 2) / 0.5
+    illum = 1.0 - plate.vignetting * r2
+    for c, img in planes.items():
+        img = (img * plate.gain[c] + plate.background[c]) * illum
+        img = img + rng.normal(0.0, 0.01, img.shape).astype(np.float32)
+        out[c] = np.clip(img, 0.0, None).astype(np.float32)
+    return out
+
+
+def _draw_cell(planes: dict[str, np.ndarray], p: Phenotype, rn0: float,
+               rng: np.random.Generator, shape: tuple[int, int]) -> None:
+    h, w = shape
+    mitotic = rng.random() < p.mitotic_fraction
+    fragmented = (not mitotic) and rng.random() < p.fragmented_fraction
+    multinuc = (not mitotic) and (not fragmented) and rng.random() < p.multinucleate_fraction
+    aster = rng.random() < p.aster_fraction
+
+    rn = rn0 * p.nucleus_size * rng.uniform(0.85, 1.15) * (0.7 if mitotic else 1.0)
+    rc = rn0 * 2.3 * p.cell_size * rng.uniform(0.85, 1.15) * (0.75 if mitotic else 1.0)
+    elong_c = 1.0 if mitotic else p.cell_elongation * rng.uniform(0.9, 1.1)
+    elong_n = 1.0 if mitotic else p.nucleus_elongation
+    theta = rng.uniform(0, np.pi)
+    cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+    half = int(np.ceil(rc * max(elong_c, 1.0) * 1.3)) + 2
+    y0, y1 = max(0, int(cy) - half), min(h, int(cy) + half + 1)
+    x0, x1 = max(0, int(cx) - half), min(w, int(cx) + half + 1)
+    if y0 >= y1 or x0 >= x1:
+        return
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    dy, dx = yy - cy, xx - cx
+    u = dx * np.cos(theta) + dy * np.sin(theta)  # along the long axis
+    v = -dx * np.sin(theta) + dy * np.cos(theta)
+    r_cell = np.sqrt((u / (rc * np.sqrt(elong_c))) ** 2 + (v * np.sqrt(elong_c) / rc) ** 2)
+    cell = _soft(r_cell, 1.0, 0.08)
+    phi = np.arctan2(v, u)
+
+    # Nucleus (or nuclei / fragments): DNA channel and the nuclear mask for translocation.
+    nucleus = np.zeros_like(cell)
+    if fragmented:
+        for _ in range(int(rng.integers(3, 7))):
+            oy, ox = rng.normal(0, rn * 0.6, 2)
+            r = np.sqrt((dy - oy) ** 2 + (dx - ox) ** 2) / (rn * rng.uniform(0.25, 0.4))
+            nucleus = np.maximum(nucleus, _soft(r, 1.0, 0.15))
+    else:
+        centres = [(0.0, 0.0)]
+        if multinuc:
+            k = int(rng.integers(2, 4))
+            centres = [(rn * 0.9 * np.cos(a), rn * 0.9 * np.sin(a))
+                       for a in np.linspace(0, 2 * np.pi, k, endpoint=False) + rng.uniform(0, 6)]
+        for ou, ov in centres:
+            r = np.sqrt(((u - ou) / (rn * np.sqrt(elong_n))) ** 2
+                        + ((v - ov) * np.sqrt(elong_n) / rn) ** 2)
+            nucleus = np.maximum(nucleus, _soft(r, 1.0, 0.1))
+    if "DAPI" in planes:
+        texture = 1.0 + p.nuclear_texture * rng.normal(0, 1, nucleus.shape).astype(np.float32)
+        level = (1.8 if mitotic else 0.8) * rng.uniform(0.85, 1.15)
+        _add(planes["DAPI"], (y0, x0), nucleus * level * np.clip(texture, 0.3, None))
+
+    if "Tubulin" in planes:
+        n_fib = int(rng.integers(9, 16))
+        fib = (0.5 + 0.5 * np.cos(n_fib * phi + rng.uniform(0, 6.3))) ** (6.0 / p.fiber_thickness)
+        radial = np.clip(r_cell, 0, 1)
+        tub = cell * p.tubulin_level * (0.35 + p.fiber_strength * fib * (0.4 + radial))
+        if aster or mitotic:
+            ring = np.exp(-((r_cell - 0.35) / 0.12) ** 2)
+            tub = tub + (1.2 if aster else 0.6) * ring * cell
+        _add(planes["Tubulin"], (y0, x0), 0.6 * tub * rng.uniform(0.85, 1.15))
+
+    if "Actin" in planes:
+        ring = np.exp(-((r_cell - 0.92) / 0.1) ** 2) * p.actin_ring
+        k = rng.uniform(0.9, 1.4)
+        fibres = (0.5 + 0.5 * np.cos(k * v + rng.uniform(0, 6.3))) ** 8 * p.stress_fibers * cell
+        act = 0.2 * cell + ring + fibres
+        if p.actin_puncta > 0:
+            for _ in range(int(rng.poisson(6 * p.actin_puncta))):
+                oy, ox = rng.normal(0, rc * 0.5, 2)
+                r = np.sqrt((dy - oy) ** 2 + (dx - ox) ** 2) / (rn * 0.22)
+                act = act + 1.5 * _soft(r, 1.0, 0.2) * cell
+        _add(planes["Actin"], (y0, x0), 0.6 * act * rng.uniform(0.85, 1.15))
+
+    if "FITC" in planes:
+        cyto = np.clip(cell - nucleus, 0, 1)
+        f = p.nuclear_signal
+        sig = (1 - f) * cyto * 0.5 + f * nucleus * 1.6
+        _add(planes["FITC"], (y0, x0), sig * rng.uniform(0.8, 1.2))
+
+
+def _soft(r: np.ndarray, edge: float, width: float) -> np.ndarray:
+    """A smooth disc: 1 inside ``edge``, 0 outside, logistic edge of ``width``."""
+    return (1.0 / (1.0 + np.exp(np.clip((r - edge) / width, -30, 30)))).astype(np.float32)
+
+
+def _add(plane: np.ndarray, origin: tuple[int, int], patch: np.ndarray) -> None:
+    y0, x0 = origin
+    plane[y0 : y0 + patch.shape[0], x0 : x0 + patch.shape[1]] += patch
+
+
+def to_uint(img: np.ndarray, dtype: type = np.uint16, scale: float | None = None) -> np.ndarray:
+    """Scale a float image (about 0..1) to an unsigned integer image with headroom."""
+    info = np.iinfo(dtype)
+    scale = scale if scale is not None else info.max / 4.0
+    return np.clip(np.round(img * scale), 0, info.max).astype(dtype)

@@ -1,0 +1,24 @@
+"""Shared fixtures: small SYNTHETIC plates in the real layouts, made once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cellmorph.datasets.bbbc021 import index_bbbc021
+from cellmorph.synth.bbbc021 import synthesize_bbbc021
+
+
+@pytest.fixture(scope="session")
+def synth021(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's default SYNTHETIC BBBC021 selection (4 MoAs, 13 compounds, 1 site)."""
+    root = tmp_path_factory.mktemp("synth021")
+    synthesize_bbbc021(root, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synth021_index(synth021: Path):
+    """The MoA-subset index of :func:`synth021`."""
+    return index_bbbc021(synth021, moa_subset=True, image_csv=synth021 / "BBBC021_v1_image.csv")

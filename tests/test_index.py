@@ -1,0 +1,78 @@
+"""The common index machinery: validation, path checks, summaries."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from cellmorph.datasets import index as ix
+from cellmorph.errors import CellmorphError
+
+
+def _platemap(tmp_path, n=3, make_files=True) -> pd.DataFrame:
+    rows = []
+    for i in range(n):
+        paths = {}
+        for ch in ("A", "B"):
+            p = tmp_path / f"f{i}_{ch}.tif"
+            if make_files:
+                p.write_bytes(b"x")
+            paths[ix.path_column(ch)] = p.name
+        rows.append({ix.PLATE: "P1", ix.WELL: f"b{i + 1}", ix.SITE: 1, ix.COMPOUND: "c",
+                     ix.CONCENTRATION: "1", ix.MOA: "m", ix.ROLE: ix.ROLE_TREATMENT, **paths})
+    return pd.DataFrame(rows)
+
+
+def test_build_index_normalises_and_resolves(tmp_path) -> None:
+    df = ix.build_index(_platemap(tmp_path), ["A", "B"], root=tmp_path)
+    assert list(df[ix.WELL]) == ["B01", "B02", "B03"]
+    assert df[ix.TREATMENT].iloc[0] == "c@1"
+    assert df[ix.BATCH].iloc[0] == "P1"  # batch defaults to plate
+    assert all(str(tmp_path) in p for p in df["Path_A"])
+
+
+def test_missing_files_are_reported_together(tmp_path) -> None:
+    with pytest.raises(CellmorphError) as err:
+        ix.build_index(_platemap(tmp_path, n=4, make_files=False), ["A", "B"], root=tmp_path)
+    assert "8 of 8 image files are missing" in str(err.value)
+    assert str(err.value).count(".tif") == 5  # first five listed
+
+
+def test_missing_column_and_empty_selection(tmp_path) -> None:
+    pm = _platemap(tmp_path)
+    with pytest.raises(CellmorphError, match=r"missing columns \['Path_C'\]"):
+        ix.build_index(pm, ["A", "C"], root=tmp_path)
+    with pytest.raises(CellmorphError, match="selection is empty"):
+        ix.build_index(pm.iloc[:0], ["A"], root=tmp_path)
+
+
+def test_bad_rows_are_named(tmp_path) -> None:
+    pm = _platemap(tmp_path)
+    pm.loc[1, ix.WELL] = "ZZ"
+    with pytest.raises(CellmorphError, match="row 1: not a well name"):
+        ix.build_index(pm, ["A"], root=tmp_path)
+    pm = _platemap(tmp_path)
+    pm.loc[2, ix.CONCENTRATION] = "high"
+    with pytest.raises(CellmorphError, match="row 2: Metadata_Concentration is 'high'"):
+        ix.build_index(pm, ["A"], root=tmp_path)
+    pm = _platemap(tmp_path)
+    pm.loc[2, ix.WELL] = "B01"
+    with pytest.raises(CellmorphError, match="share a plate/well/site"):
+        ix.build_index(pm, ["A"], root=tmp_path)
+    pm = _platemap(tmp_path)
+    pm.loc[1, ix.MOA] = None
+    with pytest.raises(CellmorphError, match="row 1: compound 'c' has no MoA label"):
+        ix.build_index(pm, ["A"], root=tmp_path)
+
+
+@pytest.mark.parametrize(("raw", "norm"), [("a1", "A01"), ("B02", "B02"), ("h012", "H12"),
+                                           ("AA3", "AA03")])
+def test_normalise_well(raw: str, norm: str) -> None:
+    assert ix.normalise_well(raw) == norm
+
+
+def test_read_index_rejects_other_tables(tmp_path) -> None:
+    path = tmp_path / "x.parquet"
+    pd.DataFrame({"a": [1]}).to_parquet(path)
+    with pytest.raises(CellmorphError, match="not a cellmorph index"):
+        ix.read_index(path)
