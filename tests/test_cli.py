@@ -70,3 +70,38 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
         raise RuntimeError("interrupted")
     assert pd.read_parquet(target)["a"].tolist() == [1]
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+
+
+def test_evaluate_bundled_ljosa_prints_nsc_and_nscb(tmp_path: Path) -> None:
+    res = _run("evaluate", "ljosa2013", "-o", str(tmp_path / "ev"), "--no-map")
+    assert res.returncode == 0, res.stderr
+    nsc = [line for line in res.stdout.splitlines() if line.startswith("NSC ")]
+    nscb = [line for line in res.stdout.splitlines() if line.startswith("NSCB ")]
+    assert len(nsc) == 2 and len(nscb) == 2
+    assert "Cholesterol-lowering, Kinase inhibitors" in nscb[0]
+    assert (tmp_path / "ev" / "metrics.json").is_file()
+    assert (tmp_path / "ev" / "confusion_nsc_cosine.png").stat().st_size > 1000
+    assert (tmp_path / "ev" / "evaluate_config.yaml").is_file()
+
+
+def test_evaluate_bad_tables(tmp_path: Path) -> None:
+    pd.DataFrame({"plate": ["p"], "well": ["A01"], "f": [1.0]}).to_csv(tmp_path / "a.csv",
+                                                                       index=False)
+    res = _run("evaluate", str(tmp_path / "a.csv"))
+    assert res.returncode == 2 and "no Metadata_Plate/Metadata_Well" in res.stderr
+    pd.DataFrame({"Metadata_Plate": ["p"], "Metadata_Well": ["A01"], "Metadata_Compound": ["c"],
+                  "Metadata_Role": ["treatment"], "Metadata_MoA": ["m"],
+                  "Metadata_Treatment": ["c@1"], "Metadata_Batch": ["b"],
+                  "f": ["x"]}).to_csv(tmp_path / "b.csv", index=False)
+    res = _run("evaluate", str(tmp_path / "b.csv"))
+    assert res.returncode == 2 and "non-numeric feature columns ['f']" in res.stderr
+
+
+def test_profile_config_errors(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("index: i.parquet\noutput: out\nmodle: resnet50\n")
+    res = _run("profile", str(tmp_path / "c.yaml"))
+    assert res.returncode == 2 and "modle: Extra inputs are not permitted" in res.stderr
+    res = _run("profile", "--output", str(tmp_path / "o"))
+    assert res.returncode == 2 and "index: Field required" in res.stderr
+    res = _run("profile", "--index", str(tmp_path / "none.parquet"), "-o", str(tmp_path / "o"))
+    assert res.returncode == 2 and "none.parquet not found" in res.stderr

@@ -193,6 +193,90 @@ def download_bbbc021_cmd(
                f"cellmorph index bbbc021 {root} --moa-subset")
 
 
+# ---------------------------------------------------------------- profile / evaluate
+def _config(path: Path | None, model, overrides: dict):
+    """A config from a file (if any) with command-line overrides (those not None) on top."""
+    from pydantic import ValidationError
+
+    from cellmorph.config import load_config
+
+    base = load_config(path, model).model_dump() if path else {}
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return model(**base)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CellmorphError(f"{'.'.join(map(str, first['loc']))}: {first['msg']} "
+                             "(give it in the config file or as an option)") from None
+
+
+@app.command("profile")
+def profile_cmd(
+    config: Annotated[Path | None, typer.Argument(help="YAML config (see configs/).")] = None,
+    index: Annotated[Path | None, typer.Option(help="Index from `cellmorph index`.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Run folder.")] = None,
+    model: Annotated[str | None, typer.Option(help="Any timm model name.")] = None,
+    weights: Annotated[str | None, typer.Option(help="imagenet, random, xavier or a file.")]
+    = None,
+    channel_mode: Annotated[str | None, typer.Option(help="greyscale (per stain) or rgb.")]
+    = None,
+    preprocess: Annotated[str | None, typer.Option(help="Preset: pawlowski, kensert, "
+                                                   "kensert-bbbc014.")] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16, fp16.")] = None,
+    debug: Debug = False,
+) -> None:
+    """Images -> deep-feature profiles (image, well and treatment level) with a frozen network."""
+    from cellmorph.config import ProfileConfig
+    from cellmorph.profiling.pipeline import profile_screen
+
+    cfg = _config(config, ProfileConfig, dict(
+        index=index, output=output, model=model, weights=weights, channel_mode=channel_mode,
+        preprocess=preprocess, batch_size=batch_size, device=device, precision=precision))
+    paths = profile_screen(cfg)
+    typer.echo(f"profiles: {paths['wells']} (wells), {paths['treatments']} (treatments); "
+               f"config saved as {paths['config']}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    profiles: Annotated[str, typer.Argument(help="Well-level profiles (.parquet/.csv), a "
+                                            "`cellmorph profile` folder, or 'ljosa2013' for "
+                                            "the bundled CellProfiler profiles.")],
+    config: Annotated[Path | None, typer.Option("--config", help="YAML EvaluateConfig.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Where metrics and "
+                                                "plots go (default: beside the profiles).")]
+    = None,
+    index: Annotated[Path | None, typer.Option(help="Index to annotate un-annotated profiles "
+                                               "by plate and well.")] = None,
+    normalize: Annotated[str | None, typer.Option(help="standardize, robust or none.")] = None,
+    normalize_by: Annotated[str | None, typer.Option(help="plate, global or plate-center.")] = None,
+    sphering: Annotated[bool | None, typer.Option("--sphering/--no-sphering",
+                                                  help="TVN on DMSO wells.")] = None,
+    pca: Annotated[int | None, typer.Option(help="PCA components (fitted on DMSO).")] = None,
+    map_: Annotated[bool | None, typer.Option("--map/--no-map", help="mAP via copairs.")]
+    = None,
+    debug: Debug = False,
+) -> None:
+    """Profiles -> NSC/NSCB 1-NN MoA accuracy, mAP (copairs), confusion matrices."""
+    from cellmorph.config import EvaluateConfig
+    from cellmorph.datasets.index import read_index
+    from cellmorph.evaluation.pipeline import evaluate_profiles, format_results
+    from cellmorph.profiling.cellprofiler import LJOSA2013, read_profiles
+
+    cfg = _config(config, EvaluateConfig, dict(normalize=normalize, normalize_by=normalize_by,
+                                               sphering=sphering, pca_components=pca, map=map_))
+    wells = read_profiles(profiles, annotate_with=read_index(index) if index else None)
+    if output is None:
+        src = Path(profiles)
+        output = (Path("evaluation-ljosa2013") if profiles == LJOSA2013
+                  else (src if src.is_dir() else src.parent) / "evaluation")
+    results = evaluate_profiles(wells, cfg, output)
+    typer.echo(format_results(results))
+    typer.echo(f"metrics, tables and plots -> {output}")
+
+
 # ---------------------------------------------------------------- demo
 @app.command("demo")
 def demo_cmd(

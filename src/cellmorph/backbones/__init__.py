@@ -1,0 +1,12 @@
+"""Backbones through timm: any model name, with weights from the hub, a file or the bundle."""
+
+from cellmorph.backbones.registry import (
+    PAPER_MODELS,
+    create_backbone,
+    data_config,
+    default_input_size,
+    load_weights_file,
+)
+
+__all__ = ["PAPER_MODELS", "create_backbone", "data_config", "default_input_size",
+           "load_weights_file"]

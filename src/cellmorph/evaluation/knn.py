@@ -1,0 +1,93 @@
+"""Treatment-level 1-nearest-neighbour MoA accuracy with NSC and NSCB hold-outs.
+
+NSC (not same compound): a treatment's neighbours never include another concentration of
+its own compound. NSCB additionally excludes treatments of the same batch (Ando et al.
+2017); MoAs whose compounds all sit in one batch can never be matched then and are left out
+of NSCB entirely (as queries and as references), and the result says which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.spatial.distance import cdist
+
+from cellmorph.datasets import index as ix
+from cellmorph.errors import CellmorphError
+from cellmorph.profiling.aggregate import to_matrix
+
+
+@dataclass
+class NNResult:
+    """Outcome of one 1-NN evaluation."""
+
+    holdout: str
+    metric: str
+    accuracy: float
+    n_treatments: int
+    predictions: pd.DataFrame
+    dropped_moas: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """JSON-ready summary (without the per-treatment table)."""
+        per_moa = self.predictions.groupby(ix.MOA)["correct"].mean().round(4).to_dict()
+        return {"holdout": self.holdout, "metric": self.metric, "accuracy": self.accuracy,
+                "n_treatments": self.n_treatments, "dropped_moas": self.dropped_moas,
+                "per_moa_accuracy": per_moa}
+
+
+def single_batch_moas(treatments: pd.DataFrame) -> list[str]:
+    """MoAs all of whose treatments sit in one batch."""
+    n = treatments.groupby(ix.MOA)[ix.BATCH].nunique()
+    return sorted(n.index[n <= 1])
+
+
+def check_evaluable(treatments: pd.DataFrame) -> None:
+    """NSC needs at least two compounds in some MoA; say which MoAs cannot be matched."""
+    n_comp = treatments.groupby(ix.MOA)[ix.COMPOUND].nunique()
+    if (n_comp < 2).all():
+        raise CellmorphError("every MoA has a single compound: NSC 1-NN cannot match any "
+                             "treatment; include at least two compounds per MoA")
+
+
+def nn_accuracy(treatments: pd.DataFrame, *, metric: str = "cosine",
+                holdout: str = "nsc") -> NNResult:
+    """1-NN MoA accuracy over labelled treatment profiles (one row per treatment)."""
+    if holdout not in ("nsc", "nscb"):
+        raise CellmorphError(f"unknown hold-out {holdout!r}: nsc or nscb")
+    df = treatments[treatments[ix.ROLE] == ix.ROLE_TREATMENT].reset_index(drop=True)
+    if df.empty:
+        raise CellmorphError("no labelled treatment profiles to evaluate")
+    check_evaluable(df)
+    dropped: list[str] = []
+    if holdout == "nscb":
+        dropped = single_batch_moas(df)
+        df = df[~df[ix.MOA].isin(dropped)].reset_index(drop=True)
+    X = to_matrix(df)
+    dist = cdist(X, X, metric=metric)
+    compound = df[ix.COMPOUND].to_numpy()
+    excluded = compound[:, None] == compound[None, :]
+    if holdout == "nscb":
+        batch = df[ix.BATCH].to_numpy()
+        excluded |= batch[:, None] == batch[None, :]
+    dist = np.where(excluded, np.inf, dist)
+    has_ref = np.isfinite(dist).any(axis=1)
+    nearest = np.argmin(dist, axis=1)
+    moa = df[ix.MOA].to_numpy()
+    pred = np.where(has_ref, moa[nearest], None)
+    out = df[[ix.TREATMENT, ix.COMPOUND, ix.CONCENTRATION, ix.MOA, ix.BATCH]].copy()
+    out["predicted"] = pred
+    out["neighbour"] = np.where(has_ref, df[ix.TREATMENT].to_numpy()[nearest], None)
+    out["distance"] = np.where(has_ref, dist[np.arange(len(df)), nearest], np.nan)
+    out["correct"] = out["predicted"] == out[ix.MOA]
+    acc = float(out["correct"].mean())
+    return NNResult(holdout, metric, acc, len(out), out, dropped)
+
+
+def confusion(result: NNResult) -> pd.DataFrame:
+    """Counts of true MoA (rows) vs predicted MoA (columns)."""
+    labels = sorted(set(result.predictions[ix.MOA]) | set(result.predictions["predicted"].dropna()))
+    return pd.crosstab(result.predictions[ix.MOA], result.predictions["predicted"]).reindex(
+        index=labels, columns=labels, fill_value=0)

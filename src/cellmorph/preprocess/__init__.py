@@ -1,0 +1,19 @@
+"""Preprocessing primitives: stateless functions, image first (scikit-image style).
+
+Shared by profiling and fine-tuning. Arrays are (channels, height, width) unless stated.
+"""
+
+from cellmorph.preprocess.illumination import correct_illumination, illumination_function
+from cellmorph.preprocess.intensity import (
+    anscombe,
+    control_statistics,
+    normalise_to_controls,
+    rescale_to_uint8,
+)
+from cellmorph.preprocess.tiling import grid_tiles, nonempty_tiles, random_tiles, resize_stack
+
+__all__ = [
+    "anscombe", "control_statistics", "correct_illumination", "grid_tiles",
+    "illumination_function", "nonempty_tiles", "normalise_to_controls", "random_tiles",
+    "rescale_to_uint8", "resize_stack",
+]

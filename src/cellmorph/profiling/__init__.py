@@ -1,0 +1,1 @@
+"""Profiles: deep features per tile, aggregated to image, well and treatment (pycytominer style)."""

@@ -1,0 +1,73 @@
+"""Per-well profiles from CellProfiler/pycytominer, annotated through a screen's metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from cellmorph.datasets import index as ix
+from cellmorph.errors import CellmorphError
+
+LJOSA2013 = "ljosa2013"
+_RENAMES = {"Image_Metadata_Plate": ix.PLATE, "Image_Metadata_Well": ix.WELL}
+
+
+def read_profiles(source: Path | str, *, annotate_with: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Read a profile table (Parquet or CSV; ``ljosa2013`` = the bundled BBBC021 profiles).
+
+    CellProfiler's ``Image_Metadata_Plate``/``Image_Metadata_Well`` become ``Metadata_``
+    columns. A table without treatment annotations is annotated by plate and well from
+    ``annotate_with`` (an index), or from the BBBC021 metadata when its plates are BBBC021's.
+    """
+    if str(source) == LJOSA2013:
+        from cellmorph.datasets.bbbc021 import bundled_path
+
+        path = bundled_path("ljosa2013_per_well_mean.csv.gz")
+    else:
+        path = Path(source)
+        if path.is_dir():
+            path = path / "profiles_well.parquet"
+    if not path.is_file():
+        raise CellmorphError(f"profile table {path} not found; pass a .parquet/.csv file, a "
+                             f"`cellmorph profile` output folder, or {LJOSA2013}")
+    try:
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except Exception as exc:  # pandas/pyarrow raise many types for damaged files
+        raise CellmorphError(f"{path}: cannot be read as a table ({exc})") from exc
+    df = df.rename(columns=_RENAMES)
+    if ix.PLATE not in df.columns or ix.WELL not in df.columns:
+        raise CellmorphError(f"{path}: no Metadata_Plate/Metadata_Well columns (or CellProfiler's "
+                             "Image_Metadata_Plate/Well); profiles need plate and well "
+                             "annotations")
+    if ix.COMPOUND not in df.columns:
+        df = annotate_wells(df, annotate_with if annotate_with is not None
+                            else _bbbc021_wells(df, path), str(path))
+    return df
+
+
+def annotate_wells(profiles: pd.DataFrame, index: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Join well-level annotations of ``index`` onto ``profiles`` by plate and well."""
+    meta_cols = [c for c in ix.METADATA_COLUMNS if c not in (ix.SITE,)]
+    wells = index[meta_cols].drop_duplicates([ix.PLATE, ix.WELL])
+    profiles = profiles.copy()
+    profiles[ix.WELL] = [ix.normalise_well(w) for w in profiles[ix.WELL]]
+    out = profiles.merge(wells, on=[ix.PLATE, ix.WELL], how="inner")
+    if out.empty:
+        raise CellmorphError(f"{source}: no profile matches a plate/well of the annotations; "
+                             "check the plate names")
+    dropped = len(profiles) - len(out)
+    if dropped:
+        print(f"note: {dropped} wells of {source} have no annotation and are left out")
+    cols = [c for c in out.columns if c.startswith("Metadata_")]
+    return out[cols + [c for c in out.columns if c not in cols]]
+
+
+def _bbbc021_wells(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    from cellmorph.datasets.bbbc021 import index_bbbc021
+
+    index = index_bbbc021(None, moa_subset=True, check_files=False)
+    if not set(df[ix.PLATE]) & set(index[ix.PLATE]):
+        raise CellmorphError(f"{path}: no Metadata_Compound column and its plates are not "
+                             "BBBC021's; add Metadata_ annotations or pass --index")
+    return index

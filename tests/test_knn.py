@@ -1,0 +1,64 @@
+"""NSC/NSCB 1-NN accuracy, checked against scikit-learn on the real Ljosa 2013 profiles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.neighbors import KNeighborsClassifier
+
+from cellmorph.config import EvaluateConfig
+from cellmorph.datasets import index as ix
+from cellmorph.errors import CellmorphError
+from cellmorph.evaluation.knn import nn_accuracy
+from cellmorph.evaluation.pipeline import prepare_profiles
+from cellmorph.profiling.aggregate import TREATMENT_KEYS, aggregate, to_matrix
+from cellmorph.profiling.cellprofiler import read_profiles
+
+
+@pytest.fixture(scope="module")
+def ljosa_treatments() -> pd.DataFrame:
+    wells, _ = prepare_profiles(read_profiles("ljosa2013"), EvaluateConfig())
+    return aggregate(wells[wells[ix.ROLE] == ix.ROLE_TREATMENT], TREATMENT_KEYS)
+
+
+def _sklearn_nsc(treatments: pd.DataFrame, metric: str) -> float:
+    X, y = to_matrix(treatments), treatments[ix.MOA].to_numpy()
+    compounds = treatments[ix.COMPOUND].to_numpy()
+    correct = 0
+    for c in np.unique(compounds):
+        test = compounds == c
+        knn = KNeighborsClassifier(n_neighbors=1, metric=metric, algorithm="brute")
+        knn.fit(X[~test], y[~test])
+        correct += (knn.predict(X[test]) == y[test]).sum()
+    return correct / len(y)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_nsc_matches_sklearn(ljosa_treatments: pd.DataFrame, metric: str) -> None:
+    ours = nn_accuracy(ljosa_treatments, metric=metric, holdout="nsc")
+    assert ours.n_treatments == 103
+    assert ours.accuracy == pytest.approx(_sklearn_nsc(ljosa_treatments, metric))
+
+
+def test_ljosa_nsc_is_in_the_published_range(ljosa_treatments: pd.DataFrame) -> None:
+    res = nn_accuracy(ljosa_treatments, metric="cosine", holdout="nsc")
+    assert 0.80 <= res.accuracy <= 0.95  # Ljosa 2013 / Singh 2014 mean profiles: 80s %
+
+
+def test_nscb_excludes_batch_and_drops_single_batch_moas(ljosa_treatments) -> None:
+    res = nn_accuracy(ljosa_treatments, metric="cosine", holdout="nscb")
+    assert res.dropped_moas == ["Cholesterol-lowering", "Kinase inhibitors"]
+    assert res.n_treatments == 103 - (ljosa_treatments[ix.MOA].isin(res.dropped_moas)).sum()
+    p = res.predictions.merge(ljosa_treatments[[ix.TREATMENT, ix.BATCH]].rename(
+        columns={ix.TREATMENT: "neighbour", ix.BATCH: "nb_batch"}), on="neighbour")
+    assert (p[ix.BATCH] != p["nb_batch"]).all()
+    assert (p[ix.COMPOUND] != p["neighbour"].str.split("@").str[0]).all()
+
+
+def test_single_compound_per_moa_is_an_error() -> None:
+    df = pd.DataFrame({ix.TREATMENT: ["a@1", "b@1"], ix.COMPOUND: ["a", "b"],
+                       ix.CONCENTRATION: [1.0, 1.0], ix.MOA: ["m1", "m2"], ix.BATCH: ["w", "w"],
+                       ix.ROLE: ix.ROLE_TREATMENT, "f": [0.0, 1.0]})
+    with pytest.raises(CellmorphError, match="every MoA has a single compound"):
+        nn_accuracy(df)

@@ -1,0 +1,84 @@
+"""Profiling a SYNTHETIC BBBC021 set: transfer gain, channel modes, resumability, config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cellmorph.atomic import write_parquet
+from cellmorph.config import EvaluateConfig, PreprocessConfig, ProfileConfig, load_config
+from cellmorph.datasets import index as ix
+from cellmorph.evaluation.pipeline import evaluate_profiles
+from cellmorph.profiling.features import rgb_mixing
+from cellmorph.profiling.pipeline import profile_screen
+
+FAST = PreprocessConfig(grid=(1, 1), tile_size=128)
+
+
+@pytest.fixture(scope="module")
+def index_path(synth021_index, tmp_path_factory) -> Path:
+    return write_parquet(synth021_index, tmp_path_factory.mktemp("idx") / "index.parquet")
+
+
+def _nsc(run: Path) -> float:
+    res = evaluate_profiles(pd.read_parquet(run / "profiles_well.parquet"),
+                            EvaluateConfig(map=False, metrics=["cosine"]))
+    return next(r["accuracy"] for r in res["nn"] if r["holdout"] == "nsc")
+
+
+@pytest.fixture(scope="module")
+def imagenet_run(index_path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("imagenet")
+    profile_screen(ProfileConfig(index=index_path, output=out, preprocess=FAST), progress=False)
+    return out
+
+
+def test_imagenet_features_beat_random_weights(imagenet_run, index_path, tmp_path) -> None:
+    profile_screen(ProfileConfig(index=index_path, output=tmp_path, preprocess=FAST,
+                                 weights="random"), progress=False)
+    pretrained, random = _nsc(imagenet_run), _nsc(tmp_path)
+    assert pretrained >= 0.75
+    assert pretrained - random >= 0.2, (pretrained, random)
+
+
+def test_greyscale_profiles_concatenate_stains(imagenet_run, synth021_index) -> None:
+    wells = pd.read_parquet(imagenet_run / "profiles_well.parquet")
+    feats = [c for c in wells.columns if c.startswith("Feature_")]
+    assert len(feats) == 3 * 1280  # EfficientNet-Lite0 features per stain
+    assert feats[0] == "Feature_DAPI_0000" and feats[-1] == "Feature_Actin_1279"
+    n_wells = synth021_index[[ix.PLATE, ix.WELL]].drop_duplicates().shape[0]
+    assert len(wells) == n_wells
+    treat = pd.read_parquet(imagenet_run / "profiles_treatment.parquet")
+    assert len(treat) == synth021_index.loc[synth021_index[ix.ROLE] == ix.ROLE_TREATMENT,
+                                            ix.TREATMENT].nunique()
+    saved = load_config(imagenet_run / "config.yaml", ProfileConfig)
+    assert saved.model == "tf_efficientnet_lite0" and saved.preprocess.grid == (1, 1)
+
+
+def test_rerun_resumes_and_is_identical(imagenet_run, index_path, tmp_path) -> None:
+    plates = sorted((imagenet_run / "plates").glob("*.parquet"))
+    before = pd.read_parquet(imagenet_run / "profiles_well.parquet")
+    stamps = {p: p.stat().st_mtime_ns for p in plates[1:]}
+    plates[0].unlink()  # as if the run had stopped before the first plate
+    profile_screen(load_config(imagenet_run / "config.yaml", ProfileConfig), progress=False)
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # not redone
+    after = pd.read_parquet(imagenet_run / "profiles_well.parquet")
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_rgb_mode(index_path, synth021_index, tmp_path) -> None:
+    one_plate = synth021_index[synth021_index[ix.PLATE] == synth021_index[ix.PLATE].iloc[0]]
+    idx = write_parquet(one_plate, tmp_path / "one.parquet")
+    profile_screen(ProfileConfig(index=idx, output=tmp_path / "rgb", preprocess=FAST,
+                                 channel_mode="rgb"), progress=False)
+    wells = pd.read_parquet(tmp_path / "rgb" / "profiles_well.parquet")
+    assert sum(c.startswith("Feature_rgb_") for c in wells.columns) == 1280
+
+
+def test_rgb_mixing_averages_shared_colours() -> None:
+    mix = rgb_mixing(["DNA", "ER", "RNA", "Mito"], {"DNA": "B", "ER": "G", "RNA": "G",
+                                                   "Mito": "R"})
+    np.testing.assert_allclose(mix, [[0, 0, 0, 1], [0, 0.5, 0.5, 0], [1, 0, 0, 0]])
