@@ -64,6 +64,37 @@ class TileCache:
             yield plate, self.table(plate), self.tiles(plate)
 
 
+class TileStore:
+    """All plates' kept tiles behind one position axis, read lazily from the memory maps."""
+
+    def __init__(self, cache: TileCache) -> None:
+        tables, self._maps, offsets = [], [], [0]
+        for _plate, table, tiles in cache.iter_plates():
+            kept = np.flatnonzero(table[KEEP].to_numpy())
+            tables.append(table.iloc[kept].assign(Metadata_PlateTile=kept))
+            self._maps.append((tiles, kept))
+            offsets.append(offsets[-1] + len(kept))
+        self.table = pd.concat(tables, ignore_index=True)
+        self._offsets = np.asarray(offsets)
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def take(self, positions) -> np.ndarray:
+        """uint8 tiles (len(positions), C, S, S) at the given store positions."""
+        positions = np.asarray(positions, dtype=np.int64)
+        plate_of = np.searchsorted(self._offsets, positions, side="right") - 1
+        out = None
+        for p in np.unique(plate_of):
+            sel = plate_of == p
+            tiles, kept = self._maps[p]
+            chunk = tiles[kept[positions[sel] - self._offsets[p]]]
+            if out is None:
+                out = np.empty((len(positions), *chunk.shape[1:]), chunk.dtype)
+            out[sel] = chunk
+        return out
+
+
 def cache_key(index: pd.DataFrame, cfg: PreprocessConfig, tile_size: int) -> str:
     """A short hash of everything that determines the tiles."""
     h = hashlib.sha256()

@@ -277,6 +277,51 @@ def evaluate_cmd(
     typer.echo(f"metrics, tables and plots -> {output}")
 
 
+# ---------------------------------------------------------------- train
+@app.command("train")
+def train_cmd(
+    config: Annotated[Path | None, typer.Argument(help="YAML TrainConfig (see configs/).")]
+    = None,
+    index: Annotated[Path | None, typer.Option(help="Index from `cellmorph index`.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Run folder.")] = None,
+    model: Annotated[str | None, typer.Option(help="Any timm model name.")] = None,
+    weights: Annotated[str | None, typer.Option(help="imagenet, xavier, random or a file.")]
+    = None,
+    preset: Annotated[str | None, typer.Option(help="paper or fast.")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[list[int] | None, typer.Option("--seed", help="Replicate seeds "
+                                                   "(repeat).")] = None,
+    fold: Annotated[list[str] | None, typer.Option("--fold", help="Only these folds.")] = None,
+    device: Annotated[str | None, typer.Option()] = None,
+    debug: Debug = False,
+) -> None:
+    """Fine-tune with leave-one-compound-out (or any group) cross-validation; resumable."""
+    from cellmorph.config import TrainConfig
+    from cellmorph.training.cv import format_summary, run_cross_validation
+
+    cfg = _config(config, TrainConfig, dict(index=index, output=output, model=model,
+                                            weights=weights, preset=preset, epochs=epochs,
+                                            seeds=seed, folds=fold, device=device))
+    summary = run_cross_validation(cfg)
+    typer.echo(format_summary(summary))
+    typer.echo(f"run folder: {cfg.output}")
+
+
+@app.command("compare-init")
+def compare_init_cmd(
+    config: Annotated[Path, typer.Argument(help="YAML TrainConfig; run once per init.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+    debug: Debug = False,
+) -> None:
+    """Pretrained (ImageNet) vs Xavier-initialised fine-tuning, side by side."""
+    from cellmorph.config import TrainConfig, load_config
+    from cellmorph.training.compare import compare_initialisations
+
+    cfg = load_config(config, TrainConfig)
+    result = compare_initialisations(cfg, output or cfg.output)
+    typer.echo(result["text"])
+
+
 # ---------------------------------------------------------------- demo
 @app.command("demo")
 def demo_cmd(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cellmorph.atomic import write_text
 from cellmorph.errors import CellmorphError
+from cellmorph.training.augment import AugmentConfig
 
 
 class _Strict(BaseModel):
@@ -107,6 +109,86 @@ class EvaluateConfig(_Strict):
     drop_nan_rows: bool = Field(False, description="drop wells with missing features "
                                 "instead of stopping")
     seed: int = 0
+
+
+@dataclass
+class Hyper:
+    """Optimisation settings of one training run (see the presets in cellmorph.config)."""
+
+    optimizer: str
+    lr: float
+    weight_decay: float
+    momentum: float
+    batch_size: int
+    epochs: int
+    schedule: str
+    label_smoothing: float
+    class_balanced: bool
+
+
+class TrainConfig(_Strict):
+    """``cellmorph train``: fine-tuning with cross-validation (LOCO by default)."""
+
+    index: Path
+    output: Path
+    cache_dir: Path | None = Field(None, description="tile cache (default OUTPUT/cache)")
+    model: str = "resnet50"
+    weights: str = Field("imagenet", description="imagenet, xavier, random or a weights file")
+    preprocess: PreprocessConfig | str = "kensert"
+    rgb_map: dict[str, Literal["R", "G", "B"]] = Field(
+        default_factory=lambda: {"DAPI": "R", "Tubulin": "G", "Actin": "B"},
+        description="stain -> input colour; colours no stain maps to stay zero")
+    preset: Literal["paper", "fast"] = "paper"
+    epochs: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    weight_decay: float | None = Field(None, ge=0)
+    label_smoothing: float | None = Field(None, ge=0, lt=1)
+    class_balanced: bool | None = None
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    fold_by: str = Field("Metadata_Compound", description="one fold per value: LOCO by "
+                         "default; Metadata_CellLine for BBBC021's leave-one-cell-line-out")
+    folds: list[str] | None = Field(None, description="run only these folds")
+    report_level: Literal["treatment", "well", "image"] = "treatment"
+    seeds: list[int] = Field([0], min_length=1, description="one replicate run per seed")
+    freeze_stages: int = Field(0, ge=0, description="stages kept frozen (trunk)")
+    cached_trunk: bool = Field(False, description="compute the frozen trunk once for all "
+                               "folds (needs freeze_stages > 0, dihedral-only augmentation)")
+    trunk_cache_dtype: Literal["float16", "float32"] = "float16"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    device: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    num_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _checks(self) -> TrainConfig:
+        self.preprocess = resolve_preprocess(self.preprocess)
+        if self.cached_trunk and self.freeze_stages == 0:
+            raise ValueError("cached_trunk needs freeze_stages > 0")
+        if self.cached_trunk and not self.augment.dihedral_only:
+            raise ValueError("cached_trunk reproduces dihedral augmentation only; set "
+                             "augment.intensity/blur/noise to 0")
+        return self
+
+    def hyper(self) -> Hyper:
+        """The optimisation settings: the preset, with any explicit field on top."""
+        base = dict(TRAIN_PRESETS[self.preset])
+        for key in ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing",
+                    "class_balanced"):
+            if getattr(self, key) is not None:
+                base[key] = getattr(self, key)
+        return Hyper(**base)
+
+
+TRAIN_PRESETS: dict[str, dict] = {
+    # Kensert et al. 2019: SGD with momentum, lr 1e-4, batch 8, 10 epochs, balanced loss.
+    "paper": dict(optimizer="sgd", lr=1e-4, weight_decay=0.0, momentum=0.9, batch_size=8,
+                  epochs=10, schedule="constant", label_smoothing=0.0, class_balanced=True),
+    # What converges faster today: AdamW, cosine decay, larger batches, label smoothing.
+    "fast": dict(optimizer="adamw", lr=1e-3, weight_decay=0.05, momentum=0.9, batch_size=32,
+                 epochs=5, schedule="cosine", label_smoothing=0.1, class_balanced=True),
+}
 
 
 def load_config(path: Path | str, model: type[BaseModel]) -> BaseModel:

@@ -86,8 +86,8 @@ def nn_accuracy(treatments: pd.DataFrame, *, metric: str = "cosine",
     return NNResult(holdout, metric, acc, len(out), out, dropped)
 
 
-def confusion(result: NNResult) -> pd.DataFrame:
-    """Counts of true MoA (rows) vs predicted MoA (columns)."""
-    labels = sorted(set(result.predictions[ix.MOA]) | set(result.predictions["predicted"].dropna()))
-    return pd.crosstab(result.predictions[ix.MOA], result.predictions["predicted"]).reindex(
+def confusion(true: pd.Series, predicted: pd.Series) -> pd.DataFrame:
+    """Counts of true MoA (rows) vs predicted MoA (columns), every label on both axes."""
+    labels = sorted(set(true.astype(str)) | set(predicted.dropna().astype(str)))
+    return pd.crosstab(true.astype(str), predicted.astype(str)).reindex(
         index=labels, columns=labels, fill_value=0)

@@ -62,7 +62,8 @@ def evaluate_profiles(wells: pd.DataFrame, cfg: EvaluateConfig,
             results["nn"].append(res.as_dict())
             tables.append(res.predictions.assign(metric=metric, holdout=holdout))
             if out is not None:
-                plot_confusion(confusion(res), f"{holdout.upper()} 1-NN ({metric}): "
+                cm = confusion(res.predictions[ix.MOA], res.predictions["predicted"])
+                plot_confusion(cm, f"{holdout.upper()} 1-NN ({metric}): "
                                f"{res.accuracy:.1%} of {res.n_treatments} treatments",
                                out / f"confusion_{holdout}_{metric}.png")
     if cfg.map:

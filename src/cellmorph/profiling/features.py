@@ -56,6 +56,21 @@ def rgb_mixing(channels: Sequence[str], rgb_map: Mapping[str, str]) -> np.ndarra
     return mix / np.maximum(counts, 1.0)
 
 
+def tiles_to_input(tiles: torch.Tensor, mixing: torch.Tensor | None, mean: torch.Tensor,
+                   std: torch.Tensor,
+                   memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """uint8 or [0, 1] float tiles (N, C, S, S) -> normalised 3-channel model input.
+
+    ``mixing`` (3, C) maps stains to RGB; ``None`` repeats a single stain as grey.
+    """
+    x = tiles.float().div_(255.0) if tiles.dtype == torch.uint8 else tiles.float()
+    if mixing is not None:
+        x = torch.einsum("kc,nchw->nkhw", mixing, x)
+    else:
+        x = x.expand(-1, 3, -1, -1)
+    return ((x - mean) / std).contiguous(memory_format=memory_format)
+
+
 class TileEmbedder:
     """Maps uint8 tiles (N, C, S, S) to features: rgb (F) or greyscale per stain (C*F)."""
 
@@ -78,14 +93,11 @@ class TileEmbedder:
 
     def to_model_input(self, tiles: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, S, S) -> normalised float (N', 3, S, S) (N' = N*C in greyscale mode)."""
-        x = tiles.to(self.device, non_blocking=True).float().div_(255.0)
-        if self.mode == "rgb":
-            x = torch.einsum("kc,nchw->nkhw", self.mixing, x)
-        else:
+        x = tiles.to(self.device, non_blocking=True)
+        if self.mode == "greyscale":
             n, c, h, w = x.shape
-            x = x.reshape(n * c, 1, h, w).expand(-1, 3, -1, -1)
-        x = (x - self.mean) / self.std
-        return x.contiguous(memory_format=self.memory_format)
+            x = x.reshape(n * c, 1, h, w)
+        return tiles_to_input(x, self.mixing, self.mean, self.std, self.memory_format)
 
     @torch.inference_mode()
     def forward_input(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,66 @@
+"""Cross-validation folds by group: leave-one-compound-out (BBBC021), leave-one-cell-line-out
+(BBBC014), or any ``Metadata_`` column of an index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from cellmorph.datasets import index as ix
+from cellmorph.errors import CellmorphError
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One fold: the held-out group and the boolean masks of training and test rows."""
+
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+
+
+def labelled(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows that are trained on and predicted: labelled treatments (no DMSO, no unlabelled)."""
+    return table[table[ix.ROLE] == ix.ROLE_TREATMENT]
+
+
+def make_folds(table: pd.DataFrame, by: str = ix.COMPOUND,
+               only: list[str] | None = None) -> list[Fold]:
+    """One fold per value of ``by`` among labelled rows of ``table`` (tiles or fields).
+
+    Controls and unlabelled rows are in no fold. Raises if a class would have no training
+    data in some fold (e.g. an MoA with a single compound under leave-one-compound-out).
+    """
+    if by not in table.columns:
+        raise CellmorphError(f"cannot make folds by {by!r}: the index has no such column")
+    is_lab = (table[ix.ROLE] == ix.ROLE_TREATMENT).to_numpy()
+    groups = table[by].astype(str).to_numpy()
+    lab = labelled(table)
+    if lab.empty:
+        raise CellmorphError("no labelled treatments to train on")
+    if by == ix.COMPOUND:
+        n = lab.groupby(ix.MOA)[ix.COMPOUND].nunique()
+        single = sorted(n.index[n < 2])
+        if single:
+            raise CellmorphError(
+                f"MoA(s) {single} have fewer than two compounds: leave-one-compound-out "
+                "would leave no training data for them; add compounds or drop these MoAs")
+    names = sorted(lab[by].astype(str).unique())
+    if only:
+        unknown = sorted(set(only) - set(names))
+        if unknown:
+            raise CellmorphError(f"fold(s) {unknown} do not exist; folds are values of {by}")
+        names = [n for n in names if n in set(only)]
+    moa = table[ix.MOA].astype(str).to_numpy()
+    folds = []
+    for name in names:
+        test = is_lab & (groups == name)
+        train = is_lab & (groups != name)
+        missing = sorted(set(moa[test]) - set(moa[train]))
+        if missing:
+            raise CellmorphError(f"fold {name!r} has no training data for class(es) {missing}; "
+                                 "every class needs examples outside each held-out group")
+        folds.append(Fold(name, train, test))
+    return folds

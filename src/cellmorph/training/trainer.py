@@ -1,0 +1,182 @@
+"""One fold of fine-tuning: training from the uint8 tile store, test predictions per epoch.
+
+The same loop serves ordinary fine-tuning (tiles -> augmentation -> trunk -> rest) and the
+cached-trunk mode (precomputed trunk activations of every crop and dihedral copy -> rest):
+both draw batch order and dihedral codes from one seeded generator, so with the same frozen
+stages and dihedral-only augmentation they give the same model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from cellmorph.cache import TileStore
+from cellmorph.config import Hyper
+from cellmorph.profiling.features import tiles_to_input
+from cellmorph.training.augment import N_DIHEDRAL, AugmentConfig, dihedral, draw_dihedral, photometric
+
+
+@dataclass
+class InputSpec:
+    """How uint8 stain tiles become model input."""
+
+    mixing: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    memory_format: torch.memory_format
+
+
+class _Batches(Dataset):
+    """Whole batches of uint8 tiles from the store (one vectorised read per batch); in
+    cached-trunk mode only the indices travel."""
+
+    def __init__(self, store: TileStore | None, positions: np.ndarray) -> None:
+        self.store, self.positions = store, positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, batch: list[int]):
+        idx = torch.as_tensor(batch, dtype=torch.long)
+        if self.store is None:
+            return idx, torch.empty(0)
+        return idx, torch.from_numpy(self.store.take(self.positions[batch]))
+
+
+class FoldTrainer:
+    """Trains ``rest`` (and the trunk unless frozen) on one fold."""
+
+    def __init__(self, model: nn.Module, trunk: nn.Module, rest: nn.Module, spec: InputSpec,
+                 hyper: Hyper, augment: AugmentConfig, *, device: torch.device,
+                 precision: torch.dtype | None, trunk_cache: torch.Tensor | None = None,
+                 num_workers: int = 0, progress: bool = False) -> None:
+        self.model, self.trunk, self.rest = model, trunk, rest
+        self.spec, self.hyper, self.augment = spec, hyper, augment
+        self.device, self.precision = device, precision
+        self.trunk_cache = trunk_cache
+        self.num_workers = num_workers
+        self.progress = progress
+        self.trunk_frozen = not any(p.requires_grad for p in trunk.parameters())
+        if trunk_cache is not None and not augment.dihedral_only:
+            raise ValueError("cached-trunk mode reproduces dihedral augmentation only")
+
+    def _autocast(self):
+        return (torch.autocast(self.device.type, dtype=self.precision) if self.precision
+                else contextlib.nullcontext())
+
+    def _inputs(self, positions: torch.Tensor, tiles: torch.Tensor, k: torch.Tensor,
+                generator: torch.Generator) -> torch.Tensor:
+        if self.trunk_cache is not None:
+            return self.trunk_cache[positions, k].to(self.device).float()
+        t = dihedral(tiles.to(self.device), k.to(self.device))
+        x = t.float().div_(255.0)
+        if not self.augment.dihedral_only:
+            x = photometric(x, self.augment, generator)
+        x = tiles_to_input(x, self.spec.mixing, self.spec.mean, self.spec.std,
+                           self.spec.memory_format)
+        if self.trunk_frozen:
+            with torch.no_grad(), self._autocast():
+                return self.trunk(x).float()
+        return self.trunk(x)
+
+    def fit(self, store: TileStore, labels: np.ndarray, train: np.ndarray, test: np.ndarray,
+            n_classes: int, seed: int) -> tuple[list[np.ndarray], list[float]]:
+        """Train on positions ``train``; returns test probabilities after every epoch and the
+        mean training loss of every epoch."""
+        h = self.hyper
+        generator = torch.Generator().manual_seed(seed)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if h.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=h.lr, weight_decay=h.weight_decay)
+        steps = h.epochs * math.ceil(len(train) / h.batch_size)
+        sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+                 if h.schedule == "cosine" else None)
+        y_all = torch.from_numpy(labels).long()
+        weight = None
+        if h.class_balanced:
+            counts = np.bincount(labels[train], minlength=n_classes).astype(np.float64)
+            weight = torch.tensor(np.where(counts > 0, counts.sum() / (n_classes * np.maximum(
+                counts, 1)), 0.0), dtype=torch.float32, device=self.device)
+        criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=h.label_smoothing)
+        data = _Batches(None if self.trunk_cache is not None else store, train)
+        per_epoch_probs, losses = [], []
+        for _ in tqdm(range(h.epochs), desc="epochs", leave=False, disable=not self.progress):
+            self.rest.train()
+            if not self.trunk_frozen:
+                self.trunk.train()
+            order = torch.randperm(len(train), generator=generator).tolist()
+            loader = DataLoader(data, batch_size=None, sampler=BatchSampler(order, h.batch_size,
+                                                                            drop_last=False),
+                                num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
+            total, n = 0.0, 0
+            for idx, tiles in loader:
+                k = draw_dihedral(len(idx), self.augment, generator)
+                positions = torch.from_numpy(train[idx.numpy()])
+                x = self._inputs(positions, tiles, k, generator)
+                y = y_all[positions].to(self.device)
+                with self._autocast():
+                    loss = criterion(self.rest(x).float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                total += float(loss.detach()) * len(idx)
+                n += len(idx)
+            losses.append(total / max(n, 1))
+            per_epoch_probs.append(self.predict(store, test))
+        return per_epoch_probs, losses
+
+    @torch.no_grad()
+    def predict(self, store: TileStore, positions: np.ndarray, batch: int = 64) -> np.ndarray:
+        """Softmax outputs for tiles at ``positions`` (no augmentation)."""
+        self.model.eval()
+        out = []
+        generator = torch.Generator().manual_seed(0)  # unused: no augmentation at test time
+        for start in range(0, len(positions), batch):
+            pos = positions[start : start + batch]
+            k = torch.zeros(len(pos), dtype=torch.long)
+            tiles = torch.from_numpy(store.take(pos)) if self.trunk_cache is None else None
+            x = self._inputs(torch.from_numpy(pos), tiles, k, generator)
+            with self._autocast():
+                out.append(self.rest(x).float().softmax(-1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+@torch.no_grad()
+def compute_trunk_cache(trunk: nn.Module, store: TileStore, positions: np.ndarray,
+                        spec: InputSpec, *, device: torch.device, precision: torch.dtype | None,
+                        batch: int = 64, dtype: torch.dtype = torch.float16,
+                        progress: bool = True) -> torch.Tensor:
+    """Trunk activations of every tile in ``store`` and each of its 8 dihedral copies.
+
+    Returns a (N, 8, ...) tensor indexed by store position (rows not in ``positions`` stay
+    zero). Computed once; every fold then trains only the rest of the network from it.
+    """
+    trunk = trunk.eval().to(device)
+    cache = None
+    ctx = (torch.autocast(device.type, dtype=precision) if precision else contextlib.nullcontext())
+    for start in tqdm(range(0, len(positions), batch), desc="trunk cache", unit="batch",
+                      disable=not progress):
+        pos = positions[start : start + batch]
+        tiles = torch.from_numpy(store.take(pos)).to(device)
+        for code in range(N_DIHEDRAL):
+            k = torch.full((len(pos),), code, dtype=torch.long, device=device)
+            x = tiles_to_input(dihedral(tiles, k).float().div_(255.0), spec.mixing, spec.mean,
+                               spec.std, spec.memory_format)
+            with ctx:
+                act = trunk(x).float()
+            if cache is None:
+                cache = torch.zeros((len(store), N_DIHEDRAL, *act.shape[1:]), dtype=dtype)
+            cache[torch.from_numpy(pos), code] = act.to(dtype).cpu()
+    return cache

@@ -1,0 +1,147 @@
+"""Leave-one-compound-out fine-tuning on a SYNTHETIC BBBC021 set, on the CPU."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cellmorph.atomic import write_parquet
+from cellmorph.config import PreprocessConfig, TrainConfig, save_config
+from cellmorph.datasets import index as ix
+from cellmorph.datasets.bbbc014 import index_bbbc014
+from cellmorph.datasets.bbbc021 import index_bbbc021
+from cellmorph.errors import CellmorphError
+from cellmorph.synth.bbbc014 import synthesize_bbbc014
+from cellmorph.synth.bbbc021 import synthesize_bbbc021
+from cellmorph.training.cv import _fold_dir, run_cross_validation
+
+MOAS = ["Actin disruptors", "Microtubule stabilizers", "Protein synthesis"]
+# The paper's preprocessing, scaled to small synthetic fields: 2x2 crops, 64 px input.
+SMALL = PreprocessConfig(illumination=False, anscombe=True, control_normalise=True,
+                         rescale="image", grid=(2, 2), tile_size=64)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("loco")
+    synthesize_bbbc021(root / "images", moas=MOAS, size=(96, 120), progress=False)
+    index = index_bbbc021(root / "images", moa_subset=True,
+                          image_csv=root / "images" / "BBBC021_v1_image.csv")
+    write_parquet(index, root / "index.parquet")
+    return root
+
+
+def _cfg(data: Path, out: str, **kw) -> TrainConfig:
+    base = dict(index=data / "index.parquet", output=data / out, cache_dir=data / "cache",
+                model="tf_efficientnet_lite0", preset="fast", epochs=2, preprocess=SMALL)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def imagenet_run(data: Path) -> dict:
+    return run_cross_validation(_cfg(data, "imagenet"), progress=False)
+
+
+def test_loco_outputs_and_accuracy(imagenet_run: dict, data: Path) -> None:
+    run = data / "imagenet"
+    assert imagenet_run["treatment_accuracy"]["mean"] >= 0.7  # chance is 1/3
+    assert len(imagenet_run["per_epoch_accuracy"]["mean"]) == 2
+    treat = pd.read_csv(run / "seed0" / "predictions_treatment.csv")
+    index = pd.read_parquet(data / "index.parquet")
+    labelled = index[index[ix.ROLE] == ix.ROLE_TREATMENT]
+    assert sorted(treat[ix.TREATMENT]) == sorted(labelled[ix.TREATMENT].unique())
+    assert treat.filter(like="Prob_").sum(axis=1).between(0.5, 1.5).all()  # soft predictions
+    folds = list((run / "seed0" / "folds").iterdir())
+    assert len(folds) == labelled[ix.COMPOUND].nunique() == 9
+    assert all((f / "model.safetensors").is_file() for f in folds)
+    for name in ("config.yaml", "metrics.json", "accuracy_per_epoch.png",
+                 "seed0/confusion.png", "seed0/init.safetensors"):
+        assert (run / name).is_file(), name
+
+
+def test_pretrained_beats_xavier(imagenet_run: dict, data: Path) -> None:
+    xavier = run_cross_validation(_cfg(data, "xavier", weights="xavier"), progress=False)
+    gain = imagenet_run["treatment_accuracy"]["mean"] - xavier["treatment_accuracy"]["mean"]
+    assert gain >= 0.25, (imagenet_run["treatment_accuracy"], xavier["treatment_accuracy"])
+
+
+def test_killed_run_resumes_to_the_same_predictions(imagenet_run: dict, data: Path) -> None:
+    cfg = _cfg(data, "killed")
+    save_config(cfg, data / "killed.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "cellmorph.cli", "train",
+                             str(data / "killed.yaml")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    folds_dir = data / "killed" / "seed0" / "folds"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        done = list(folds_dir.glob("*/predictions.parquet")) if folds_dir.exists() else []
+        if len(done) >= 2 or proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # a real kill, mid-run
+    proc.wait()
+    done = sorted(folds_dir.glob("*/predictions.parquet"))
+    assert 2 <= len(done) < 9, "the run should have been killed part-way"
+    stamps = {p: p.stat().st_mtime_ns for p in done}
+    run_cross_validation(cfg, progress=False)
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # finished folds kept
+    a = pd.read_csv(data / "killed" / "seed0" / "predictions_treatment.csv")
+    b = pd.read_csv(data / "imagenet" / "seed0" / "predictions_treatment.csv")
+    probs = [c for c in a.columns if c.startswith("Prob_")]
+    np.testing.assert_allclose(a[probs], b[probs], atol=1e-5)
+    assert list(a["predicted"]) == list(b["predicted"])
+
+
+def test_cached_trunk_equals_frozen_training(data: Path) -> None:
+    kw = dict(epochs=1, freeze_stages=3, folds=["cytochalasin B", "taxol"],
+              trunk_cache_dtype="float32")
+    run_cross_validation(_cfg(data, "frozen", **kw), progress=False)
+    run_cross_validation(_cfg(data, "cached", cached_trunk=True, **kw), progress=False)
+    for fold in kw["folds"]:
+        a = pd.read_parquet(_fold_dir(data / "frozen" / "seed0", fold) / "predictions.parquet")
+        b = pd.read_parquet(_fold_dir(data / "cached" / "seed0", fold) / "predictions.parquet")
+        probs = [c for c in a.columns if c.startswith("Prob_")]
+        np.testing.assert_allclose(a[probs], b[probs], atol=1e-4)
+
+
+def test_bbbc014_leave_one_cell_line_out(tmp_path: Path) -> None:
+    synthesize_bbbc014(tmp_path, size=(128, 170), progress=False)
+    write_parquet(index_bbbc014(tmp_path), tmp_path / "index.parquet")
+    cfg = TrainConfig(index=tmp_path / "index.parquet", output=tmp_path / "run",
+                      model="tf_efficientnet_lite0", preset="fast", epochs=2,
+                      fold_by="Metadata_CellLine", report_level="well",
+                      rgb_map={"DAPI": "G", "FITC": "B"},
+                      preprocess=PreprocessConfig(illumination=False, anscombe=True,
+                                                  rescale="image", resize=(128, 128),
+                                                  grid=(4, 4), tile_size=32, drop_empty=False))
+    summary = run_cross_validation(cfg, progress=False)
+    wells = pd.read_csv(tmp_path / "run" / "seed0" / "predictions_well.csv")
+    assert wells.groupby("Metadata_Fold").size().to_dict() == {"A549": 32, "MCF7": 32}
+    crops = pd.read_parquet(next((tmp_path / "run" / "seed0" / "folds").glob(
+        "*/predictions.parquet")))
+    assert crops.groupby([ix.PLATE, ix.WELL]).size().eq(16).all()  # 16 crops an image
+    assert summary["well_accuracy"]["mean"] > 0.5
+
+
+def test_bad_training_inputs(data: Path) -> None:
+    with pytest.raises(CellmorphError, match="timm does not know the model"):
+        run_cross_validation(_cfg(data, "bad1", model="resnet_fifty"), progress=False)
+    big = SMALL.model_copy(update={"tiles": "random", "random_size": (200, 200)})
+    with pytest.raises(CellmorphError, match=r"crop size \(200, 200\) is larger than the image"):
+        run_cross_validation(_cfg(data, "bad2", preprocess=big, cache_dir=data / "c2"),
+                             progress=False)
+    index = pd.read_parquet(data / "index.parquet")
+    few = index[~index[ix.COMPOUND].isin(["cytochalasin D", "latrunculin B"])]
+    write_parquet(few, data / "few.parquet")
+    with pytest.raises(CellmorphError, match=r"\['Actin disruptors'\] have fewer than two"):
+        run_cross_validation(_cfg(data, "bad3", index=data / "few.parquet"), progress=False)
+    with pytest.raises(ValueError, match="cached_trunk needs freeze_stages"):
+        _cfg(data, "bad4", cached_trunk=True)
