@@ -105,3 +105,14 @@ def test_profile_config_errors(tmp_path: Path) -> None:
     assert res.returncode == 2 and "index: Field required" in res.stderr
     res = _run("profile", "--index", str(tmp_path / "none.parquet"), "-o", str(tmp_path / "o"))
     assert res.returncode == 2 and "none.parquet not found" in res.stderr
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("configs/*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path: Path) -> None:
+    from cellmorph.config import EvaluateConfig, ProfileConfig, TrainConfig, load_config
+
+    kind = (EvaluateConfig if path.name.startswith("evaluate") else
+            ProfileConfig if "profile" in path.name else TrainConfig)
+    cfg = load_config(path, kind)
+    assert cfg.model_dump()
