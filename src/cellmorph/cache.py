@@ -52,11 +52,11 @@ class TileCache:
 
     def tiles(self, plate: str) -> np.ndarray:
         """The plate's tiles, (N, C, S, S) uint8, memory-mapped."""
-        return np.load(self.folder / f"{_safe(plate)}.npy", mmap_mode="r")
+        return np.load(self.folder / f"{safe_name(plate)}.npy", mmap_mode="r")
 
     def table(self, plate: str) -> pd.DataFrame:
         """One row per tile: index metadata, tile number, and whether it passed the filter."""
-        return pd.read_parquet(self.folder / f"{_safe(plate)}.parquet")
+        return pd.read_parquet(self.folder / f"{safe_name(plate)}.parquet")
 
     def iter_plates(self) -> Iterator[tuple[str, pd.DataFrame, np.ndarray]]:
         """(plate, table, tiles) for each plate."""
@@ -115,16 +115,16 @@ def build_tile_cache(index: pd.DataFrame, cfg: PreprocessConfig, cache_root: Pat
     write_text(json.dumps({"preprocess": cfg.model_dump(mode="json"), "tile_size": tile_size,
                            "channels": channels}, indent=2), folder / "settings.json")
     plates = tuple(sorted(index[ix.PLATE].unique()))
-    todo = [p for p in plates if not (folder / f"{_safe(p)}.parquet").is_file()]
+    todo = [p for p in plates if not (folder / f"{safe_name(p)}.parquet").is_file()]
     for plate in tqdm(todo, desc="preprocessing plates", unit="plate", disable=not progress):
         rows = index[index[ix.PLATE] == plate]
         tiles, table, stats = preprocess_plate(rows, channels, cfg, tile_size)
-        np.save(folder / f"{_safe(plate)}.illum.npy", stats["illumination"])
-        with atomic_path(folder / f"{_safe(plate)}.npy") as tmp:
+        np.save(folder / f"{safe_name(plate)}.illum.npy", stats["illumination"])
+        with atomic_path(folder / f"{safe_name(plate)}.npy") as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, tiles)
         # The table is written last: its presence marks the plate as done.
-        write_parquet(table, folder / f"{_safe(plate)}.parquet")
+        write_parquet(table, folder / f"{safe_name(plate)}.parquet")
     return TileCache(folder, plates)
 
 
@@ -208,5 +208,6 @@ def _check_tiling(cfg: PreprocessConfig, shape: tuple[int, int], rows: pd.DataFr
                              "than 8 pixels; use fewer tiles")
 
 
-def _safe(plate: str) -> str:
+def safe_name(plate: str) -> str:
+    """A plate name usable as a file name on every platform."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in plate)

@@ -43,7 +43,7 @@ def bundled_path(name: str) -> Path:
 def read_image_metadata(path: Path | str | None = None) -> pd.DataFrame:
     """Read ``BBBC021_v1_image.csv`` (bundled copy by default) and check its columns."""
     path = Path(path) if path is not None else bundled_path("BBBC021_v1_image.csv.gz")
-    df = _read_csv(path)
+    df = ix.read_csv_table(path, "metadata file")
     _require_columns(df, IMAGE_COLUMNS, path)
     return df
 
@@ -51,7 +51,7 @@ def read_image_metadata(path: Path | str | None = None) -> pd.DataFrame:
 def read_moa_metadata(path: Path | str | None = None) -> pd.DataFrame:
     """Read ``BBBC021_v1_moa.csv`` (bundled copy by default); every row needs an MoA."""
     path = Path(path) if path is not None else bundled_path("BBBC021_v1_moa.csv")
-    df = _read_csv(path)
+    df = ix.read_csv_table(path, "metadata file")
     _require_columns(df, MOA_COLUMNS, path)
     empty = df["moa"].isna() | (df["moa"].astype(str).str.strip() == "")
     if empty.any():
@@ -158,15 +158,6 @@ def _only_present_plates(pm: pd.DataFrame, root: Path, explicit: bool) -> pd.Dat
     if explicit or not present:
         return pm  # the file check reports what is missing
     return pm[folders.isin(present)].reset_index(drop=True)
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise CellmorphError(f"metadata file {path} not found; check the path")
-    try:
-        return pd.read_csv(path)
-    except Exception as exc:  # pandas raises several types for damaged CSVs
-        raise CellmorphError(f"{path}: cannot be read as CSV ({exc})") from exc
 
 
 def _require_columns(df: pd.DataFrame, columns: list[str], path: Path) -> None:

@@ -192,6 +192,17 @@ def _check_consistent_labels(df: pd.DataFrame, source: str) -> None:
                              "give each treatment one label")
 
 
+def read_csv_table(path: Path | str, what: str = "file") -> pd.DataFrame:
+    """Read a CSV with one clear error for a missing or unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CellmorphError(f"{what} {path} not found; check the path")
+    try:
+        return pd.read_csv(path)
+    except Exception as exc:  # pandas raises several types for damaged CSVs
+        raise CellmorphError(f"{path}: cannot be read as CSV ({exc})") from exc
+
+
 def read_index(path: Path | str) -> pd.DataFrame:
     """Read an index written by ``cellmorph index`` and check its columns."""
     path = Path(path)

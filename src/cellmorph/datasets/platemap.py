@@ -25,12 +25,7 @@ _RENAMES = {
 def read_platemap(path: Path | str, *, control: str = "DMSO") -> tuple[pd.DataFrame, list[str]]:
     """Read a plate-map CSV into the common schema; returns it and the channel names."""
     path = Path(path)
-    if not path.is_file():
-        raise CellmorphError(f"plate map {path} not found; check the path")
-    try:
-        raw = pd.read_csv(path)
-    except Exception as exc:  # pandas raises several types for damaged CSVs
-        raise CellmorphError(f"{path}: cannot be read as CSV ({exc})") from exc
+    raw = ix.read_csv_table(path, "plate map")
     lower = {c: c.strip().lower() for c in raw.columns}
     channels = [c[len("path_"):] for c in lower.values() if c.startswith("path_")]
     if not channels:

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from cellmorph.atomic import ensure_writable_dir, write_json, write_parquet
 from cellmorph.backbones import create_backbone, data_config, default_input_size
-from cellmorph.cache import KEEP, TILE, build_tile_cache
+from cellmorph.cache import KEEP, TILE, build_tile_cache, safe_name
 from cellmorph.config import ProfileConfig, save_config
 from cellmorph.datasets import index as ix
 from cellmorph.datasets.index import read_index
@@ -60,7 +60,7 @@ def profile_screen(cfg: ProfileConfig, *, progress: bool = True) -> dict[str, Pa
     parts = []
     n_tiles = 0
     for plate in tqdm(cache.plates, desc="profiling plates", unit="plate", disable=not progress):
-        path = plate_dir / f"{_safe(plate)}.parquet"
+        path = plate_dir / f"{safe_name(plate)}.parquet"
         if not path.is_file():
             table = cache.table(plate)
             kept = table[KEEP].to_numpy()
@@ -116,6 +116,3 @@ def _all_images_present(tile_profiles: pd.DataFrame, table: pd.DataFrame) -> pd.
               f"{table[ix.PLATE].iloc[0]} had only empty tiles and get no profile")
     return tile_profiles
 
-
-def _safe(plate: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in plate)

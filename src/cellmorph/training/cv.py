@@ -57,8 +57,6 @@ def run_cross_validation(cfg: TrainConfig, *, progress: bool = True) -> dict:
                              tile_size=tile_size, progress=progress)
     store = TileStore(cache)
     table = store.table
-    if cfg.fold_by not in table.columns:
-        raise_missing_column(cfg.fold_by)
     folds = make_folds(table, by=cfg.fold_by, only=cfg.folds)
     classes = sorted(table.loc[table[ix.ROLE] == ix.ROLE_TREATMENT, ix.MOA].astype(str).unique())
     labels = np.array([classes.index(m) if r == ix.ROLE_TREATMENT else -1
@@ -98,13 +96,6 @@ def run_cross_validation(cfg: TrainConfig, *, progress: bool = True) -> dict:
     plot_curves(curves, f"{cfg.report_level}-level test accuracy per epoch", "epoch",
                 "accuracy", out / "accuracy_per_epoch.png")
     return summary
-
-
-def raise_missing_column(column: str) -> None:
-    """One clear error for a fold column the index lacks."""
-    from cellmorph.errors import CellmorphError
-
-    raise CellmorphError(f"fold_by {column!r}: the index has no such column")
 
 
 def _initial_model(cfg: TrainConfig, n_classes: int, seed: int, path: Path) -> torch.nn.Module:
