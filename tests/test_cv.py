@@ -145,3 +145,18 @@ def test_bad_training_inputs(data: Path) -> None:
         run_cross_validation(_cfg(data, "bad3", index=data / "few.parquet"), progress=False)
     with pytest.raises(ValueError, match="cached_trunk needs freeze_stages"):
         _cfg(data, "bad4", cached_trunk=True)
+
+
+def test_compare_initialisations_over_seeds(data: Path) -> None:
+    from cellmorph.training.compare import compare_initialisations
+
+    cfg = _cfg(data, "compare", epochs=1, seeds=[0, 1], folds=["emetine", "taxol"])
+    result = compare_initialisations(cfg, data / "compare", progress=False)
+    for init in ("imagenet", "xavier"):
+        acc = result["summaries"][init]["treatment_accuracy"]
+        assert len(acc["values"]) == 2
+        assert acc["sem"] == pytest.approx(np.std(acc["values"], ddof=1) / np.sqrt(2))
+    assert result["summaries"]["xavier"]["weights"] == "xavier"
+    assert (data / "compare" / "compare_init.png").stat().st_size > 1000
+    assert (data / "compare" / "compare_init_epochs.png").is_file()
+    assert "imagenet" in result["text"] and "xavier" in result["text"]
