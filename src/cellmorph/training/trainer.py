@@ -108,6 +108,9 @@ class FoldTrainer:
             weight = torch.tensor(np.where(counts > 0, counts.sum() / (n_classes * np.maximum(
                 counts, 1)), 0.0), dtype=torch.float32, device=self.device)
         criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=h.label_smoothing)
+        # fp16 needs loss scaling against underflow; bf16 and fp32 do not.
+        scaler = torch.amp.GradScaler(self.device.type,
+                                      enabled=self.precision == torch.float16)
         data = _Batches(None if self.trunk_cache is not None else store, train)
         per_epoch_probs, losses = [], []
         for _ in tqdm(range(h.epochs), desc="epochs", leave=False, disable=not self.progress):
@@ -127,8 +130,9 @@ class FoldTrainer:
                 with self._autocast():
                     loss = criterion(self.rest(x).float(), y)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
                 if sched is not None:
                     sched.step()
                 total += float(loss.detach()) * len(idx)
