@@ -23,15 +23,14 @@ import numpy as np
 import torch
 
 from cellmorph.atomic import write_parquet
-from cellmorph.backbones import data_config
 from cellmorph.cache import TileStore, build_tile_cache
 from cellmorph.config import PREPROCESS_PRESETS, TrainConfig
 from cellmorph.datasets.bbbc021 import index_bbbc021
-from cellmorph.profiling.features import resolve_device, resolve_precision, rgb_mixing, tiles_to_input
+from cellmorph.profiling.features import resolve_device, resolve_precision, tiles_to_input
 from cellmorph.synth.bbbc021 import MOA_PHENOTYPES, synthesize_bbbc021
 from cellmorph.training.augment import AugmentConfig
 from cellmorph.training.model import create_classifier, freeze, split_model
-from cellmorph.training.trainer import FoldTrainer, InputSpec, compute_trunk_cache
+from cellmorph.training.trainer import FoldTrainer, compute_trunk_cache, make_input_spec
 
 BBBC021_CROPS = 1208 * 4  # images x 2x2 crops (a few are dropped as empty)
 FOLDS, EPOCHS = 38, 10
@@ -72,12 +71,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = create_classifier(args.model, "random", n_classes).to(device)
         model = model.to(memory_format=torch.channels_last)
-        norm = data_config(model)
-        spec = InputSpec(torch.from_numpy(rgb_mixing(["DAPI", "Tubulin", "Actin"],
-                                                     cfg.rgb_map)).to(device),
-                         torch.tensor(norm["mean"], device=device).view(1, 3, 1, 1),
-                         torch.tensor(norm["std"], device=device).view(1, 3, 1, 1),
-                         torch.channels_last)
+        spec = make_input_spec(model, ["DAPI", "Tubulin", "Actin"], cfg.rgb_map, device)
         print(f"{args.model} at {args.size}px on {device} ({torch.get_num_threads()} threads), "
               f"precision {precision or 'fp32'}, batch {args.batch}, SYNTHETIC crops")
 

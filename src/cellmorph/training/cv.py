@@ -13,7 +13,6 @@ A fold's ``predictions.parquet`` is written last and marks it done: a rerun skip
 
 from __future__ import annotations
 
-import json
 import zlib
 from pathlib import Path
 
@@ -24,18 +23,23 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from cellmorph.atomic import atomic_path, ensure_writable_dir, write_csv, write_json, write_parquet
-from cellmorph.backbones import data_config, default_input_size
+from cellmorph.backbones import default_input_size
 from cellmorph.cache import TileStore, build_tile_cache
 from cellmorph.config import TrainConfig, save_config
 from cellmorph.datasets import index as ix
 from cellmorph.datasets.index import read_index
 from cellmorph.evaluation.knn import confusion
-from cellmorph.profiling.features import resolve_device, resolve_precision, rgb_mixing
+from cellmorph.profiling.features import resolve_device, resolve_precision
 from cellmorph.report.plots import plot_confusion, plot_curves
 from cellmorph.training.folds import make_folds
 from cellmorph.training.model import create_classifier, freeze, split_model
 from cellmorph.training.predictions import PROB_PREFIX, aggregate_probabilities
-from cellmorph.training.trainer import FoldTrainer, InputSpec, compute_trunk_cache
+from cellmorph.training.trainer import (
+    FoldTrainer,
+    InputSpec,
+    compute_trunk_cache,
+    make_input_spec,
+)
 
 FOLD_COLUMN = "Metadata_Fold"
 
@@ -68,11 +72,7 @@ def run_cross_validation(cfg: TrainConfig, *, progress: bool = True) -> dict:
         rep = ensure_writable_dir(out / f"seed{seed}")
         model = _initial_model(cfg, len(classes), seed, rep / "init.safetensors")
         init_state = {k: v.clone() for k, v in model.state_dict().items()}
-        norm = data_config(model)
-        spec = InputSpec(torch.from_numpy(rgb_mixing(channels, cfg.rgb_map)).to(device),
-                         torch.tensor(norm["mean"], device=device).view(1, 3, 1, 1),
-                         torch.tensor(norm["std"], device=device).view(1, 3, 1, 1),
-                         torch.channels_last if cfg.channels_last else torch.contiguous_format)
+        spec = make_input_spec(model, channels, cfg.rgb_map, device, cfg.channels_last)
         trunk_cache = None
         todo = [f for f in folds if not (_fold_dir(rep, f.name) / "predictions.parquet").is_file()]
         if cfg.cached_trunk and todo:
@@ -204,8 +204,3 @@ def format_summary(summary: dict) -> str:
         v = summary[key]
         lines.append(f"  {key.replace('_', ' '):<20}{v['mean']:.1%} +- {v['sem']:.1%}")
     return "\n".join(lines)
-
-
-def load_summary(run: Path) -> dict:
-    """The metrics.json of a finished run."""
-    return json.loads((Path(run) / "metrics.json").read_text())

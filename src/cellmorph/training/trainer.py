@@ -18,9 +18,10 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from cellmorph.backbones import data_config
 from cellmorph.cache import TileStore
 from cellmorph.config import Hyper
-from cellmorph.profiling.features import tiles_to_input
+from cellmorph.profiling.features import rgb_mixing, tiles_to_input
 from cellmorph.training.augment import N_DIHEDRAL, AugmentConfig, dihedral, draw_dihedral, photometric
 
 
@@ -32,6 +33,16 @@ class InputSpec:
     mean: torch.Tensor
     std: torch.Tensor
     memory_format: torch.memory_format
+
+
+def make_input_spec(model: nn.Module, channels: list[str], rgb_map: dict[str, str],
+                    device: torch.device, channels_last: bool = True) -> InputSpec:
+    """Stain-to-RGB mixing and the normalisation the model's weights expect, on ``device``."""
+    norm = data_config(model)
+    return InputSpec(torch.from_numpy(rgb_mixing(channels, rgb_map)).to(device),
+                     torch.tensor(norm["mean"], device=device).view(1, 3, 1, 1),
+                     torch.tensor(norm["std"], device=device).view(1, 3, 1, 1),
+                     torch.channels_last if channels_last else torch.contiguous_format)
 
 
 class _Batches(Dataset):
