@@ -62,3 +62,11 @@ def test_single_compound_per_moa_is_an_error() -> None:
                        ix.ROLE: ix.ROLE_TREATMENT, "f": [0.0, 1.0]})
     with pytest.raises(CellmorphError, match="every MoA has a single compound"):
         nn_accuracy(df)
+
+
+def test_single_compound_moa_is_left_out_and_listed(ljosa_treatments: pd.DataFrame) -> None:
+    sub = ljosa_treatments[ljosa_treatments[ix.COMPOUND] != "simvastatin"]
+    res = nn_accuracy(sub, holdout="nsc")
+    assert res.dropped_moas == ["Cholesterol-lowering"]
+    assert "Cholesterol-lowering" not in set(res.predictions[ix.MOA])
+    assert "Cholesterol-lowering" not in set(res.predictions["predicted"])

@@ -157,6 +157,10 @@ def _only_present_plates(pm: pd.DataFrame, root: Path, explicit: bool) -> pd.Dat
     present = {f for f in folders.unique() if (root / f).is_dir()}
     if explicit or not present:
         return pm  # the file check reports what is missing
+    n_all = folders.nunique()
+    if len(present) < n_all:
+        print(f"note: {len(present)} of {n_all} plate folders are present under {root}; "
+              "indexing those (download the rest, or pass --plate to insist on some)")
     return pm[folders.isin(present)].reset_index(drop=True)
 
 

@@ -2,8 +2,9 @@
 
 NSC (not same compound): a treatment's neighbours never include another concentration of
 its own compound. NSCB additionally excludes treatments of the same batch (Ando et al.
-2017); MoAs whose compounds all sit in one batch can never be matched then and are left out
-of NSCB entirely (as queries and as references), and the result says which.
+2017). MoAs that can never be matched are left out entirely (as queries and as
+references) and the result lists them: under NSC, MoAs with a single compound; under NSCB
+also MoAs whose compounds all sit in one batch.
 """
 
 from __future__ import annotations
@@ -44,12 +45,10 @@ def single_batch_moas(treatments: pd.DataFrame) -> list[str]:
     return sorted(n.index[n <= 1])
 
 
-def check_evaluable(treatments: pd.DataFrame) -> None:
-    """NSC needs at least two compounds in some MoA; say which MoAs cannot be matched."""
+def single_compound_moas(treatments: pd.DataFrame) -> list[str]:
+    """MoAs with one compound: no other compound can match them under NSC."""
     n_comp = treatments.groupby(ix.MOA)[ix.COMPOUND].nunique()
-    if (n_comp < 2).all():
-        raise CellmorphError("every MoA has a single compound: NSC 1-NN cannot match any "
-                             "treatment; include at least two compounds per MoA")
+    return sorted(n_comp.index[n_comp < 2])
 
 
 def nn_accuracy(treatments: pd.DataFrame, *, metric: str = "cosine",
@@ -60,11 +59,15 @@ def nn_accuracy(treatments: pd.DataFrame, *, metric: str = "cosine",
     df = treatments[treatments[ix.ROLE] == ix.ROLE_TREATMENT].reset_index(drop=True)
     if df.empty:
         raise CellmorphError("no labelled treatment profiles to evaluate")
-    check_evaluable(df)
-    dropped: list[str] = []
+    dropped = single_compound_moas(df)
     if holdout == "nscb":
-        dropped = single_batch_moas(df)
-        df = df[~df[ix.MOA].isin(dropped)].reset_index(drop=True)
+        dropped = sorted(set(dropped) | set(single_batch_moas(df)))
+    df = df[~df[ix.MOA].isin(dropped)].reset_index(drop=True)
+    if df.empty:
+        raise CellmorphError(f"no MoA can be matched under {holdout.upper()}: every MoA has a "
+                             "single compound" + (" or a single batch" if holdout == "nscb"
+                                                  else "") + "; include at least two compounds "
+                             "per MoA")
     X = to_matrix(df)
     dist = cdist(X, X, metric=metric)
     compound = df[ix.COMPOUND].to_numpy()
