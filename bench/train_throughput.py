@@ -26,7 +26,12 @@ from cellmorph.atomic import write_parquet
 from cellmorph.cache import TileStore, build_tile_cache
 from cellmorph.config import PREPROCESS_PRESETS, TrainConfig
 from cellmorph.datasets.bbbc021 import index_bbbc021
-from cellmorph.profiling.features import resolve_device, resolve_precision, tiles_to_input
+from cellmorph.profiling.features import (
+    autocast,
+    resolve_device,
+    resolve_precision,
+    tiles_to_input,
+)
 from cellmorph.synth.bbbc021 import MOA_PHENOTYPES, synthesize_bbbc021
 from cellmorph.training.augment import AugmentConfig
 from cellmorph.training.model import create_classifier, freeze, split_model
@@ -119,8 +124,6 @@ def main() -> None:
 
 def bare_train_rate(model, store, positions, labels, spec, batch, precision, device) -> float:
     """Crops/s of forward + backward + step on batches prepared in advance."""
-    import contextlib
-
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     crit = torch.nn.CrossEntropyLoss()
     batches = []
@@ -130,12 +133,10 @@ def bare_train_rate(model, store, positions, labels, spec, batch, precision, dev
                            spec.std, spec.memory_format)
         batches.append((x, torch.from_numpy(labels[pos]).long().to(device)))
     model.train()
-    ctx = (lambda: torch.autocast(device.type, dtype=precision)) if precision else \
-        contextlib.nullcontext
 
     def epoch(items) -> None:
         for x, y in items:
-            with ctx():
+            with autocast(device, precision):
                 loss = crit(model(x).float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

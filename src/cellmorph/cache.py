@@ -30,6 +30,7 @@ from cellmorph.preprocess import (
     grid_tiles,
     illumination_function,
     nonempty_tiles,
+    normalise_to_controls,
     random_tiles,
     rescale_to_uint8,
     resize_stack,
@@ -162,7 +163,7 @@ def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessCon
             raise CellmorphError(f"plate {rows[ix.PLATE].iloc[0]}: no control (DMSO) fields to "
                                  "normalise against; add them or set control_normalise: false")
         mean, std = control_statistics(controls)
-        tsamples = [(s - mean[:, None, None]) / std[:, None, None] for s in tsamples]
+        tsamples = [normalise_to_controls(s, mean, std) for s in tsamples]
     low = high = None
     if cfg.rescale == "plate":
         stacked = np.concatenate([s.reshape(len(channels), -1) for s in tsamples], axis=1)
@@ -174,7 +175,7 @@ def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessCon
     for i, r in enumerate(fields):  # pass 2: tiles
         x = transform(read_field(r, channels, dtype=dtype, shape=shape), illum)
         if mean is not None:
-            x = (x - mean[:, None, None]) / std[:, None, None]
+            x = normalise_to_controls(x, mean, std)
         img8 = rescale_to_uint8(x, per_channel=False) if cfg.rescale == "image" else \
             rescale_to_uint8(x, low=low, high=high)
         if cfg.resize is not None:

@@ -198,16 +198,15 @@ def _config(path: Path | None, model, overrides: dict):
     """A config from a file (if any) with command-line overrides (those not None) on top."""
     from pydantic import ValidationError
 
-    from cellmorph.config import load_config
+    from cellmorph.config import first_error, load_config
 
     base = load_config(path, model).model_dump() if path else {}
     base.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return model(**base)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise CellmorphError(f"{'.'.join(map(str, first['loc']))}: {first['msg']} "
-                             "(give it in the config file or as an option)") from None
+        raise CellmorphError(f"{first_error(exc)} (give it in the config file or as an "
+                             "option)") from None
 
 
 @app.command("profile")

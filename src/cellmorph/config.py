@@ -191,6 +191,12 @@ TRAIN_PRESETS: dict[str, dict] = {
 }
 
 
+def first_error(exc: ValidationError) -> str:
+    """The first validation problem as ``field.path: message``."""
+    first = exc.errors()[0]
+    return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+
+
 def load_config(path: Path | str, model: type[BaseModel]) -> BaseModel:
     """Read a YAML/JSON config file into ``model``; one clear error on a bad file."""
     path = Path(path)
@@ -202,9 +208,7 @@ def load_config(path: Path | str, model: type[BaseModel]) -> BaseModel:
     except yaml.YAMLError as exc:
         raise CellmorphError(f"{path}: not valid YAML ({exc})") from exc
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(map(str, first["loc"]))
-        raise CellmorphError(f"{path}: {where}: {first['msg']}") from exc
+        raise CellmorphError(f"{path}: {first_error(exc)}") from exc
 
 
 def save_config(config: BaseModel, path: Path | str) -> Path:

@@ -21,8 +21,7 @@ def feature_columns(profiles: pd.DataFrame) -> list[str]:
     if not feats:
         raise CellmorphError("profile table has no feature columns (every column starts with "
                              "Metadata_)")
-    meta = [c for c in profiles.columns if str(c).startswith("Metadata_")]
-    if not meta:
+    if not metadata_columns(profiles):
         raise CellmorphError("profile table has no Metadata_ columns; name annotation columns "
                              "Metadata_Plate, Metadata_Well, ... as pycytominer does")
     bad = [c for c in feats if not pd.api.types.is_numeric_dtype(profiles[c])]

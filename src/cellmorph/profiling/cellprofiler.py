@@ -8,6 +8,7 @@ import pandas as pd
 
 from cellmorph.datasets import index as ix
 from cellmorph.errors import CellmorphError
+from cellmorph.profiling.aggregate import metadata_columns
 
 LJOSA2013 = "ljosa2013"
 _RENAMES = {"Image_Metadata_Plate": ix.PLATE, "Image_Metadata_Well": ix.WELL}
@@ -59,7 +60,7 @@ def annotate_wells(profiles: pd.DataFrame, index: pd.DataFrame, source: str) -> 
     dropped = len(profiles) - len(out)
     if dropped:
         print(f"note: {dropped} wells of {source} have no annotation and are left out")
-    cols = [c for c in out.columns if c.startswith("Metadata_")]
+    cols = metadata_columns(out)
     return out[cols + [c for c in out.columns if c not in cols]]
 
 

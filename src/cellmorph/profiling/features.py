@@ -35,6 +35,14 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return torch.bfloat16 if _cpu_has_native_bf16() else None
 
 
+def autocast(device: torch.device,
+             precision: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Mixed-precision context for ``precision`` on ``device`` (no-op for fp32 / None)."""
+    if precision is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=precision)
+
+
 def _cpu_has_native_bf16() -> bool:
     try:
         flags = open("/proc/cpuinfo").read()
@@ -102,9 +110,7 @@ class TileEmbedder:
     @torch.inference_mode()
     def forward_input(self, x: torch.Tensor) -> torch.Tensor:
         """The bare model forward pass on prepared input (what benchmarks compare against)."""
-        ctx = (torch.autocast(self.device.type, dtype=self.precision) if self.precision
-               else contextlib.nullcontext())
-        with ctx:
+        with autocast(self.device, self.precision):
             return self.model(x).float()
 
     @torch.inference_mode()

@@ -13,7 +13,7 @@ from sklearn.decomposition import PCA
 
 from cellmorph.datasets import index as ix
 from cellmorph.errors import CellmorphError
-from cellmorph.profiling.aggregate import feature_columns
+from cellmorph.profiling.aggregate import feature_columns, metadata_columns
 
 
 class Sphering(BaseEstimator, TransformerMixin):
@@ -133,6 +133,6 @@ def reduce_pca(profiles: pd.DataFrame, n_components: int, *,
 
 
 def _replace_features(profiles: pd.DataFrame, values: np.ndarray, prefix: str) -> pd.DataFrame:
-    meta = profiles[[c for c in profiles.columns if str(c).startswith("Metadata_")]]
+    meta = profiles[metadata_columns(profiles)]
     cols = [f"{prefix}{i:04d}" for i in range(values.shape[1])]
     return pd.concat([meta.reset_index(drop=True), pd.DataFrame(values, columns=cols)], axis=1)

@@ -24,11 +24,12 @@ from tqdm.auto import tqdm
 
 from cellmorph.atomic import atomic_path, ensure_writable_dir, write_csv, write_json, write_parquet
 from cellmorph.backbones import default_input_size
-from cellmorph.cache import TileStore, build_tile_cache
+from cellmorph.cache import TileStore, build_tile_cache, safe_name
 from cellmorph.config import TrainConfig, save_config
 from cellmorph.datasets import index as ix
 from cellmorph.datasets.index import read_index
 from cellmorph.evaluation.knn import confusion
+from cellmorph.profiling.aggregate import metadata_columns
 from cellmorph.profiling.features import resolve_device, resolve_precision
 from cellmorph.report.plots import plot_confusion, plot_curves
 from cellmorph.training.folds import make_folds
@@ -138,28 +139,27 @@ def _train_fold(cfg: TrainConfig, model: torch.nn.Module, spec: InputSpec, store
             np.save(fh, np.stack(epoch_probs).astype(np.float32))
     write_json({"fold": fold.name, "train_loss": losses, "n_train": len(train),
                 "n_test": len(test)}, fdir / "history.json")
-    meta = store.table.iloc[test][[c for c in store.table.columns
-                                   if c.startswith("Metadata_")]].reset_index(drop=True)
+    meta = store.table.iloc[test][metadata_columns(store.table)].reset_index(drop=True)
     probs = pd.DataFrame(epoch_probs[-1], columns=[f"{PROB_PREFIX}{c}" for c in classes])
     write_parquet(pd.concat([meta.assign(**{FOLD_COLUMN: fold.name}), probs], axis=1),
                   fdir / "predictions.parquet")
 
 
 def _fold_dir(rep: Path, name: str) -> Path:
-    safe = "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in name)
-    return rep / "folds" / f"{safe}-{zlib.crc32(name.encode()) & 0xFFFF:04x}"
+    # The hash keeps names apart that sanitise to the same string.
+    return rep / "folds" / f"{safe_name(name)}-{zlib.crc32(name.encode()) & 0xFFFF:04x}"
 
 
 def _summarise_seed(rep: Path, folds, level: str) -> dict:
     crops = pd.concat([pd.read_parquet(_fold_dir(rep, f.name) / "predictions.parquet")
                        for f in folds], ignore_index=True)
     result = {}
-    for lvl in ("image", "well", "treatment"):
-        agg = aggregate_probabilities(crops, lvl)
+    aggregated = {lvl: aggregate_probabilities(crops, lvl) for lvl in ("image", "well", "treatment")}
+    for lvl, agg in aggregated.items():
         result[f"{lvl}_accuracy"] = float(agg["correct"].mean())
         result[f"n_{lvl}s"] = int(len(agg))
         write_csv(agg, rep / f"predictions_{lvl}.csv")
-    final = aggregate_probabilities(crops, level)
+    final = aggregated[level]
     plot_confusion(confusion(final[ix.MOA], final["predicted"]),
                    f"{level}-level accuracy {result[f'{level}_accuracy']:.1%} over {len(final)} "
                    f"{level}s", rep / "confusion.png")

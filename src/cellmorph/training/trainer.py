@@ -8,7 +8,6 @@ stages and dihedral-only augmentation they give the same model.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ from tqdm.auto import tqdm
 from cellmorph.backbones import data_config
 from cellmorph.cache import TileStore
 from cellmorph.config import Hyper
-from cellmorph.profiling.features import rgb_mixing, tiles_to_input
+from cellmorph.profiling.features import autocast, rgb_mixing, tiles_to_input
 from cellmorph.training.augment import N_DIHEDRAL, AugmentConfig, dihedral, draw_dihedral, photometric
 
 
@@ -79,10 +78,6 @@ class FoldTrainer:
         if trunk_cache is not None and not augment.dihedral_only:
             raise ValueError("cached-trunk mode reproduces dihedral augmentation only")
 
-    def _autocast(self):
-        return (torch.autocast(self.device.type, dtype=self.precision) if self.precision
-                else contextlib.nullcontext())
-
     def _inputs(self, positions: torch.Tensor, tiles: torch.Tensor, k: torch.Tensor,
                 generator: torch.Generator) -> torch.Tensor:
         if self.trunk_cache is not None:
@@ -94,7 +89,7 @@ class FoldTrainer:
         x = tiles_to_input(x, self.spec.mixing, self.spec.mean, self.spec.std,
                            self.spec.memory_format)
         if self.trunk_frozen:
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad(), autocast(self.device, self.precision):
                 return self.trunk(x).float()
         return self.trunk(x)
 
@@ -138,7 +133,7 @@ class FoldTrainer:
                 positions = torch.from_numpy(train[idx.numpy()])
                 x = self._inputs(positions, tiles, k, generator)
                 y = y_all[positions].to(self.device)
-                with self._autocast():
+                with autocast(self.device, self.precision):
                     loss = criterion(self.rest(x).float(), y)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -163,7 +158,7 @@ class FoldTrainer:
             k = torch.zeros(len(pos), dtype=torch.long)
             tiles = torch.from_numpy(store.take(pos)) if self.trunk_cache is None else None
             x = self._inputs(torch.from_numpy(pos), tiles, k, generator)
-            with self._autocast():
+            with autocast(self.device, self.precision):
                 out.append(self.rest(x).float().softmax(-1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
@@ -180,7 +175,6 @@ def compute_trunk_cache(trunk: nn.Module, store: TileStore, positions: np.ndarra
     """
     trunk = trunk.eval().to(device)
     cache = None
-    ctx = (torch.autocast(device.type, dtype=precision) if precision else contextlib.nullcontext())
     for start in tqdm(range(0, len(positions), batch), desc="trunk cache", unit="batch",
                       disable=not progress):
         pos = positions[start : start + batch]
@@ -189,7 +183,7 @@ def compute_trunk_cache(trunk: nn.Module, store: TileStore, positions: np.ndarra
             k = torch.full((len(pos),), code, dtype=torch.long, device=device)
             x = tiles_to_input(dihedral(tiles, k).float().div_(255.0), spec.mixing, spec.mean,
                                spec.std, spec.memory_format)
-            with ctx:
+            with autocast(device, precision):
                 act = trunk(x).float()
             if cache is None:
                 cache = torch.zeros((len(store), N_DIHEDRAL, *act.shape[1:]), dtype=dtype)
