@@ -152,6 +152,7 @@ def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessCon
     illum_sample = illum[:, ::_STRIDE, ::_STRIDE]
 
     def transform(img: np.ndarray, functions: np.ndarray) -> np.ndarray:
+        """Illumination correction and Anscombe, as configured."""
         x = correct_illumination(img, functions) if cfg.illumination else img.astype(np.float32)
         return anscombe(x) if cfg.anscombe else x
 

@@ -26,6 +26,7 @@ class Sphering(BaseEstimator, TransformerMixin):
         self.epsilon = epsilon
 
     def fit(self, X: np.ndarray, y: None = None) -> Sphering:  # noqa: N803 (sklearn API)
+        """Learn the controls' mean and whitening from control profiles ``X``."""
         self.mean_ = X.mean(axis=0)
         cov = np.cov(X - self.mean_, rowvar=False)
         evals, evecs = np.linalg.eigh(np.atleast_2d(cov))
@@ -34,6 +35,7 @@ class Sphering(BaseEstimator, TransformerMixin):
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:  # noqa: N803 (sklearn API)
+        """Centre on the controls and whiten."""
         return ((X - self.mean_) @ self.components_) * self.scale_
 
 

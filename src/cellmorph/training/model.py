@@ -28,6 +28,7 @@ class _EfficientNetRest(nn.Module):
         self.model = [model]  # a list, so the full model is not registered twice
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Remaining blocks, head convolution, pooling and classifier."""
         return self.model[0].forward_head(self.bn2(self.conv_head(self.blocks(x))))
 
 
@@ -38,6 +39,7 @@ class _ResNetRest(nn.Module):
         self.model = [model]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Remaining residual stages, pooling and classifier."""
         return self.model[0].forward_head(self.layers(x))
 
 
