@@ -22,12 +22,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cellmorph import schema as sc
+from cellmorph.api import profile as profile_screen
 from cellmorph.atomic import write_parquet
 from cellmorph.cache import KEEP
 from cellmorph.config import PreprocessConfig, ProfileConfig
-from cellmorph.datasets import index as ix
 from cellmorph.datasets.bbbc021 import index_bbbc021
-from cellmorph.profiling.pipeline import make_embedder, profile_screen
+from cellmorph.datasets.index import read_index
+from cellmorph.profiling.pipeline import make_embedder
 from cellmorph.synth.bbbc021 import MOA_PHENOTYPES, synthesize_bbbc021
 
 
@@ -63,9 +65,9 @@ def run(index_path: Path, work: Path, grid: tuple[int, int], model: str, mode: s
         tables = pd.concat([pd.read_parquet(f) for f in sorted(cache_dir.glob("*.parquet"))])
         tiles = np.concatenate([np.load(f) for f in sorted(cache_dir.glob("*.npy"))
                                 if not f.name.endswith(".illum.npy")])[tables[KEEP].to_numpy()]
-        bares.append(bare_forward_seconds(cfg, tiles, ix.channels_of(ix.read_index(index_path))))
+        bares.append(bare_forward_seconds(cfg, tiles, sc.channels_of(read_index(index_path))))
     n = len(tiles)
-    return {"tiles": n, "images": len(ix.read_index(index_path)), "pipeline": n / min(walls),
+    return {"tiles": n, "images": len(read_index(index_path)), "pipeline": n / min(walls),
             "bare": n / min(bares), "wall": min(walls), "stages": stages}
 
 
@@ -104,8 +106,8 @@ def main() -> None:
             print(f"{'grid':>6}{'stains':>8}{'s/image':>10}{'ratio':>8}")
             for grid in ((1, 1), (2, 2), (3, 3)):
                 for n_stains in (1, 2, 3):
-                    keep = ix.channels_of(index)[:n_stains]
-                    sub = index.drop(columns=[ix.path_column(c) for c in ix.channels_of(index)
+                    keep = sc.channels_of(index)[:n_stains]
+                    sub = index.drop(columns=[sc.path_column(c) for c in sc.channels_of(index)
                                               if c not in keep])
                     sub_path = write_parquet(sub, Path(tmp) / f"idx{n_stains}.parquet")
                     r = run(sub_path, Path(tmp) / "run", grid, args.model, args.mode, args.batch,

@@ -23,19 +23,21 @@ import numpy as np
 import torch
 
 from cellmorph.atomic import write_parquet
+from cellmorph.backbones import create_backbone
 from cellmorph.cache import TileStore, build_tile_cache
-from cellmorph.config import PREPROCESS_PRESETS, TrainConfig
+from cellmorph.config import PREPROCESS_PRESETS, AugmentConfig, TrainConfig
 from cellmorph.datasets.bbbc021 import index_bbbc021
-from cellmorph.profiling.features import (
+from cellmorph.runtime import (
+    Runtime,
     autocast,
+    freeze,
+    make_input_spec,
     resolve_device,
     resolve_precision,
-    tiles_to_input,
+    split_model,
 )
 from cellmorph.synth.bbbc021 import MOA_PHENOTYPES, synthesize_bbbc021
-from cellmorph.training.augment import AugmentConfig
-from cellmorph.training.model import create_classifier, freeze, split_model
-from cellmorph.training.trainer import FoldTrainer, compute_trunk_cache, make_input_spec
+from cellmorph.training.trainer import FoldTrainer, compute_trunk_cache
 
 BBBC021_CROPS = 1208 * 4  # images x 2x2 crops (a few are dropped as empty)
 FOLDS, EPOCHS = 38, 10
@@ -64,6 +66,7 @@ def main() -> None:
     args = p.parse_args()
     device = resolve_device(args.device)
     precision = resolve_precision("auto", device)
+    runtime = Runtime(device, precision)
     with tempfile.TemporaryDirectory() as tmp:
         store = build_store(Path(tmp), args.size)
         n_classes = 12
@@ -74,7 +77,7 @@ def main() -> None:
                           model=args.model, weights="random", preset="fast",
                           batch_size=args.batch, epochs=1)
         torch.manual_seed(0)
-        model = create_classifier(args.model, "random", n_classes).to(device)
+        model = create_backbone(args.model, "random", num_classes=n_classes).to(device)
         model = model.to(memory_format=torch.channels_last)
         spec = make_input_spec(model, ["DAPI", "Tubulin", "Actin"], cfg.rgb_map, device)
         print(f"{args.model} at {args.size}px on {device} ({torch.get_num_threads()} threads), "
@@ -87,7 +90,7 @@ def main() -> None:
 
         trunk, rest = split_model(model, 0)
         full_trainer = FoldTrainer(model, trunk, rest, spec, cfg.hyper(), AugmentConfig(
-            intensity=0.1), device=device, precision=precision)
+            intensity=0.1), runtime)
         timed_fit(full_trainer)  # warm-up: kernels for every batch shape
         pipeline = bare = 0.0
         for _ in range(args.repeats):  # alternate and keep the best: timings here are noisy
@@ -107,11 +110,10 @@ def main() -> None:
         trunk, rest = split_model(model, stages)
         freeze(trunk)
         t = time.perf_counter()
-        cache = compute_trunk_cache(trunk, store, positions, spec, device=device,
-                                    precision=precision, progress=False)
+        cache = compute_trunk_cache(trunk, store, positions, spec, runtime, progress_bar=False)
         per_crop_cache = (time.perf_counter() - t) / len(positions)
         cached_trainer = FoldTrainer(model, trunk, rest, spec, cfg.hyper(), AugmentConfig(),
-                                     device=device, precision=precision, trunk_cache=cache)
+                                     runtime, trunk_cache=cache)
         timed_fit(cached_trainer)
         cached = max(timed_fit(cached_trainer) for _ in range(args.repeats))
         cached_total = (per_crop_cache * BBBC021_CROPS
@@ -129,8 +131,7 @@ def bare_train_rate(model, store, positions, labels, spec, batch, precision, dev
     batches = []
     for i in range(0, len(positions), batch):
         pos = positions[i : i + batch]
-        x = tiles_to_input(torch.from_numpy(store.take(pos)).to(device), spec.mixing, spec.mean,
-                           spec.std, spec.memory_format)
+        x = spec(torch.from_numpy(store.take(pos)).to(device))
         batches.append((x, torch.from_numpy(labels[pos]).long().to(device)))
     model.train()
 

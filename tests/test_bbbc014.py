@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from cellmorph import schema as sc
 from cellmorph.datasets import bbbc014
-from cellmorph.datasets import index as ix
 from cellmorph.errors import CellmorphError
 from cellmorph.synth.bbbc014 import synthesize_bbbc014
 
@@ -22,19 +22,19 @@ def synth014(tmp_path_factory) -> Path:
 def test_bbbc014_labels(synth014: Path) -> None:
     df = bbbc014.index_bbbc014(synth014)
     assert len(df) == 96
-    assert ix.channels_of(df) == ["DAPI", "FITC"]
-    lab = df[df[ix.ROLE] == ix.ROLE_TREATMENT]
+    assert sc.channels_of(df) == ["DAPI", "FITC"]
+    lab = df[df[sc.ROLE] == sc.ROLE_TREATMENT]
     assert len(lab) == 64
     for line in ("MCF7", "A549"):
         sub = lab[lab["Metadata_CellLine"] == line]
         assert len(sub) == 32
-        assert (sub[ix.MOA] == bbbc014.POSITIVE).sum() == 16
-        cols = sub[ix.WELL].str[1:].astype(int)
-        assert set(cols[sub[ix.MOA] == bbbc014.POSITIVE]) == {1, 2, 3, 4}
-        assert set(cols[sub[ix.MOA] == bbbc014.NEGATIVE]) == {9, 10, 11, 12}
+        assert (sub[sc.MOA] == bbbc014.POSITIVE).sum() == 16
+        cols = sub[sc.WELL].str[1:].astype(int)
+        assert set(cols[sub[sc.MOA] == bbbc014.POSITIVE]) == {1, 2, 3, 4}
+        assert set(cols[sub[sc.MOA] == bbbc014.NEGATIVE]) == {9, 10, 11, 12}
     # Channels are paired by well, never by file order.
     for _, row in df.iterrows():
-        well = row[ix.WELL]
+        well = row[sc.WELL]
         tag = f"-{well[0]}-{well[1:]}"
         assert tag in Path(row["Path_DAPI"]).name and tag in Path(row["Path_FITC"]).name
         assert Path(row["Path_DAPI"]).name.startswith("Channel1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from cellmorph import schema as sc
 from cellmorph.datasets import bbbc021 as b21
 from cellmorph.datasets import index as ix
 from cellmorph.errors import CellmorphError
@@ -24,29 +25,29 @@ def test_moa_subset_counts_match_the_benchmark(moa_index: pd.DataFrame) -> None:
 
 
 def test_taxol_rule(moa_index: pd.DataFrame) -> None:
-    taxol = moa_index[moa_index[ix.COMPOUND] == "taxol"]
-    assert set(taxol[ix.PLATE]) == set(b21.TAXOL_PLATES)
-    assert set(taxol[ix.WELL]) == set(b21.TAXOL_WELLS)
-    assert sorted(taxol[ix.CONCENTRATION].unique()) == [0.3, 1.0, 3.0]
+    taxol = moa_index[moa_index[sc.COMPOUND] == "taxol"]
+    assert set(taxol[sc.PLATE]) == set(b21.TAXOL_PLATES)
+    assert set(taxol[sc.WELL]) == set(b21.TAXOL_WELLS)
+    assert sorted(taxol[sc.CONCENTRATION].unique()) == [0.3, 1.0, 3.0]
     # Positive-control taxol wells are labelled in the raw join, and dropped by the rule.
     full = b21.index_bbbc021(None, check_files=False)
-    pos_ctl = full[(full[ix.COMPOUND] == "taxol") & full[ix.WELL].isin(["B11", "E02"])]
-    assert len(pos_ctl) > 0 and (pos_ctl[ix.ROLE] == ix.ROLE_UNLABELLED).all()
+    pos_ctl = full[(full[sc.COMPOUND] == "taxol") & full[sc.WELL].isin(["B11", "E02"])]
+    assert len(pos_ctl) > 0 and (pos_ctl[sc.ROLE] == sc.ROLE_UNLABELLED).all()
 
 
 def test_controls_are_dmso_of_the_same_plates(moa_index: pd.DataFrame) -> None:
-    ctl = moa_index[moa_index[ix.ROLE] == ix.ROLE_CONTROL]
-    treated = moa_index[moa_index[ix.ROLE] == ix.ROLE_TREATMENT]
-    assert (ctl[ix.COMPOUND] == "DMSO").all()
-    assert set(ctl[ix.PLATE]) == set(treated[ix.PLATE])
+    ctl = moa_index[moa_index[sc.ROLE] == sc.ROLE_CONTROL]
+    treated = moa_index[moa_index[sc.ROLE] == sc.ROLE_TREATMENT]
+    assert (ctl[sc.COMPOUND] == "DMSO").all()
+    assert set(ctl[sc.PLATE]) == set(treated[sc.PLATE])
 
 
 def test_index_columns(moa_index: pd.DataFrame) -> None:
-    assert ix.channels_of(moa_index) == ["DAPI", "Tubulin", "Actin"]
-    assert set(moa_index[ix.SITE]) == {1, 2, 3, 4}
-    assert moa_index[ix.BATCH].str.match(r"^Week\d+$").all()
+    assert sc.channels_of(moa_index) == ["DAPI", "Tubulin", "Actin"]
+    assert set(moa_index[sc.SITE]) == {1, 2, 3, 4}
+    assert moa_index[sc.BATCH].str.match(r"^Week\d+$").all()
     row = moa_index.iloc[0]
-    assert row[ix.PLATE] in row["Path_DAPI"] and "_w1" in row["Path_DAPI"]
+    assert row[sc.PLATE] in row["Path_DAPI"] and "_w1" in row["Path_DAPI"]
     assert "_w2" in row["Path_Tubulin"] and "_w4" in row["Path_Actin"]
 
 

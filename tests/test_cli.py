@@ -116,3 +116,40 @@ def test_shipped_configs_are_valid(path: Path) -> None:
             ProfileConfig if "profile" in path.name else TrainConfig)
     cfg = load_config(path, kind)
     assert cfg.model_dump()
+
+
+def test_version_and_usage_errors() -> None:
+    res = _run("--version")
+    assert res.returncode == 0 and res.stdout.strip().startswith("cellmorph ")
+    for args in ([], ["profile", "--nope"], ["index", "bbbc021"], ["frobnicate"]):
+        res = _run(*args)
+        assert res.returncode == 2, (args, res.stderr)
+        assert "try 'cellmorph" in res.stderr.lower(), args  # the hint
+        assert "NoArgsIsHelpError" not in res.stderr and "Traceback" not in res.stderr
+
+
+def test_help_shows_defaults_without_type_tags() -> None:
+    profile_help = _run("profile", "--help").stdout
+    assert "[default: tf_efficientnet_lite0]" in profile_help
+    assert "[default: pawlowski]" in profile_help
+    train_help = _run("train", "--help").stdout
+    for option in ("--precision", "--preprocess", "--fold-by", "--freeze-stages",
+                   "--batch-size"):
+        assert option in train_help, option
+    assert "[default: resnet50]" in train_help and "[default: kensert]" in train_help
+    evaluate_help = _run("evaluate", "--help").stdout
+    assert "--sphering / --no-sphering" in evaluate_help
+    for text in (profile_help, train_help, evaluate_help):
+        assert "<bool>" not in text
+        for line in text.splitlines():  # every option has a description
+            if line.strip().startswith("--") and "  " not in line.strip():
+                pytest.fail(f"option without a description: {line!r}")
+
+
+def test_config_reference_is_current() -> None:
+    from cellmorph.config import reference_markdown
+
+    page = Path(__file__).parents[1] / "docs" / "config.md"
+    assert page.read_text() == reference_markdown(), "run: cellmorph config-reference -o docs/config.md"
+    for key in ("freeze_stages", "cached_trunk", "normalize_by", "channel_mode", "rgb_map"):
+        assert f"`{key}`" in page.read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,15 +14,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cellmorph import schema as sc
+from cellmorph.api import compare_init, train
 from cellmorph.atomic import write_parquet
 from cellmorph.config import PreprocessConfig, TrainConfig, save_config
-from cellmorph.datasets import index as ix
 from cellmorph.datasets.bbbc014 import index_bbbc014
 from cellmorph.datasets.bbbc021 import index_bbbc021
 from cellmorph.errors import CellmorphError
+from cellmorph.evaluation.cv import CVResult
 from cellmorph.synth.bbbc014 import synthesize_bbbc014
 from cellmorph.synth.bbbc021 import synthesize_bbbc021
-from cellmorph.training.cv import _fold_dir, run_cross_validation
+from cellmorph.training.cv import fold_dir
 
 MOAS = ["Actin disruptors", "Microtubule stabilizers", "Protein synthesis"]
 # The paper's preprocessing, scaled to small synthetic fields: 2x2 crops, 64 px input.
@@ -46,34 +49,35 @@ def _cfg(data: Path, out: str, **kw) -> TrainConfig:
 
 
 @pytest.fixture(scope="module")
-def imagenet_run(data: Path) -> dict:
-    return run_cross_validation(_cfg(data, "imagenet"), progress=False)
+def imagenet_run(data: Path) -> CVResult:
+    return train(_cfg(data, "imagenet"), progress=False)
 
 
-def test_loco_outputs_and_accuracy(imagenet_run: dict, data: Path) -> None:
+def test_loco_outputs_and_accuracy(imagenet_run: CVResult, data: Path) -> None:
     run = data / "imagenet"
-    assert imagenet_run["treatment_accuracy"]["mean"] >= 0.7  # chance is 1/3
-    assert len(imagenet_run["per_epoch_accuracy"]["mean"]) == 2
+    assert imagenet_run.summary["treatment_accuracy"]["mean"] >= 0.7  # chance is 1/3
+    assert len(imagenet_run.summary["per_epoch_accuracy"]["mean"]) == 2
     treat = pd.read_csv(run / "seed0" / "predictions_treatment.csv")
     index = pd.read_parquet(data / "index.parquet")
-    labelled = index[index[ix.ROLE] == ix.ROLE_TREATMENT]
-    assert sorted(treat[ix.TREATMENT]) == sorted(labelled[ix.TREATMENT].unique())
+    labelled = index[index[sc.ROLE] == sc.ROLE_TREATMENT]
+    assert sorted(treat[sc.TREATMENT]) == sorted(labelled[sc.TREATMENT].unique())
     assert treat.filter(like="Prob_").sum(axis=1).between(0.5, 1.5).all()  # soft predictions
     folds = list((run / "seed0" / "folds").iterdir())
-    assert len(folds) == labelled[ix.COMPOUND].nunique() == 9
+    assert len(folds) == labelled[sc.COMPOUND].nunique() == 9
     assert all((f / "model.safetensors").is_file() for f in folds)
     for name in ("config.yaml", "metrics.json", "accuracy_per_epoch.png",
                  "seed0/confusion.png", "seed0/init.safetensors"):
         assert (run / name).is_file(), name
 
 
-def test_pretrained_beats_xavier(imagenet_run: dict, data: Path) -> None:
-    xavier = run_cross_validation(_cfg(data, "xavier", weights="xavier"), progress=False)
-    gain = imagenet_run["treatment_accuracy"]["mean"] - xavier["treatment_accuracy"]["mean"]
-    assert gain >= 0.25, (imagenet_run["treatment_accuracy"], xavier["treatment_accuracy"])
+def test_pretrained_beats_xavier(imagenet_run: CVResult, data: Path) -> None:
+    xavier = train(_cfg(data, "xavier", weights="xavier"), progress=False).summary
+    pretrained = imagenet_run.summary
+    gain = pretrained["treatment_accuracy"]["mean"] - xavier["treatment_accuracy"]["mean"]
+    assert gain >= 0.25, (pretrained["treatment_accuracy"], xavier["treatment_accuracy"])
 
 
-def test_killed_run_resumes_to_the_same_predictions(imagenet_run: dict, data: Path) -> None:
+def test_killed_run_resumes_to_the_same_predictions(imagenet_run: CVResult, data: Path) -> None:
     cfg = _cfg(data, "killed")
     save_config(cfg, data / "killed.yaml")
     proc = subprocess.Popen([sys.executable, "-m", "cellmorph.cli", "train",
@@ -91,7 +95,7 @@ def test_killed_run_resumes_to_the_same_predictions(imagenet_run: dict, data: Pa
     done = sorted(folds_dir.glob("*/predictions.parquet"))
     assert 2 <= len(done) < 9, "the run should have been killed part-way"
     stamps = {p: p.stat().st_mtime_ns for p in done}
-    run_cross_validation(cfg, progress=False)
+    train(cfg, progress=False)
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # finished folds kept
     a = pd.read_csv(data / "killed" / "seed0" / "predictions_treatment.csv")
     b = pd.read_csv(data / "imagenet" / "seed0" / "predictions_treatment.csv")
@@ -103,11 +107,11 @@ def test_killed_run_resumes_to_the_same_predictions(imagenet_run: dict, data: Pa
 def test_cached_trunk_equals_frozen_training(data: Path) -> None:
     kw = dict(epochs=1, freeze_stages=3, folds=["cytochalasin B", "taxol"],
               trunk_cache_dtype="float32")
-    run_cross_validation(_cfg(data, "frozen", **kw), progress=False)
-    run_cross_validation(_cfg(data, "cached", cached_trunk=True, **kw), progress=False)
+    train(_cfg(data, "frozen", **kw), progress=False)
+    train(_cfg(data, "cached", cached_trunk=True, **kw), progress=False)
     for fold in kw["folds"]:
-        a = pd.read_parquet(_fold_dir(data / "frozen" / "seed0", fold) / "predictions.parquet")
-        b = pd.read_parquet(_fold_dir(data / "cached" / "seed0", fold) / "predictions.parquet")
+        a = pd.read_parquet(fold_dir(data / "frozen" / "seed0", fold) / "predictions.parquet")
+        b = pd.read_parquet(fold_dir(data / "cached" / "seed0", fold) / "predictions.parquet")
         probs = [c for c in a.columns if c.startswith("Prob_")]
         np.testing.assert_allclose(a[probs], b[probs], atol=1e-4)
 
@@ -122,41 +126,39 @@ def test_bbbc014_leave_one_cell_line_out(tmp_path: Path) -> None:
                       preprocess=PreprocessConfig(illumination=False, anscombe=True,
                                                   rescale="image", resize=(128, 128),
                                                   grid=(4, 4), tile_size=32, drop_empty=False))
-    summary = run_cross_validation(cfg, progress=False)
+    summary = train(cfg, progress=False).summary
     wells = pd.read_csv(tmp_path / "run" / "seed0" / "predictions_well.csv")
     assert wells.groupby("Metadata_Fold").size().to_dict() == {"A549": 32, "MCF7": 32}
     crops = pd.read_parquet(next((tmp_path / "run" / "seed0" / "folds").glob(
         "*/predictions.parquet")))
-    assert crops.groupby([ix.PLATE, ix.WELL]).size().eq(16).all()  # 16 crops an image
+    assert crops.groupby([sc.PLATE, sc.WELL]).size().eq(16).all()  # 16 crops an image
     assert summary["well_accuracy"]["mean"] > 0.5
 
 
 def test_bad_training_inputs(data: Path) -> None:
     with pytest.raises(CellmorphError, match="timm does not know the model"):
-        run_cross_validation(_cfg(data, "bad1", model="resnet_fifty"), progress=False)
+        train(_cfg(data, "bad1", model="resnet_fifty"), progress=False)
     big = SMALL.model_copy(update={"tiles": "random", "random_size": (200, 200)})
     with pytest.raises(CellmorphError, match=r"crop size \(200, 200\) is larger than the image"):
-        run_cross_validation(_cfg(data, "bad2", preprocess=big, cache_dir=data / "c2"),
-                             progress=False)
+        train(_cfg(data, "bad2", preprocess=big, cache_dir=data / "c2"), progress=False)
     index = pd.read_parquet(data / "index.parquet")
-    few = index[~index[ix.COMPOUND].isin(["cytochalasin D", "latrunculin B"])]
+    few = index[~index[sc.COMPOUND].isin(["cytochalasin D", "latrunculin B"])]
     write_parquet(few, data / "few.parquet")
     with pytest.raises(CellmorphError, match=r"\['Actin disruptors'\] have fewer than two"):
-        run_cross_validation(_cfg(data, "bad3", index=data / "few.parquet"), progress=False)
+        train(_cfg(data, "bad3", index=data / "few.parquet"), progress=False)
     with pytest.raises(ValueError, match="cached_trunk needs freeze_stages"):
         _cfg(data, "bad4", cached_trunk=True)
 
 
 def test_compare_initialisations_over_seeds(data: Path) -> None:
-    from cellmorph.training.compare import compare_initialisations
-
     cfg = _cfg(data, "compare", epochs=1, seeds=[0, 1], folds=["emetine", "taxol"])
-    result = compare_initialisations(cfg, data / "compare", progress=False)
+    results = compare_init(cfg, output=data / "compare", progress=False)
     for init in ("imagenet", "xavier"):
-        acc = result["summaries"][init]["treatment_accuracy"]
+        acc = results[init].summary["treatment_accuracy"]
         assert len(acc["values"]) == 2
         assert acc["sem"] == pytest.approx(np.std(acc["values"], ddof=1) / np.sqrt(2))
-    assert result["summaries"]["xavier"]["weights"] == "xavier"
+    assert results["xavier"].summary["weights"] == "xavier"
     assert (data / "compare" / "compare_init.png").stat().st_size > 1000
     assert (data / "compare" / "compare_init_epochs.png").is_file()
-    assert "imagenet" in result["text"] and "xavier" in result["text"]
+    assert set(json.loads((data / "compare" / "compare_init.json").read_text())) == {
+        "imagenet", "xavier"}

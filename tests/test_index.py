@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from cellmorph import schema as sc
 from cellmorph.datasets import index as ix
 from cellmorph.errors import CellmorphError
 
@@ -17,17 +18,17 @@ def _platemap(tmp_path, n=3, make_files=True) -> pd.DataFrame:
             p = tmp_path / f"f{i}_{ch}.tif"
             if make_files:
                 p.write_bytes(b"x")
-            paths[ix.path_column(ch)] = p.name
-        rows.append({ix.PLATE: "P1", ix.WELL: f"b{i + 1}", ix.SITE: 1, ix.COMPOUND: "c",
-                     ix.CONCENTRATION: "1", ix.MOA: "m", ix.ROLE: ix.ROLE_TREATMENT, **paths})
+            paths[sc.path_column(ch)] = p.name
+        rows.append({sc.PLATE: "P1", sc.WELL: f"b{i + 1}", sc.SITE: 1, sc.COMPOUND: "c",
+                     sc.CONCENTRATION: "1", sc.MOA: "m", sc.ROLE: sc.ROLE_TREATMENT, **paths})
     return pd.DataFrame(rows)
 
 
 def test_build_index_normalises_and_resolves(tmp_path) -> None:
     df = ix.build_index(_platemap(tmp_path), ["A", "B"], root=tmp_path)
-    assert list(df[ix.WELL]) == ["B01", "B02", "B03"]
-    assert df[ix.TREATMENT].iloc[0] == "c@1"
-    assert df[ix.BATCH].iloc[0] == "P1"  # batch defaults to plate
+    assert list(df[sc.WELL]) == ["B01", "B02", "B03"]
+    assert df[sc.TREATMENT].iloc[0] == "c@1"
+    assert df[sc.BATCH].iloc[0] == "P1"  # batch defaults to plate
     assert all(str(tmp_path) in p for p in df["Path_A"])
 
 
@@ -48,19 +49,19 @@ def test_missing_column_and_empty_selection(tmp_path) -> None:
 
 def test_bad_rows_are_named(tmp_path) -> None:
     pm = _platemap(tmp_path)
-    pm.loc[1, ix.WELL] = "ZZ"
+    pm.loc[1, sc.WELL] = "ZZ"
     with pytest.raises(CellmorphError, match="row 1: not a well name"):
         ix.build_index(pm, ["A"], root=tmp_path)
     pm = _platemap(tmp_path)
-    pm.loc[2, ix.CONCENTRATION] = "high"
+    pm.loc[2, sc.CONCENTRATION] = "high"
     with pytest.raises(CellmorphError, match="row 2: Metadata_Concentration is 'high'"):
         ix.build_index(pm, ["A"], root=tmp_path)
     pm = _platemap(tmp_path)
-    pm.loc[2, ix.WELL] = "B01"
+    pm.loc[2, sc.WELL] = "B01"
     with pytest.raises(CellmorphError, match="share a plate/well/site"):
         ix.build_index(pm, ["A"], root=tmp_path)
     pm = _platemap(tmp_path)
-    pm.loc[1, ix.MOA] = None
+    pm.loc[1, sc.MOA] = None
     with pytest.raises(CellmorphError, match="row 1: compound 'c' has no MoA label"):
         ix.build_index(pm, ["A"], root=tmp_path)
 

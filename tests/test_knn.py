@@ -7,24 +7,24 @@ import pandas as pd
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
+from cellmorph import schema as sc
 from cellmorph.config import EvaluateConfig
-from cellmorph.datasets import index as ix
 from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.knn import nn_accuracy
 from cellmorph.evaluation.pipeline import prepare_profiles
-from cellmorph.profiling.aggregate import TREATMENT_KEYS, aggregate, to_matrix
 from cellmorph.profiling.cellprofiler import read_profiles
+from cellmorph.schema import TREATMENT_KEYS, aggregate, to_matrix
 
 
 @pytest.fixture(scope="module")
 def ljosa_treatments() -> pd.DataFrame:
     wells, _ = prepare_profiles(read_profiles("ljosa2013"), EvaluateConfig())
-    return aggregate(wells[wells[ix.ROLE] == ix.ROLE_TREATMENT], TREATMENT_KEYS)
+    return aggregate(wells[wells[sc.ROLE] == sc.ROLE_TREATMENT], TREATMENT_KEYS)
 
 
 def _sklearn_nsc(treatments: pd.DataFrame, metric: str) -> float:
-    X, y = to_matrix(treatments), treatments[ix.MOA].to_numpy()
-    compounds = treatments[ix.COMPOUND].to_numpy()
+    X, y = to_matrix(treatments), treatments[sc.MOA].to_numpy()
+    compounds = treatments[sc.COMPOUND].to_numpy()
     correct = 0
     for c in np.unique(compounds):
         test = compounds == c
@@ -49,24 +49,24 @@ def test_ljosa_nsc_is_in_the_published_range(ljosa_treatments: pd.DataFrame) -> 
 def test_nscb_excludes_batch_and_drops_single_batch_moas(ljosa_treatments) -> None:
     res = nn_accuracy(ljosa_treatments, metric="cosine", holdout="nscb")
     assert res.dropped_moas == ["Cholesterol-lowering", "Kinase inhibitors"]
-    assert res.n_treatments == 103 - (ljosa_treatments[ix.MOA].isin(res.dropped_moas)).sum()
-    p = res.predictions.merge(ljosa_treatments[[ix.TREATMENT, ix.BATCH]].rename(
-        columns={ix.TREATMENT: "neighbour", ix.BATCH: "nb_batch"}), on="neighbour")
-    assert (p[ix.BATCH] != p["nb_batch"]).all()
-    assert (p[ix.COMPOUND] != p["neighbour"].str.split("@").str[0]).all()
+    assert res.n_treatments == 103 - (ljosa_treatments[sc.MOA].isin(res.dropped_moas)).sum()
+    p = res.predictions.merge(ljosa_treatments[[sc.TREATMENT, sc.BATCH]].rename(
+        columns={sc.TREATMENT: "neighbour", sc.BATCH: "nb_batch"}), on="neighbour")
+    assert (p[sc.BATCH] != p["nb_batch"]).all()
+    assert (p[sc.COMPOUND] != p["neighbour"].str.split("@").str[0]).all()
 
 
 def test_single_compound_per_moa_is_an_error() -> None:
-    df = pd.DataFrame({ix.TREATMENT: ["a@1", "b@1"], ix.COMPOUND: ["a", "b"],
-                       ix.CONCENTRATION: [1.0, 1.0], ix.MOA: ["m1", "m2"], ix.BATCH: ["w", "w"],
-                       ix.ROLE: ix.ROLE_TREATMENT, "f": [0.0, 1.0]})
+    df = pd.DataFrame({sc.TREATMENT: ["a@1", "b@1"], sc.COMPOUND: ["a", "b"],
+                       sc.CONCENTRATION: [1.0, 1.0], sc.MOA: ["m1", "m2"], sc.BATCH: ["w", "w"],
+                       sc.ROLE: sc.ROLE_TREATMENT, "f": [0.0, 1.0]})
     with pytest.raises(CellmorphError, match="every MoA has a single compound"):
         nn_accuracy(df)
 
 
 def test_single_compound_moa_is_left_out_and_listed(ljosa_treatments: pd.DataFrame) -> None:
-    sub = ljosa_treatments[ljosa_treatments[ix.COMPOUND] != "simvastatin"]
+    sub = ljosa_treatments[ljosa_treatments[sc.COMPOUND] != "simvastatin"]
     res = nn_accuracy(sub, holdout="nsc")
     assert res.dropped_moas == ["Cholesterol-lowering"]
-    assert "Cholesterol-lowering" not in set(res.predictions[ix.MOA])
+    assert "Cholesterol-lowering" not in set(res.predictions[sc.MOA])
     assert "Cholesterol-lowering" not in set(res.predictions["predicted"])

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 from copairs.map import average_precision, mean_average_precision
 
+from cellmorph import schema as sc
 from cellmorph.config import EvaluateConfig
-from cellmorph.datasets import index as ix
 from cellmorph.evaluation.map import moa_consistency, phenotypic_activity
 from cellmorph.evaluation.pipeline import prepare_profiles
-from cellmorph.profiling.aggregate import TREATMENT_KEYS, aggregate, feature_columns
 from cellmorph.profiling.cellprofiler import read_profiles
+from cellmorph.schema import TREATMENT_KEYS, aggregate, feature_columns
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +22,14 @@ def wells() -> pd.DataFrame:
 
 
 def test_moa_consistency_equals_copairs(wells: pd.DataFrame) -> None:
-    treat = aggregate(wells[wells[ix.ROLE] == ix.ROLE_TREATMENT], TREATMENT_KEYS)
-    ours = moa_consistency(treat, null_size=500, seed=1).set_index(ix.MOA)
+    treat = aggregate(wells[wells[sc.ROLE] == sc.ROLE_TREATMENT], TREATMENT_KEYS)
+    ours = moa_consistency(treat, null_size=500, seed=1).set_index(sc.MOA)
     feats = feature_columns(treat)
     ap = average_precision(treat.drop(columns=feats), treat[feats].to_numpy(),
-                           pos_sameby=[ix.MOA], pos_diffby=[ix.COMPOUND], neg_sameby=[],
-                           neg_diffby=[ix.MOA], progress_bar=False)
-    ref = mean_average_precision(ap, [ix.MOA], null_size=500, threshold=0.05, seed=1,
-                                 progress_bar=False).set_index(ix.MOA)
+                           pos_sameby=[sc.MOA], pos_diffby=[sc.COMPOUND], neg_sameby=[],
+                           neg_diffby=[sc.MOA], progress_bar=False)
+    ref = mean_average_precision(ap, [sc.MOA], null_size=500, threshold=0.05, seed=1,
+                                 progress_bar=False).set_index(sc.MOA)
     assert len(ours) == 12
     np.testing.assert_allclose(ours["mean_average_precision"],
                                ref.loc[ours.index, "mean_average_precision"])
@@ -37,16 +37,16 @@ def test_moa_consistency_equals_copairs(wells: pd.DataFrame) -> None:
 
 
 def test_phenotypic_activity_equals_copairs(wells: pd.DataFrame) -> None:
-    ours = phenotypic_activity(wells, null_size=500, seed=2).set_index(ix.TREATMENT)
+    ours = phenotypic_activity(wells, null_size=500, seed=2).set_index(sc.TREATMENT)
     df = wells.reset_index(drop=True)
-    df["ref"] = np.where(df[ix.ROLE] == ix.ROLE_CONTROL, df.index, -1)
+    df["ref"] = np.where(df[sc.ROLE] == sc.ROLE_CONTROL, df.index, -1)
     feats = feature_columns(wells)
     ap = average_precision(df.drop(columns=feats), df[feats].to_numpy(),
-                           pos_sameby=[ix.TREATMENT, "ref"], pos_diffby=[], neg_sameby=[],
-                           neg_diffby=[ix.TREATMENT, "ref"], progress_bar=False)
+                           pos_sameby=[sc.TREATMENT, "ref"], pos_diffby=[], neg_sameby=[],
+                           neg_diffby=[sc.TREATMENT, "ref"], progress_bar=False)
     ap = ap[ap["ref"] == -1]
-    ref = mean_average_precision(ap, [ix.TREATMENT], null_size=500, threshold=0.05, seed=2,
-                                 progress_bar=False).set_index(ix.TREATMENT)
+    ref = mean_average_precision(ap, [sc.TREATMENT], null_size=500, threshold=0.05, seed=2,
+                                 progress_bar=False).set_index(sc.TREATMENT)
     assert len(ours) == 103
     np.testing.assert_allclose(ours["mean_average_precision"],
                                ref.loc[ours.index, "mean_average_precision"])

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.decomposition import PCA
 
-from cellmorph.datasets import index as ix
+from cellmorph import schema as sc
 from cellmorph.errors import CellmorphError
 from cellmorph.profiling.normalize import (
     Sphering,
@@ -23,8 +23,8 @@ def _wells(seed: int = 0) -> pd.DataFrame:
     rows = []
     for p, offset in (("P1", 0.0), ("P2", 5.0)):
         for w in range(8):
-            role = ix.ROLE_CONTROL if w < 4 else ix.ROLE_TREATMENT
-            rows.append({ix.PLATE: p, ix.WELL: f"A{w + 1:02d}", ix.ROLE: role,
+            role = sc.ROLE_CONTROL if w < 4 else sc.ROLE_TREATMENT
+            rows.append({sc.PLATE: p, sc.WELL: f"A{w + 1:02d}", sc.ROLE: role,
                          **{f"f{k}": offset + rng.normal() * (k + 1) for k in range(3)}})
     return pd.DataFrame(rows)
 
@@ -32,8 +32,8 @@ def _wells(seed: int = 0) -> pd.DataFrame:
 @pytest.mark.parametrize("by", ["plate", "global", "plate-center"])
 def test_controls_become_standard(by: str) -> None:
     out = normalize(_wells(), by=by)
-    ctl = out[out[ix.ROLE] == ix.ROLE_CONTROL]
-    groups = ctl.groupby(ix.PLATE) if by == "plate" else [("all", ctl)]
+    ctl = out[out[sc.ROLE] == sc.ROLE_CONTROL]
+    groups = ctl.groupby(sc.PLATE) if by == "plate" else [("all", ctl)]
     for _, g in groups:
         np.testing.assert_allclose(g[["f0", "f1", "f2"]].mean(), 0, atol=1e-9)
         np.testing.assert_allclose(g[["f0", "f1", "f2"]].std(ddof=0), 1, rtol=1e-9)
@@ -52,7 +52,7 @@ def test_no_leakage_from_treated_wells() -> None:
 def test_robust_uses_median_and_mad() -> None:
     df = _wells()
     out = normalize(df, method="robust", by="global")
-    ctl = df[df[ix.ROLE] == ix.ROLE_CONTROL]["f0"]
+    ctl = df[df[sc.ROLE] == sc.ROLE_CONTROL]["f0"]
     mad = 1.4826 * np.median(np.abs(ctl - ctl.median()))
     np.testing.assert_allclose(out["f0"], (df["f0"] - ctl.median()) / mad)
 
@@ -83,6 +83,6 @@ def test_missing_and_constant_features() -> None:
 
 def test_too_few_controls() -> None:
     df = _wells()
-    df.loc[df[ix.PLATE] == "P2", ix.ROLE] = ix.ROLE_TREATMENT
+    df.loc[df[sc.PLATE] == "P2", sc.ROLE] = sc.ROLE_TREATMENT
     with pytest.raises(CellmorphError, match="plate P2 has 0 control wells"):
         normalize(df, by="plate")

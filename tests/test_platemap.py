@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import tifffile
 
-from cellmorph.datasets import index as ix
+from cellmorph import schema as sc
 from cellmorph.datasets.platemap import index_platemap
 from cellmorph.errors import CellmorphError
 
@@ -37,12 +37,12 @@ def _screen(tmp_path, label_gap=False):
 
 def test_platemap_with_four_stains(tmp_path) -> None:
     df = index_platemap(_screen(tmp_path))
-    assert ix.channels_of(df) == [s.lower() for s in STAINS]
+    assert sc.channels_of(df) == [s.lower() for s in STAINS]
     assert len(df) == 8
-    roles = df.groupby(ix.COMPOUND)[ix.ROLE].first().to_dict()
-    assert roles == {"DMSO": ix.ROLE_CONTROL, "cpdA": ix.ROLE_TREATMENT,
-                     "cpdB": ix.ROLE_UNLABELLED}
-    assert df[ix.WELL].iloc[0] == "C01"
+    roles = df.groupby(sc.COMPOUND)[sc.ROLE].first().to_dict()
+    assert roles == {"DMSO": sc.ROLE_CONTROL, "cpdA": sc.ROLE_TREATMENT,
+                     "cpdB": sc.ROLE_UNLABELLED}
+    assert df[sc.WELL].iloc[0] == "C01"
     assert all((tmp_path / "img").as_posix() in p for p in df["Path_hoechst"])
 
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
+from cellmorph import schema as sc
+from cellmorph.api import profile as profile_screen
 from cellmorph.atomic import write_parquet
 from cellmorph.config import EvaluateConfig, PreprocessConfig, ProfileConfig, load_config
-from cellmorph.datasets import index as ix
 from cellmorph.evaluation.pipeline import evaluate_profiles
-from cellmorph.profiling.features import rgb_mixing
-from cellmorph.profiling.pipeline import profile_screen
 
 FAST = PreprocessConfig(grid=(1, 1), tile_size=128)
 
@@ -26,7 +24,7 @@ def index_path(synth021_index, tmp_path_factory) -> Path:
 def _nsc(run: Path) -> float:
     res = evaluate_profiles(pd.read_parquet(run / "profiles_well.parquet"),
                             EvaluateConfig(map=False, metrics=["cosine"]))
-    return next(r["accuracy"] for r in res["nn"] if r["holdout"] == "nsc")
+    return res.nn_result("nsc", "cosine").accuracy
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +47,11 @@ def test_greyscale_profiles_concatenate_stains(imagenet_run, synth021_index) -> 
     feats = [c for c in wells.columns if c.startswith("Feature_")]
     assert len(feats) == 3 * 1280  # EfficientNet-Lite0 features per stain
     assert feats[0] == "Feature_DAPI_0000" and feats[-1] == "Feature_Actin_1279"
-    n_wells = synth021_index[[ix.PLATE, ix.WELL]].drop_duplicates().shape[0]
+    n_wells = synth021_index[[sc.PLATE, sc.WELL]].drop_duplicates().shape[0]
     assert len(wells) == n_wells
     treat = pd.read_parquet(imagenet_run / "profiles_treatment.parquet")
-    assert len(treat) == synth021_index.loc[synth021_index[ix.ROLE] == ix.ROLE_TREATMENT,
-                                            ix.TREATMENT].nunique()
+    assert len(treat) == synth021_index.loc[synth021_index[sc.ROLE] == sc.ROLE_TREATMENT,
+                                            sc.TREATMENT].nunique()
     saved = load_config(imagenet_run / "config.yaml", ProfileConfig)
     assert saved.model == "tf_efficientnet_lite0" and saved.preprocess.grid == (1, 1)
 
@@ -70,15 +68,9 @@ def test_rerun_resumes_and_is_identical(imagenet_run, index_path, tmp_path) -> N
 
 
 def test_rgb_mode(index_path, synth021_index, tmp_path) -> None:
-    one_plate = synth021_index[synth021_index[ix.PLATE] == synth021_index[ix.PLATE].iloc[0]]
+    one_plate = synth021_index[synth021_index[sc.PLATE] == synth021_index[sc.PLATE].iloc[0]]
     idx = write_parquet(one_plate, tmp_path / "one.parquet")
     profile_screen(ProfileConfig(index=idx, output=tmp_path / "rgb", preprocess=FAST,
                                  channel_mode="rgb"), progress=False)
     wells = pd.read_parquet(tmp_path / "rgb" / "profiles_well.parquet")
     assert sum(c.startswith("Feature_rgb_") for c in wells.columns) == 1280
-
-
-def test_rgb_mixing_averages_shared_colours() -> None:
-    mix = rgb_mixing(["DNA", "ER", "RNA", "Mito"], {"DNA": "B", "ER": "G", "RNA": "G",
-                                                   "Mito": "R"})
-    np.testing.assert_allclose(mix, [[0, 0, 0, 1], [0, 0.5, 0.5, 0], [1, 0, 0, 0]])

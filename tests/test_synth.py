@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from cellmorph import schema as sc
 from cellmorph.cli import main
 from cellmorph.datasets import index as ix
 from cellmorph.synth.bbbc021 import synthesize_bbbc021
@@ -26,7 +27,7 @@ def test_synth_then_index_round_trips(tmp_path: Path) -> None:
     assert len(indexed) == len(written)  # every synthesised file is indexed, and only those
     s = ix.summarize(df)
     assert s["moas"] == 2 and s["compounds"] == 5
-    assert set(df[ix.SITE]) == {1, 2}
+    assert set(df[sc.SITE]) == {1, 2}
     assert s["control_images"] > 0
     img = tifffile.imread(indexed[0])
     assert img.dtype == np.uint16 and img.shape == (64, 80)
@@ -36,7 +37,7 @@ def test_synth_then_index_round_trips(tmp_path: Path) -> None:
 
 
 def pd_paths(df) -> list[str]:
-    return [p for ch in ix.channels_of(df) for p in df[ix.path_column(ch)]]
+    return [p for ch in sc.channels_of(df) for p in df[sc.path_column(ch)]]
 
 
 def test_synth_is_deterministic_for_a_seed(tmp_path: Path) -> None:
@@ -59,7 +60,7 @@ def test_moas_change_morphology_not_just_intensity(synth021_index) -> None:
     df = synth021_index
     means = []
     for _, row in df.iterrows():
-        means.append([tifffile.imread(row[ix.path_column(c)]).mean() for c in ix.channels_of(df)])
+        means.append([tifffile.imread(row[sc.path_column(c)]).mean() for c in sc.channels_of(df)])
     means = np.log(np.asarray(means))
-    plate_var = df.assign(m=means[:, 1]).groupby(ix.PLATE)["m"].mean().var()
+    plate_var = df.assign(m=means[:, 1]).groupby(sc.PLATE)["m"].mean().var()
     assert plate_var > 0.01  # plates differ in brightness, as real plates do

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
+from cellmorph import schema as sc
 from cellmorph.atomic import atomic_path, write_parquet, write_text
 from cellmorph.config import PreprocessConfig
-from cellmorph.datasets import index as ix
 from cellmorph.errors import CellmorphError
 from cellmorph.imageio import read_field
+from cellmorph.log import progress as progress_bar
 from cellmorph.preprocess import (
     anscombe,
     control_statistics,
@@ -50,6 +50,7 @@ class TileCache:
 
     folder: Path
     plates: tuple[str, ...]
+    channels: tuple[str, ...] = ()
 
     def tiles(self, plate: str) -> np.ndarray:
         """The plate's tiles, (N, C, S, S) uint8, memory-mapped."""
@@ -58,6 +59,17 @@ class TileCache:
     def table(self, plate: str) -> pd.DataFrame:
         """One row per tile: index metadata, tile number, and whether it passed the filter."""
         return pd.read_parquet(self.folder / f"{safe_name(plate)}.parquet")
+
+    @classmethod
+    def open(cls, folder: Path | str) -> TileCache:
+        """A cache built earlier (by :func:`build_tile_cache`), from its folder alone."""
+        folder = Path(folder)
+        try:
+            settings = json.loads((folder / "settings.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise CellmorphError(f"tile cache {folder} is missing or damaged ({exc}); delete it "
+                                 "and rerun") from None
+        return cls(folder, tuple(settings["plates"]), tuple(settings["channels"]))
 
     def iter_plates(self) -> Iterator[tuple[str, pd.DataFrame, np.ndarray]]:
         """(plate, table, tiles) for each plate."""
@@ -101,7 +113,7 @@ def cache_key(index: pd.DataFrame, cfg: PreprocessConfig, tile_size: int) -> str
     h = hashlib.sha256()
     h.update(cfg.model_dump_json().encode())
     h.update(str(tile_size).encode())
-    cols = ix.KEY_COLUMNS + [ix.ROLE] + [ix.path_column(c) for c in ix.channels_of(index)]
+    cols = sc.KEY_COLUMNS + [sc.ROLE] + [sc.path_column(c) for c in sc.channels_of(index)]
     h.update(pd.util.hash_pandas_object(index[cols], index=False).values.tobytes())
     return h.hexdigest()[:16]
 
@@ -109,16 +121,17 @@ def cache_key(index: pd.DataFrame, cfg: PreprocessConfig, tile_size: int) -> str
 def build_tile_cache(index: pd.DataFrame, cfg: PreprocessConfig, cache_root: Path | str, *,
                      tile_size: int, progress: bool = True) -> TileCache:
     """Preprocess every field of ``index`` into tiles (skipping plates already cached)."""
-    channels = ix.channels_of(index)
+    channels = sc.channels_of(index)
     index = index.reset_index(drop=True)
     folder = Path(cache_root) / cache_key(index, cfg, tile_size)
     folder.mkdir(parents=True, exist_ok=True)
+    plates = tuple(sorted(index[sc.PLATE].unique()))
     write_text(json.dumps({"preprocess": cfg.model_dump(mode="json"), "tile_size": tile_size,
-                           "channels": channels}, indent=2), folder / "settings.json")
-    plates = tuple(sorted(index[ix.PLATE].unique()))
+                           "channels": channels, "plates": list(plates)}, indent=2),
+               folder / "settings.json")
     todo = [p for p in plates if not (folder / f"{safe_name(p)}.parquet").is_file()]
-    for plate in tqdm(todo, desc="preprocessing plates", unit="plate", disable=not progress):
-        rows = index[index[ix.PLATE] == plate]
+    for plate in progress_bar(todo, desc="preprocessing plates", unit="plate", enabled=progress):
+        rows = index[index[sc.PLATE] == plate]
         tiles, table, stats = preprocess_plate(rows, channels, cfg, tile_size)
         np.save(folder / f"{safe_name(plate)}.illum.npy", stats["illumination"])
         with atomic_path(folder / f"{safe_name(plate)}.npy") as tmp:
@@ -126,7 +139,7 @@ def build_tile_cache(index: pd.DataFrame, cfg: PreprocessConfig, cache_root: Pat
                 np.save(fh, tiles)
         # The table is written last: its presence marks the plate as done.
         write_parquet(table, folder / f"{safe_name(plate)}.parquet")
-    return TileCache(folder, plates)
+    return TileCache(folder, plates, tuple(channels))
 
 
 def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessConfig,
@@ -141,7 +154,7 @@ def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessCon
         dtype, shape = img.dtype, img.shape[1:]
         sums = img.astype(np.float64) if sums is None else sums + img
         samples.append(img[:, ::_STRIDE, ::_STRIDE].astype(np.float32))
-        is_control.append(r[ix.ROLE] == ix.ROLE_CONTROL)
+        is_control.append(r[sc.ROLE] == sc.ROLE_CONTROL)
     _check_tiling(cfg, shape, rows)
     n = len(fields)
     if cfg.illumination:
@@ -161,7 +174,7 @@ def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessCon
     if cfg.control_normalise:
         controls = [s for s, c in zip(tsamples, is_control, strict=True) if c]
         if not controls:
-            raise CellmorphError(f"plate {rows[ix.PLATE].iloc[0]}: no control (DMSO) fields to "
+            raise CellmorphError(f"plate {rows[sc.PLATE].iloc[0]}: no control (DMSO) fields to "
                                  "normalise against; add them or set control_normalise: false")
         mean, std = control_statistics(controls)
         tsamples = [normalise_to_controls(s, mean, std) for s in tsamples]
@@ -201,7 +214,7 @@ def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessCon
 
 def _check_tiling(cfg: PreprocessConfig, shape: tuple[int, int], rows: pd.DataFrame) -> None:
     h, w = cfg.resize if cfg.resize is not None else shape
-    where = f"plate {rows[ix.PLATE].iloc[0]} ({shape[0]}x{shape[1]} images)"
+    where = f"plate {rows[sc.PLATE].iloc[0]} ({shape[0]}x{shape[1]} images)"
     if cfg.tiles == "random" and (cfg.random_size[0] > h or cfg.random_size[1] > w):
         raise CellmorphError(f"{where}: crop size {tuple(cfg.random_size)} is larger than the "
                              f"image ({h}x{w}); choose a smaller random_size")

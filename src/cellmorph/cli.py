@@ -1,40 +1,65 @@
-"""The ``cellmorph`` command: a thin typer layer over the library.
+"""The ``cellmorph`` command: a thin typer layer over :mod:`cellmorph.api`.
 
-Every command turns a :class:`~cellmorph.errors.CellmorphError` into one ``error:`` line and a
-non-zero exit; ``--debug`` (anywhere on the line) shows the traceback instead.
+Every command turns a :class:`~cellmorph.errors.CellmorphError` into one ``error:`` line and
+exit code 2; usage errors also exit 2 with a hint; ``--debug`` (anywhere on the line) shows
+the traceback instead. ``--quiet`` keeps only warnings and errors, ``--verbose`` adds detail.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import traceback
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
+from cellmorph import __version__
+from cellmorph.config import ProfileConfig, TrainConfig, field_help
 from cellmorph.errors import CellmorphError
 
 app = typer.Typer(
     help="Mechanism-of-action answers from high-content screens with pretrained networks.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 index_app = typer.Typer(help="Build a field-of-view index (Parquet) of a screen.",
-                        no_args_is_help=True)
+                        no_args_is_help=True, rich_markup_mode=None)
 synth_app = typer.Typer(help="Write SYNTHETIC plates in a real dataset layout (demos, tests).",
-                        no_args_is_help=True)
-download_app = typer.Typer(help="Download public datasets.", no_args_is_help=True)
+                        no_args_is_help=True, rich_markup_mode=None)
+download_app = typer.Typer(help="Download public datasets.", no_args_is_help=True,
+                           rich_markup_mode=None)
 app.add_typer(index_app, name="index")
 app.add_typer(synth_app, name="synth")
 app.add_typer(download_app, name="download")
 
+# Read from the command line before typer runs (so they work anywhere on the line); declared
+# on every command so that --help lists them and the parser accepts them.
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no "
+                                     "progress bars.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail in the log.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cellmorph {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root(debug: Debug = False) -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
+) -> None:
     """cellmorph: profile, evaluate and fine-tune on cell-painting-like screens."""
+
+
+def _opt(model: type, name: str, *flags: str) -> typer.models.OptionInfo:
+    """An option whose help is the config field's description and default."""
+    return typer.Option(*flags, help=field_help(model, name), show_default=False)
 
 
 def _parse_size(size: str) -> tuple[int, int]:
@@ -47,11 +72,22 @@ def _parse_size(size: str) -> tuple[int, int]:
     return h, w
 
 
-def _echo_index(df, out: Path, note: str = "") -> None:
+def _output_file(output: Path | None, default: Path, *inputs: Path) -> Path:
+    """The file to write: never one of the inputs, never an existing folder."""
+    out = output or default
+    if out.is_dir():
+        raise CellmorphError(f"-o {out} is a folder; give a file name, e.g. {out / 'index.parquet'}")
+    for source in inputs:
+        if source.exists() and out.resolve() == source.resolve():
+            raise CellmorphError(f"-o {out} is the input file; choose another output name")
+    return out
+
+
+def _echo_index(df, out: Path) -> None:
     from cellmorph.datasets.index import format_summary, summarize
 
     typer.echo(format_summary(summarize(df)))
-    typer.echo(f"index: {len(df)} fields of view -> {out}{note}")
+    typer.echo(f"index: {len(df)} fields of view -> {out}")
 
 
 # ---------------------------------------------------------------- index
@@ -68,17 +104,15 @@ def index_bbbc021_cmd(
     moa_csv: Annotated[Path | None, typer.Option(help="BBBC021_v1_moa.csv (default: "
                                                  "ROOT's copy, else the bundled one).")] = None,
     check_files: Annotated[bool, typer.Option(help="Check that every image file exists.")] = True,
-    debug: Debug = False,
+    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Index BBBC021: one row per field of view with plate, week, well, site, MoA and paths."""
+    from cellmorph.api import index_bbbc021
     from cellmorph.atomic import write_parquet
-    from cellmorph.datasets.bbbc021 import index_bbbc021
 
-    image_csv = image_csv or _local(root, "BBBC021_v1_image.csv")
-    moa_csv = moa_csv or _local(root, "BBBC021_v1_moa.csv")
+    out = _output_file(output, root / "index.parquet", *(p for p in (image_csv, moa_csv) if p))
     df = index_bbbc021(root, moa_subset=moa_subset, plates=plate, image_csv=image_csv,
                        moa_csv=moa_csv, check_files=check_files)
-    out = output or root / "index.parquet"
     write_parquet(df, out)
     _echo_index(df, out)
 
@@ -86,18 +120,20 @@ def index_bbbc021_cmd(
 @index_app.command("bbbc014")
 def index_bbbc014_cmd(
     root: Annotated[Path, typer.Argument(help="Folder holding BBBC014_v1_images/.")],
-    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Index file "
+                                                 "(default ROOT/index.parquet).")] = None,
     pattern: Annotated[str | None, typer.Option(help="File-name regex with groups channel, "
                                                 "row, column.")] = None,
-    debug: Debug = False,
+    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Index BBBC014: 96 wells, DAPI + FITC; 4 highest doses positive, 4 lowest negative."""
+    from cellmorph.api import index_bbbc014
     from cellmorph.atomic import write_parquet
-    from cellmorph.datasets.bbbc014 import DEFAULT_LAYOUT, index_bbbc014
+    from cellmorph.datasets.bbbc014 import DEFAULT_LAYOUT
 
     layout = DEFAULT_LAYOUT.model_copy(update={"pattern": pattern}) if pattern else DEFAULT_LAYOUT
+    out = _output_file(output, root / "index.parquet")
     df = index_bbbc014(root, layout)
-    out = output or root / "index.parquet"
     write_parquet(df, out)
     _echo_index(df, out)
 
@@ -107,25 +143,22 @@ def index_platemap_cmd(
     platemap: Annotated[Path, typer.Argument(help="Plate-map CSV: plate, well, site, "
                                              "path_<stain>..., compound, concentration[, label, "
                                              "batch, replicate].")],
-    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Index file (default "
+                                                 "PLATEMAP.index.parquet).")] = None,
     root: Annotated[Path | None, typer.Option(help="Base of relative paths (default: the CSV's "
                                               "folder).")] = None,
     control: Annotated[str, typer.Option(help="Compound name of the negative control.")] = "DMSO",
     check_files: Annotated[bool, typer.Option(help="Check that every image file exists.")] = True,
-    debug: Debug = False,
+    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Index your own screen from a plate-map CSV, with any number of stains."""
+    from cellmorph.api import index_platemap
     from cellmorph.atomic import write_parquet
-    from cellmorph.datasets.platemap import index_platemap
 
+    out = _output_file(output, platemap.with_suffix(".index.parquet"), platemap)
     df = index_platemap(platemap, root=root, control=control, check_files=check_files)
-    out = output or platemap.with_suffix(".index.parquet")
     write_parquet(df, out)
     _echo_index(df, out)
-
-
-def _local(root: Path, name: str) -> Path | None:
-    return root / name if (root / name).is_file() else None
 
 
 # ---------------------------------------------------------------- synth
@@ -145,7 +178,7 @@ def synth_bbbc021_cmd(
     size: Annotated[str, typer.Option(help="HEIGHTxWIDTH; the real images are 1024x1280.")]
     = "128x160",
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same pixels).")] = 0,
-    debug: Debug = False,
+    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Write SYNTHETIC BBBC021 plates: real file names and layout, procedurally drawn cells."""
     from cellmorph.synth.bbbc021 import DEFAULT_MOAS, MOA_PHENOTYPES, synthesize_bbbc021
@@ -164,8 +197,8 @@ def synth_bbbc014_cmd(
     out: Annotated[Path, typer.Argument(help="Output folder.")],
     size: Annotated[str, typer.Option(help="HEIGHTxWIDTH; the real images are 1024x1360.")]
     = "256x340",
-    seed: Annotated[int, typer.Option()] = 0,
-    debug: Debug = False,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same pixels).")] = 0,
+    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Write a SYNTHETIC BBBC014 plate (96 wells, DAPI + FITC, 8-bit BMP)."""
     from cellmorph.synth.bbbc014 import synthesize_bbbc014
@@ -182,7 +215,7 @@ def download_bbbc021_cmd(
                                                     "(repeat); default all 55.")] = None,
     base_url: Annotated[str | None, typer.Option(help="Mirror of the BBBC021 files.")] = None,
     keep_zips: Annotated[bool, typer.Option(help="Keep the zips after unpacking.")] = False,
-    debug: Debug = False,
+    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Download BBBC021 per-plate zips and metadata; resumes, verifies, extracts safely."""
     from cellmorph.download import BBBC021_BASE_URL, download_bbbc021
@@ -194,48 +227,34 @@ def download_bbbc021_cmd(
 
 
 # ---------------------------------------------------------------- profile / evaluate
-def _config(path: Path | None, model, overrides: dict):
-    """A config from a file (if any) with command-line overrides (those not None) on top."""
-    from pydantic import ValidationError
-
-    from cellmorph.config import first_error, load_config
-
-    base = load_config(path, model).model_dump() if path else {}
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return model(**base)
-    except ValidationError as exc:
-        raise CellmorphError(f"{first_error(exc)} (give it in the config file or as an "
-                             "option)") from None
+_P, _T = ProfileConfig, TrainConfig
 
 
 @app.command("profile")
 def profile_cmd(
-    config: Annotated[Path | None, typer.Argument(help="YAML config (see configs/).")] = None,
-    index: Annotated[Path | None, typer.Option(help="Index from `cellmorph index`.")] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Run folder.")] = None,
-    model: Annotated[str | None, typer.Option(help="Any timm model name.")] = None,
-    weights: Annotated[str | None, typer.Option(help="imagenet, random, xavier or a file.")]
-    = None,
-    channel_mode: Annotated[str | None, typer.Option(help="greyscale (per stain) or rgb.")]
-    = None,
-    preprocess: Annotated[str | None, typer.Option(help="Preset: pawlowski, kensert, "
-                                                   "kensert-bbbc014.")] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
-    precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16, fp16.")] = None,
-    debug: Debug = False,
+    config: Annotated[Path | None, typer.Argument(help="YAML config (see configs/ and "
+                                                  "`cellmorph config-reference`).")] = None,
+    index: Annotated[Path | None, _opt(_P, "index", "--index")] = None,
+    output: Annotated[Path | None, _opt(_P, "output", "-o", "--output")] = None,
+    model: Annotated[str | None, _opt(_P, "model", "--model")] = None,
+    weights: Annotated[str | None, _opt(_P, "weights", "--weights")] = None,
+    channel_mode: Annotated[str | None, _opt(_P, "channel_mode", "--channel-mode")] = None,
+    preprocess: Annotated[str | None, _opt(_P, "preprocess", "--preprocess")] = None,
+    batch_size: Annotated[int | None, _opt(_P, "batch_size", "--batch-size")] = None,
+    device: Annotated[str | None, _opt(_P, "device", "--device")] = None,
+    precision: Annotated[str | None, _opt(_P, "precision", "--precision")] = None,
+    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Images -> deep-feature profiles (image, well and treatment level) with a frozen network."""
-    from cellmorph.config import ProfileConfig
-    from cellmorph.profiling.pipeline import profile_screen
+    from cellmorph.api import profile
 
-    cfg = _config(config, ProfileConfig, dict(
-        index=index, output=output, model=model, weights=weights, channel_mode=channel_mode,
-        preprocess=preprocess, batch_size=batch_size, device=device, precision=precision))
-    paths = profile_screen(cfg)
-    typer.echo(f"profiles: {paths['wells']} (wells), {paths['treatments']} (treatments); "
-               f"config saved as {paths['config']}")
+    result = profile(config, index=index, output=output, model=model, weights=weights,
+                     channel_mode=channel_mode, preprocess=preprocess, batch_size=batch_size,
+                     device=device, precision=precision, progress=not quiet)
+    out = result.config.output
+    typer.echo(f"profiles: {out / 'profiles_well.parquet'} (wells), "
+               f"{out / 'profiles_treatment.parquet'} (treatments); config saved as "
+               f"{out / 'config.yaml'}")
 
 
 @app.command("evaluate")
@@ -256,112 +275,178 @@ def evaluate_cmd(
     pca: Annotated[int | None, typer.Option(help="PCA components (fitted on DMSO).")] = None,
     map_: Annotated[bool | None, typer.Option("--map/--no-map", help="mAP via copairs.")]
     = None,
-    debug: Debug = False,
+    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Profiles -> NSC/NSCB 1-NN MoA accuracy, mAP (copairs), confusion matrices."""
-    from cellmorph.config import EvaluateConfig
-    from cellmorph.datasets.index import read_index
-    from cellmorph.evaluation.pipeline import evaluate_profiles, format_results
-    from cellmorph.profiling.cellprofiler import LJOSA2013, read_profiles
+    from cellmorph.api import evaluate
+    from cellmorph.evaluation.pipeline import format_results
+    from cellmorph.profiling.cellprofiler import LJOSA2013
 
-    cfg = _config(config, EvaluateConfig, dict(normalize=normalize, normalize_by=normalize_by,
-                                               sphering=sphering, pca_components=pca, map=map_))
-    wells = read_profiles(profiles, annotate_with=read_index(index) if index else None)
     if output is None:
         src = Path(profiles)
         output = (Path("evaluation-ljosa2013") if profiles == LJOSA2013
                   else (src if src.is_dir() else src.parent) / "evaluation")
-    results = evaluate_profiles(wells, cfg, output)
-    typer.echo(format_results(results))
+    result = evaluate(profiles, config, output=output, index=index, normalize=normalize,
+                      normalize_by=normalize_by, sphering=sphering, pca_components=pca,
+                      map=map_)
+    typer.echo(format_results(result))
     typer.echo(f"metrics, tables and plots -> {output}")
 
 
 # ---------------------------------------------------------------- train
 @app.command("train")
 def train_cmd(
-    config: Annotated[Path | None, typer.Argument(help="YAML TrainConfig (see configs/).")]
-    = None,
-    index: Annotated[Path | None, typer.Option(help="Index from `cellmorph index`.")] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Run folder.")] = None,
-    model: Annotated[str | None, typer.Option(help="Any timm model name.")] = None,
-    weights: Annotated[str | None, typer.Option(help="imagenet, xavier, random or a file.")]
-    = None,
-    preset: Annotated[str | None, typer.Option(help="paper or fast.")] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
-    seed: Annotated[list[int] | None, typer.Option("--seed", help="Replicate seeds "
-                                                   "(repeat).")] = None,
-    fold: Annotated[list[str] | None, typer.Option("--fold", help="Only these folds.")] = None,
-    device: Annotated[str | None, typer.Option()] = None,
-    debug: Debug = False,
+    config: Annotated[Path | None, typer.Argument(help="YAML TrainConfig (see configs/ and "
+                                                  "`cellmorph config-reference`).")] = None,
+    index: Annotated[Path | None, _opt(_T, "index", "--index")] = None,
+    output: Annotated[Path | None, _opt(_T, "output", "-o", "--output")] = None,
+    model: Annotated[str | None, _opt(_T, "model", "--model")] = None,
+    weights: Annotated[str | None, _opt(_T, "weights", "--weights")] = None,
+    preset: Annotated[str | None, _opt(_T, "preset", "--preset")] = None,
+    preprocess: Annotated[str | None, _opt(_T, "preprocess", "--preprocess")] = None,
+    epochs: Annotated[int | None, _opt(_T, "epochs", "--epochs")] = None,
+    batch_size: Annotated[int | None, _opt(_T, "batch_size", "--batch-size")] = None,
+    seed: Annotated[list[int] | None, _opt(_T, "seeds", "--seed")] = None,
+    fold_by: Annotated[str | None, _opt(_T, "fold_by", "--fold-by")] = None,
+    fold: Annotated[list[str] | None, _opt(_T, "folds", "--fold")] = None,
+    freeze_stages: Annotated[int | None, _opt(_T, "freeze_stages", "--freeze-stages")] = None,
+    device: Annotated[str | None, _opt(_T, "device", "--device")] = None,
+    precision: Annotated[str | None, _opt(_T, "precision", "--precision")] = None,
+    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Fine-tune with leave-one-compound-out (or any group) cross-validation; resumable."""
-    from cellmorph.config import TrainConfig
-    from cellmorph.training.cv import format_summary, run_cross_validation
+    from cellmorph.api import train
+    from cellmorph.evaluation.cv import format_cv
 
-    cfg = _config(config, TrainConfig, dict(index=index, output=output, model=model,
-                                            weights=weights, preset=preset, epochs=epochs,
-                                            seeds=seed, folds=fold, device=device))
-    summary = run_cross_validation(cfg)
-    typer.echo(format_summary(summary))
-    typer.echo(f"run folder: {cfg.output}")
+    result = train(config, index=index, output=output, model=model, weights=weights,
+                   preset=preset, preprocess=preprocess, epochs=epochs, batch_size=batch_size,
+                   seeds=seed, fold_by=fold_by, folds=fold, freeze_stages=freeze_stages,
+                   device=device, precision=precision, progress=not quiet)
+    typer.echo(format_cv(result))
+    typer.echo(f"run folder: {result.config.output}")
 
 
 @app.command("compare-init")
 def compare_init_cmd(
     config: Annotated[Path, typer.Argument(help="YAML TrainConfig; run once per init.")],
-    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
-    debug: Debug = False,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for both runs "
+                                                 "and the comparison (default: the config's "
+                                                 "output).")] = None,
+    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Pretrained (ImageNet) vs Xavier-initialised fine-tuning, side by side."""
-    from cellmorph.config import TrainConfig, load_config
-    from cellmorph.training.compare import compare_initialisations
+    from cellmorph.api import compare_init
+    from cellmorph.evaluation.cv import format_cv
 
-    cfg = load_config(config, TrainConfig)
-    result = compare_initialisations(cfg, output or cfg.output)
-    typer.echo(result["text"])
+    results = compare_init(config, output=output, progress=not quiet)
+    out = output or next(iter(results.values())).config.output.parent
+    typer.echo("\n".join(format_cv(r) for r in results.values()))
+    typer.echo(f"plots: {out / 'compare_init.png'}")
 
 
-# ---------------------------------------------------------------- demo
+# ---------------------------------------------------------------- demo, reference
 @app.command("demo")
 def demo_cmd(
     out: Annotated[Path, typer.Option("-o", "--output", help="Demo folder.")]
     = Path("demo-output"),
-    debug: Debug = False,
+    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Run the whole pipeline on a small SYNTHETIC BBBC021 set (no downloads needed)."""
     from cellmorph.demo import run_demo
+    from cellmorph.evaluation.cv import format_cv
+    from cellmorph.evaluation.pipeline import format_results
 
-    run_demo(out)
+    demo = run_demo(out, progress=not quiet)
+    typer.echo(format_results(demo.evaluation))
+    typer.echo(format_cv(demo.training))
+    typer.echo("SYNTHETIC data: these numbers show the pipeline works, not biology.\n"
+               f"Plots and tables: {demo.profiles / 'evaluation'} and {demo.training_folder}")
+
+
+@app.command("config-reference")
+def config_reference_cmd(
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the Markdown "
+                                                 "here instead of printing it.")] = None,
+    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
+) -> None:
+    """Every key of the profile, evaluate and train config files, with its description."""
+    from cellmorph.atomic import write_text
+    from cellmorph.config import reference_markdown
+
+    text = reference_markdown()
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        write_text(text, output)
+        typer.echo(f"configuration reference -> {output}")
+
+
+# ---------------------------------------------------------------- entry point
+def configure_logging(level: int) -> None:
+    """Send the library's log to stderr: INFO as plain lines, warnings prefixed."""
+
+    class _Format(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            text = record.getMessage()
+            return text if record.levelno < logging.WARNING else f"warning: {text}"
+
+    logger = logging.getLogger("cellmorph")
+    for handler in list(logger.handlers):
+        if getattr(handler, "_cellmorph_cli", False):
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Format())
+    handler._cellmorph_cli = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: one error line and a non-zero exit on bad input."""
+    from cellmorph.log import set_progress
+
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    quiet = "--quiet" in argv or "-q" in argv
+    verbose = "--verbose" in argv or "-v" in argv
+    configure_logging(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    set_progress(not quiet)
     try:
-        app(args=argv, prog_name="cellmorph", standalone_mode=False)
+        code = app(args=argv, prog_name="cellmorph", standalone_mode=False)
     except CellmorphError as exc:
         if debug:
             traceback.print_exc()
         typer.echo(f"error: {exc}", err=True)
         return 2
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("aborted", err=True)
         return 130
-    except click.exceptions.ClickException as exc:
+    except typer.TyperException as exc:  # typer's (vendored) click: usage errors and the like
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            ctx = getattr(exc, "ctx", None)
+            typer.echo(ctx.get_help() if ctx else "", err=True)
+            typer.echo("\nno command given; try 'cellmorph --help' or 'cellmorph demo'",
+                       err=True)
+            return 2
         exc.show()
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
+        return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
-        typer.echo("interrupted; outputs written so far are complete, rerun to resume", err=True)
-        return 130
-    except Exception as exc:  # an unexpected failure: still one line unless --debug
+        return _interrupted()
+    except Exception as exc:  # a bug, not bad input: still one line unless --debug
         if debug:
             traceback.print_exc()
-        typer.echo(f"error: {type(exc).__name__}: {exc} (rerun with --debug for details)", err=True)
+        typer.echo(f"error: {type(exc).__name__}: {exc} (an internal error; rerun with --debug "
+                   "and report it)", err=True)
         return 1
-    return 0
+    if code == 130:  # typer turns KeyboardInterrupt into this exit code
+        return _interrupted()
+    return code if isinstance(code, int) else 0
+
+
+def _interrupted() -> int:
+    typer.echo("interrupted; outputs written so far are complete, rerun to resume", err=True)
+    return 130
 
 
 if __name__ == "__main__":

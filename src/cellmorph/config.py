@@ -1,17 +1,24 @@
-"""Run configuration (pydantic): one file describes a run and is saved with its outputs."""
+"""Run configuration (pydantic): one file describes a run and is saved with its outputs.
+
+Every field has a description; ``cellmorph config-reference`` (and ``docs/config.md``) lists
+them, and the command line's ``--help`` repeats them for the options it offers.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cellmorph.atomic import write_text
 from cellmorph.errors import CellmorphError
-from cellmorph.training.augment import AugmentConfig
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Colour = Literal["R", "G", "B"]
+DEFAULT_RGB_MAP: dict[str, Colour] = {"DAPI": "R", "Tubulin": "G", "Actin": "B"}
 
 
 class _Strict(BaseModel):
@@ -21,24 +28,34 @@ class _Strict(BaseModel):
 class PreprocessConfig(_Strict):
     """Field of view -> uint8 tiles at the model's input size."""
 
-    illumination: bool = Field(True, description="Singh et al. 2014 correction per plate/channel")
-    illumination_window: float = Field(0.4, gt=0, le=1, description="median width / shorter side")
-    anscombe: bool = False
-    control_normalise: bool = Field(False, description="subtract DMSO mean, divide by DMSO std")
+    illumination: bool = Field(True, description="Singh et al. 2014 illumination correction per "
+                               "plate and channel")
+    illumination_window: float = Field(0.4, gt=0, le=1, description="median filter width as a "
+                                       "fraction of the image's shorter side")
+    anscombe: bool = Field(False, description="variance-stabilising Anscombe transform")
+    control_normalise: bool = Field(False, description="subtract the plate's DMSO mean and "
+                                    "divide by its DMSO std, per channel")
     rescale: Literal["image", "plate"] = Field(
-        "plate", description="image: min-max of each image; plate: per-channel plate percentiles")
-    rescale_percentiles: tuple[float, float] = (0.1, 99.9)
-    resize: tuple[int, int] | None = Field(None, description="resize whole fields first (H, W)")
-    tiles: Literal["grid", "random"] = "grid"
-    grid: tuple[int, int] = (2, 2)
-    random_count: int = Field(8, ge=1)
-    random_size: tuple[int, int] = (256, 256)
+        "plate", description="to 8 bits by the min-max of each image (image) or by per-channel "
+        "plate percentiles (plate)")
+    rescale_percentiles: tuple[float, float] = Field(
+        (0.1, 99.9), description="plate percentiles mapped to 0 and 255 (rescale: plate)")
+    resize: tuple[int, int] | None = Field(None, description="resize whole fields to (H, W) "
+                                           "before tiling")
+    tiles: Literal["grid", "random"] = Field("grid", description="cut fields into a regular "
+                                             "grid or at random positions")
+    grid: tuple[int, int] = Field((2, 2), description="rows and columns of the tile grid")
+    random_count: int = Field(8, ge=1, description="random tiles per field (tiles: random)")
+    random_size: tuple[int, int] = Field((256, 256), description="random tile size (H, W)")
     tile_size: int | None = Field(None, ge=16, description="tile edge fed to the model "
                                   "(default: the model's input size)")
-    drop_empty: bool = True
-    empty_threshold: int = Field(50, ge=0, le=255)
-    empty_min_fraction: float = Field(0.002, ge=0, le=1)
-    seed: int = 0
+    drop_empty: bool = Field(True, description="drop tiles that are mostly background "
+                             "(Kensert et al.)")
+    empty_threshold: int = Field(50, ge=0, le=255, description="a pixel counts as foreground "
+                                 "above this 8-bit value")
+    empty_min_fraction: float = Field(0.002, ge=0, le=1, description="a tile is kept when more "
+                                      "than this fraction of its pixels is foreground")
+    seed: int = Field(0, description="seed of the random tile positions")
 
 
 PREPROCESS_PRESETS: dict[str, PreprocessConfig] = {
@@ -67,25 +84,46 @@ def resolve_preprocess(value: str | PreprocessConfig | dict) -> PreprocessConfig
     return PreprocessConfig(**value)
 
 
+class AugmentConfig(_Strict):
+    """Which training augmentations are on, and how strong."""
+
+    dihedral: bool = Field(True, description="the 8 rotations/flips")
+    intensity: float = Field(0.0, ge=0, description="per-channel gain jitter, +-fraction")
+    blur: float = Field(0.0, ge=0, description="max Gaussian sigma in pixels (0 = off)")
+    noise: float = Field(0.0, ge=0, description="Gaussian noise std, in units of [0, 1]")
+
+    @property
+    def dihedral_only(self) -> bool:
+        """True when only rotations/flips are on (what cached-trunk mode can reproduce)."""
+        return self.intensity == 0 and self.blur == 0 and self.noise == 0
+
+
 class ProfileConfig(_Strict):
     """``cellmorph profile``: images -> deep-feature profiles."""
 
-    index: Path
-    output: Path
+    index: Path = Field(description="field-of-view index from `cellmorph index`")
+    output: Path = Field(description="run folder")
     cache_dir: Path | None = Field(None, description="tile cache (default OUTPUT/cache)")
-    model: str = "tf_efficientnet_lite0"
-    weights: str = "imagenet"
-    channel_mode: Literal["greyscale", "rgb"] = "greyscale"
-    rgb_map: dict[str, Literal["R", "G", "B"]] = Field(
-        default_factory=lambda: {"DAPI": "R", "Tubulin": "G", "Actin": "B"},
+    model: str = Field("tf_efficientnet_lite0", description="any timm model name")
+    weights: str = Field("imagenet", description="imagenet, random, xavier or a weights file")
+    channel_mode: Literal["greyscale", "rgb"] = Field(
+        "greyscale", description="greyscale: each stain alone, features concatenated; rgb: "
+        "stains mapped to colours")
+    rgb_map: dict[str, Colour] = Field(
+        default_factory=lambda: dict(DEFAULT_RGB_MAP),
         description="stain -> colour for rgb mode (stains sharing a colour are averaged)")
-    preprocess: PreprocessConfig | str = "pawlowski"
-    aggregate: Literal["mean", "median"] = "mean"
-    batch_size: int = Field(64, ge=1)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    device: str = "auto"
-    channels_last: bool = True
-    seed: int = 0
+    preprocess: PreprocessConfig | str = Field(
+        "pawlowski", description="preset name (pawlowski, kensert, kensert-bbbc014) or "
+        "preprocessing settings")
+    aggregate: Literal["mean", "median"] = Field("mean", description="tile -> image -> well -> "
+                                                 "treatment aggregation")
+    batch_size: int = Field(64, ge=1, description="images per forward pass")
+    precision: Precision = Field("auto", description="auto (bf16 where native), fp32, bf16, "
+                                 "fp16")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
+    channels_last: bool = Field(True, description="channels-last memory format (faster on "
+                                "most hardware)")
+    seed: int = Field(0, description="seed for random weights")
 
     @model_validator(mode="after")
     def _preset(self) -> ProfileConfig:
@@ -96,19 +134,26 @@ class ProfileConfig(_Strict):
 class EvaluateConfig(_Strict):
     """``cellmorph evaluate``: profiles -> NSC/NSCB 1-NN accuracy and mAP."""
 
-    normalize: Literal["none", "standardize", "robust"] = "standardize"
-    normalize_by: Literal["plate", "global", "plate-center"] = "plate-center"
+    normalize: Literal["none", "standardize", "robust"] = Field(
+        "standardize", description="against DMSO wells: mean/std (standardize), median/MAD "
+        "(robust) or none")
+    normalize_by: Literal["plate", "global", "plate-center"] = Field(
+        "plate-center", description="per plate, over all plates, or centred per plate and "
+        "scaled by the pooled DMSO spread")
     sphering: bool = Field(False, description="TVN: PCA whitening fitted on DMSO wells")
     sphering_epsilon: float = Field(1.0, gt=0, description="added to the control variances")
-    pca_components: int | None = Field(None, ge=1)
-    aggregate: Literal["mean", "median"] = "mean"
-    metrics: list[Literal["cosine", "euclidean"]] = ["cosine", "euclidean"]
-    map: bool = True
-    map_null_size: int = Field(10000, ge=100)
-    map_threshold: float = 0.05
+    pca_components: int | None = Field(None, ge=1, description="PCA components fitted on DMSO "
+                                       "wells (none: keep all features)")
+    aggregate: Literal["mean", "median"] = Field("mean", description="well -> treatment "
+                                                 "aggregation")
+    metrics: list[Literal["cosine", "euclidean"]] = Field(["cosine", "euclidean"],
+                                                          description="1-NN distances")
+    map: bool = Field(True, description="mAP via copairs (activity and MoA consistency)")
+    map_null_size: int = Field(10000, ge=100, description="permutations for mAP p-values")
+    map_threshold: float = Field(0.05, description="corrected p-value for 'retrieved'")
     drop_nan_rows: bool = Field(False, description="drop wells with missing features "
                                 "instead of stopping")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the mAP permutations and PCA")
 
 
 @dataclass
@@ -129,37 +174,52 @@ class Hyper:
 class TrainConfig(_Strict):
     """``cellmorph train``: fine-tuning with cross-validation (LOCO by default)."""
 
-    index: Path
-    output: Path
+    index: Path = Field(description="field-of-view index from `cellmorph index`")
+    output: Path = Field(description="run folder")
     cache_dir: Path | None = Field(None, description="tile cache (default OUTPUT/cache)")
-    model: str = "resnet50"
+    model: str = Field("resnet50", description="any timm model name")
     weights: str = Field("imagenet", description="imagenet, xavier, random or a weights file")
-    preprocess: PreprocessConfig | str = "kensert"
-    rgb_map: dict[str, Literal["R", "G", "B"]] = Field(
-        default_factory=lambda: {"DAPI": "R", "Tubulin": "G", "Actin": "B"},
-        description="stain -> input colour; colours no stain maps to stay zero")
-    preset: Literal["paper", "fast"] = "paper"
-    epochs: int | None = Field(None, ge=1)
-    batch_size: int | None = Field(None, ge=1)
-    lr: float | None = Field(None, gt=0)
-    weight_decay: float | None = Field(None, ge=0)
-    label_smoothing: float | None = Field(None, ge=0, lt=1)
-    class_balanced: bool | None = None
-    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    preprocess: PreprocessConfig | str = Field(
+        "kensert", description="preset name (pawlowski, kensert, kensert-bbbc014) or "
+        "preprocessing settings")
+    rgb_map: dict[str, Colour] = Field(
+        default_factory=lambda: dict(DEFAULT_RGB_MAP),
+        description="stain -> input colour (case-insensitive); colours no stain maps to stay "
+        "zero")
+    preset: Literal["paper", "fast"] = Field(
+        "paper", description="paper: SGD, lr 1e-4, batch 8, 10 epochs; fast: AdamW, cosine, "
+        "batch 32, 5 epochs")
+    epochs: int | None = Field(None, ge=1, description="training epochs (default: the "
+                               "preset's)")
+    batch_size: int | None = Field(None, ge=1, description="crops per step (default: the "
+                                   "preset's)")
+    lr: float | None = Field(None, gt=0, description="learning rate (default: the preset's)")
+    weight_decay: float | None = Field(None, ge=0, description="weight decay (default: the "
+                                       "preset's)")
+    label_smoothing: float | None = Field(None, ge=0, lt=1, description="label smoothing "
+                                          "(default: the preset's)")
+    class_balanced: bool | None = Field(None, description="class-weighted loss (default: the "
+                                        "preset's)")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig,
+                                   description="training augmentation")
     fold_by: str = Field("Metadata_Compound", description="one fold per value: LOCO by "
-                         "default; Metadata_CellLine for BBBC021's leave-one-cell-line-out")
-    folds: list[str] | None = Field(None, description="run only these folds")
-    report_level: Literal["treatment", "well", "image"] = "treatment"
+                         "default; Metadata_CellLine for BBBC014's leave-one-cell-line-out")
+    folds: list[str] | None = Field(None, description="run only these folds (default: all)")
+    report_level: Literal["treatment", "well", "image"] = Field(
+        "treatment", description="level of the headline accuracy and confusion matrix")
     seeds: list[int] = Field([0], min_length=1, description="one replicate run per seed")
-    freeze_stages: int = Field(0, ge=0, description="stages kept frozen (trunk)")
+    freeze_stages: int = Field(0, ge=0, description="stages kept frozen (stem + first N "
+                               "stages)")
     cached_trunk: bool = Field(False, description="compute the frozen trunk once for all "
                                "folds (needs freeze_stages > 0, dihedral-only augmentation)")
-    trunk_cache_dtype: Literal["float16", "float32"] = "float16"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    device: str = "auto"
-    channels_last: bool = True
-    compile: bool = False
-    num_workers: int = Field(0, ge=0)
+    trunk_cache_dtype: Literal["float16", "float32"] = Field(
+        "float16", description="storage type of the cached trunk activations")
+    precision: Precision = Field("auto", description="auto (bf16 where native), fp32, bf16, "
+                                 "fp16")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
+    channels_last: bool = Field(True, description="channels-last memory format")
+    compile: bool = Field(False, description="torch.compile the trained part")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
 
     @model_validator(mode="after")
     def _checks(self) -> TrainConfig:
@@ -190,11 +250,17 @@ TRAIN_PRESETS: dict[str, dict] = {
                  epochs=5, schedule="cosine", label_smoothing=0.1, class_balanced=True),
 }
 
+CONFIG_MODELS: dict[str, type[BaseModel]] = {
+    "profile": ProfileConfig, "evaluate": EvaluateConfig, "train": TrainConfig,
+    "preprocess": PreprocessConfig, "augment": AugmentConfig,
+}
+
 
 def first_error(exc: ValidationError) -> str:
     """The first validation problem as ``field.path: message``."""
     first = exc.errors()[0]
-    return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+    where = ".".join(map(str, first["loc"]))
+    return f"{where}: {first['msg']}" if where else first["msg"]
 
 
 def load_config(path: Path | str, model: type[BaseModel]) -> BaseModel:
@@ -204,15 +270,66 @@ def load_config(path: Path | str, model: type[BaseModel]) -> BaseModel:
         raise CellmorphError(f"config file {path} not found")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-        return model(**data)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise CellmorphError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CellmorphError(f"{path}: the top level must be a mapping of settings (key: value), "
+                             f"not a {type(data).__name__}")
+    return build_config(model, data, source=str(path))
+
+
+def build_config(model: type[BaseModel], data: dict[str, Any], source: str = "config") -> Any:
+    """Validate ``data`` into ``model``; one clear error naming the setting."""
+    try:
+        return model(**data)
     except ValidationError as exc:
-        raise CellmorphError(f"{path}: {first_error(exc)}") from exc
+        raise CellmorphError(f"{source}: {first_error(exc)}") from None
 
 
 def save_config(config: BaseModel, path: Path | str) -> Path:
     """Write a config as YAML next to a run's outputs (atomically)."""
+    return write_text(config_yaml(config), path)
+
+
+def config_yaml(config: BaseModel) -> str:
+    """The YAML text of a config, as saved with a run."""
     data = config.model_dump(mode="json")
-    return write_text("# cellmorph run configuration\n" + yaml.safe_dump(data, sort_keys=False),
-                      path)
+    return "# cellmorph run configuration\n" + yaml.safe_dump(data, sort_keys=False)
+
+
+def field_help(model: type[BaseModel], name: str) -> str:
+    """A field's description and default, for the command line's ``--help``."""
+    field = model.model_fields[name]
+    default = field.get_default(call_default_factory=True)
+    if field.is_required():
+        shown = " [required, here or in the config file]"
+    elif default is None:
+        shown = ""
+    else:
+        shown = f" [default: {default}]"
+    return f"{field.description or ''}{shown}"
+
+
+def reference_markdown() -> str:
+    """The configuration reference: every key of every config file, with its description."""
+    lines = ["# Configuration reference", "",
+             "Generated by `cellmorph config-reference`; every key of a run's YAML file.", ""]
+    for name, model in CONFIG_MODELS.items():
+        lines += [f"## {name}: `{model.__name__}`", "", (model.__doc__ or "").strip(), "",
+                  "| key | default | description |", "|---|---|---|"]
+        for key, field in model.model_fields.items():
+            default = ("required" if field.is_required()
+                       else repr(field.get_default(call_default_factory=True)))
+            if len(default) > 40:
+                default = "(see below)" if key in ("augment",) else default[:37] + "..."
+            lines.append(f"| `{key}` | `{default}` | {field.description or ''} |")
+        lines.append("")
+    lines += ["## Presets", "", "Preprocessing (`preprocess: NAME`):", ""]
+    for name, preset in PREPROCESS_PRESETS.items():
+        changed = {k: v for k, v in preset.model_dump().items()
+                   if v != PreprocessConfig.model_fields[k].default}
+        lines.append(f"- `{name}`: {changed}")
+    lines += ["", "Training (`preset: NAME`):", ""]
+    for name, hyper in TRAIN_PRESETS.items():
+        lines.append(f"- `{name}`: {hyper}")
+    return "\n".join(lines) + "\n"

@@ -10,14 +10,15 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from tqdm.auto import tqdm
-
 from cellmorph.atomic import ensure_writable_dir
 from cellmorph.errors import CellmorphError
+from cellmorph.log import get_logger
+from cellmorph.log import progress as progress_bar
 
 BBBC021_BASE_URL = "https://data.broadinstitute.org/bbbc/BBBC021/"
 BBBC021_METADATA = ("BBBC021_v1_image.csv", "BBBC021_v1_moa.csv", "BBBC021_v1_compound.csv")
 _CHUNK = 1 << 20
+log = get_logger(__name__)
 
 
 def fetch(url: str, dest: Path, *, progress: bool = True, timeout: float = 60.0) -> Path:
@@ -49,9 +50,9 @@ def fetch(url: str, dest: Path, *, progress: bool = True, timeout: float = 60.0)
             have = 0  # server ignored the range: start over
         length = resp.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
-        with open(part, "ab" if resumed else "wb") as fh, tqdm(
+        with open(part, "ab" if resumed else "wb") as fh, progress_bar(
             total=total, initial=have, unit="B", unit_scale=True, desc=dest.name,
-            disable=not progress,
+            enabled=progress,
         ) as bar:
             while chunk := resp.read(_CHUNK):
                 fh.write(chunk)
@@ -116,7 +117,7 @@ def download_bbbc021(root: Path | str, plates: Sequence[str] | None = None, *,
         except CellmorphError as exc:
             if name != "BBBC021_v1_compound.csv":  # the SMILES table is optional
                 raise
-            print(f"note: optional {name} not fetched ({exc})")
+            log.warning("optional %s not fetched (%s)", name, exc)
     meta = read_image_metadata(root / "BBBC021_v1_image.csv")
     expected = meta.groupby("Image_Metadata_Plate_DAPI").size()
     all_plates = sorted(expected.index)
@@ -125,7 +126,8 @@ def download_bbbc021(root: Path | str, plates: Sequence[str] | None = None, *,
     if unknown:
         raise CellmorphError(f"unknown plate(s) {unknown}; plates look like {all_plates[0]}")
     done = []
-    for plate in tqdm(plates, desc="plates", unit="plate", disable=not progress or len(plates) < 2):
+    for plate in progress_bar(plates, desc="plates", unit="plate",
+                              enabled=progress and len(plates) > 1):
         week = plate.split("_")[0]
         folder = root / week / plate
         if folder.is_dir() and len(list(folder.glob("*.tif"))) >= 3 * expected[plate]:

@@ -9,8 +9,8 @@ import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
-from cellmorph.datasets.index import path_column
 from cellmorph.errors import CellmorphError
+from cellmorph.schema import path_column
 
 _TIFF = (".tif", ".tiff")
 ALLOWED_DTYPES = (np.uint8, np.uint16, np.float32)

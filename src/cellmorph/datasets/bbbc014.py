@@ -13,12 +13,15 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from cellmorph.datasets import index as ix
+from cellmorph import schema as sc
+from cellmorph.datasets.index import build_index
 from cellmorph.errors import CellmorphError
+from cellmorph.log import get_logger
 
 IMAGE_FOLDER = "BBBC014_v1_images"
 CHANNELS = ("DAPI", "FITC")
 POSITIVE, NEGATIVE = "translocation", "no translocation"
+log = get_logger(__name__)
 
 
 class BBBC014Layout(BaseModel):
@@ -81,17 +84,18 @@ def platemap(root: Path | str, layout: BBBC014Layout = DEFAULT_LAYOUT) -> pd.Dat
         label = (POSITIVE if col in layout.positive_columns
                  else NEGATIVE if col in layout.negative_columns else None)
         rows.append({
-            ix.PLATE: "BBBC014", ix.BATCH: line, ix.WELL: f"{row}{col:02d}", ix.SITE: 1,
-            ix.REPLICATE: 1, ix.COMPOUND: f"TNFalpha/{line}",
+            sc.PLATE: "BBBC014", sc.BATCH: line, sc.WELL: f"{row}{col:02d}", sc.SITE: 1,
+            sc.REPLICATE: 1, sc.COMPOUND: f"TNFalpha/{line}",
             # Dose level: 12 = highest concentration (column 1), 1 = none (column 12).
-            ix.CONCENTRATION: float(13 - col), ix.MOA: label,
-            ix.ROLE: ix.ROLE_TREATMENT if label else ix.ROLE_UNLABELLED,
+            sc.CONCENTRATION: float(13 - col), sc.MOA: label,
+            sc.ROLE: sc.ROLE_TREATMENT if label else sc.ROLE_UNLABELLED,
             "Metadata_CellLine": line,
-            **{ix.path_column(s): str(folder / f) for s, f in chans.items()},
+            **{sc.path_column(s): str(folder / f) for s, f in chans.items()},
         })
     if unmatched:
         # Reported, not fatal: the folder may hold notes or thumbnails.
-        print(f"BBBC014: {len(unmatched)} files did not match the pattern (first: {unmatched[:3]})")
+        log.warning("BBBC014: %d files did not match the pattern (first: %s)", len(unmatched),
+                    unmatched[:3])
     return pd.DataFrame(rows)
 
 
@@ -101,4 +105,4 @@ def index_bbbc014(root: Path | str, layout: BBBC014Layout = DEFAULT_LAYOUT,
     # The compound name carries the cell line ("TNFalpha/MCF7"), so that a treatment (dose
     # level on one cell line) aggregates the replicate wells of one cell line only.
     pm = platemap(root, layout)
-    return ix.build_index(pm, CHANNELS, root=None, check_files=check_files, source="BBBC014")
+    return build_index(pm, CHANNELS, root=None, check_files=check_files, source="BBBC014")

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from cellmorph.datasets import index as ix
+from cellmorph import schema as sc
+from cellmorph.datasets.index import build_index, read_csv_table
 from cellmorph.errors import CellmorphError
+from cellmorph.log import get_logger
 
 CHANNELS = ("DAPI", "Tubulin", "Actin")
 CONTROL_COMPOUND = "DMSO"
@@ -33,6 +35,8 @@ TAXOL_PLATES = ("Week1_22123", "Week1_22141", "Week1_22161")
 TAXOL_WELLS = ("D03", "D04", "D05")
 
 _SITE_RE = re.compile(r"_s(\d+)_")
+IMAGE_CSV, MOA_CSV = "BBBC021_v1_image.csv", "BBBC021_v1_moa.csv"
+log = get_logger(__name__)
 
 
 def bundled_path(name: str) -> Path:
@@ -43,7 +47,7 @@ def bundled_path(name: str) -> Path:
 def read_image_metadata(path: Path | str | None = None) -> pd.DataFrame:
     """Read ``BBBC021_v1_image.csv`` (bundled copy by default) and check its columns."""
     path = Path(path) if path is not None else bundled_path("BBBC021_v1_image.csv.gz")
-    df = ix.read_csv_table(path, "metadata file")
+    df = read_csv_table(path, "metadata file")
     _require_columns(df, IMAGE_COLUMNS, path)
     return df
 
@@ -51,7 +55,7 @@ def read_image_metadata(path: Path | str | None = None) -> pd.DataFrame:
 def read_moa_metadata(path: Path | str | None = None) -> pd.DataFrame:
     """Read ``BBBC021_v1_moa.csv`` (bundled copy by default); every row needs an MoA."""
     path = Path(path) if path is not None else bundled_path("BBBC021_v1_moa.csv")
-    df = ix.read_csv_table(path, "metadata file")
+    df = read_csv_table(path, "metadata file")
     _require_columns(df, MOA_COLUMNS, path)
     empty = df["moa"].isna() | (df["moa"].astype(str).str.strip() == "")
     if empty.any():
@@ -91,42 +95,42 @@ def platemap(
     is_taxol_treatment = plate.isin(TAXOL_PLATES) & well.isin(TAXOL_WELLS)
     benchmark = moa.notna() & ~is_control & ((compound != TAXOL) | is_taxol_treatment)
 
-    role = pd.Series(ix.ROLE_UNLABELLED, index=img.index, dtype=object)
-    role[benchmark] = ix.ROLE_TREATMENT
-    role[is_control] = ix.ROLE_CONTROL
+    role = pd.Series(sc.ROLE_UNLABELLED, index=img.index, dtype=object)
+    role[benchmark] = sc.ROLE_TREATMENT
+    role[is_control] = sc.ROLE_CONTROL
     moa = moa.where(benchmark | is_control, None)
     moa[is_control] = CONTROL_COMPOUND
 
     site = pd.to_numeric(img["Image_FileName_DAPI"].astype(str).str.extract(_SITE_RE, expand=False))
     out = pd.DataFrame({
-        ix.PLATE: plate,
-        ix.BATCH: plate.str.split("_").str[0],
-        ix.WELL: well,
-        ix.SITE: site,
-        ix.REPLICATE: img["Replicate"],
-        ix.COMPOUND: compound,
-        ix.CONCENTRATION: conc,
-        ix.MOA: moa,
-        ix.ROLE: role,
+        sc.PLATE: plate,
+        sc.BATCH: plate.str.split("_").str[0],
+        sc.WELL: well,
+        sc.SITE: site,
+        sc.REPLICATE: img["Replicate"],
+        sc.COMPOUND: compound,
+        sc.CONCENTRATION: conc,
+        sc.MOA: moa,
+        sc.ROLE: role,
         "Metadata_ImageNumber": img.get("ImageNumber"),
     })
     for ch in CHANNELS:
-        out[ix.path_column(ch)] = (img[f"Image_PathName_{ch}"].astype(str) + "/"
+        out[sc.path_column(ch)] = (img[f"Image_PathName_{ch}"].astype(str) + "/"
                                    + img[f"Image_FileName_{ch}"].astype(str))
-    if out[ix.SITE].isna().any():
-        bad = img["Image_FileName_DAPI"][out[ix.SITE].isna()].iloc[0]
+    if out[sc.SITE].isna().any():
+        bad = img["Image_FileName_DAPI"][out[sc.SITE].isna()].iloc[0]
         raise CellmorphError(f"BBBC021 image metadata: file name {bad!r} has no _sN_ site part")
 
     if moa_subset:
-        treated_plates = set(out.loc[role == ix.ROLE_TREATMENT, ix.PLATE])
-        keep = (role == ix.ROLE_TREATMENT) | ((role == ix.ROLE_CONTROL)
-                                              & out[ix.PLATE].isin(treated_plates))
+        treated_plates = set(out.loc[role == sc.ROLE_TREATMENT, sc.PLATE])
+        keep = (role == sc.ROLE_TREATMENT) | ((role == sc.ROLE_CONTROL)
+                                              & out[sc.PLATE].isin(treated_plates))
         out = out[keep]
     if plates:
-        unknown = sorted(set(plates) - set(out[ix.PLATE]))
+        unknown = sorted(set(plates) - set(out[sc.PLATE]))
         if unknown:
             raise CellmorphError(f"BBBC021: unknown plate(s) {unknown}; plates look like Week1_22123")
-        out = out[out[ix.PLATE].isin(plates)]
+        out = out[out[sc.PLATE].isin(plates)]
     return out.reset_index(drop=True)
 
 
@@ -139,13 +143,52 @@ def index_bbbc021(
     moa_csv: Path | str | None = None,
     check_files: bool = True,
 ) -> pd.DataFrame:
-    """The BBBC021 field-of-view index for images unpacked under ``root``."""
+    """The BBBC021 field-of-view index for images unpacked under ``root``.
+
+    Parameters
+    ----------
+    root
+        Folder holding the unpacked per-plate zips (``WeekN/WeekN_PLATE/``), or None to index
+        the metadata alone (no image paths are checked).
+    moa_subset
+        Keep only the MoA benchmark: 103 labelled treatments (taxol rule applied) and the DMSO
+        wells of their plates.
+    plates
+        Only these plates.
+    image_csv, moa_csv
+        The metadata tables; default ``ROOT/BBBC021_v1_image.csv`` (and ``_moa.csv``) when
+        present, else the copies bundled with the package.
+    check_files
+        Check that every image exists; only the plate folders present under ``root`` are
+        indexed (a partial download indexes what you have).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per field of view in the index schema (:mod:`cellmorph.schema`).
+
+    Examples
+    --------
+    >>> index = index_bbbc021(None, moa_subset=True, check_files=False)
+    >>> len(index[index["Metadata_Role"] == "treatment"])
+    1208
+    """
+    image_csv = image_csv or _local_copy(root, IMAGE_CSV)
+    moa_csv = moa_csv or _local_copy(root, MOA_CSV)
     pm = platemap(read_image_metadata(image_csv), read_moa_metadata(moa_csv),
                   moa_subset=moa_subset, plates=plates)
     if root is not None and check_files:
         pm = _only_present_plates(pm, Path(root), explicit=bool(plates))
-    return ix.build_index(pm, CHANNELS, root=root, check_files=check_files and root is not None,
-                          source="BBBC021")
+    return build_index(pm, CHANNELS, root=root, check_files=check_files and root is not None,
+                       source="BBBC021")
+
+
+def _local_copy(root: Path | str | None, name: str) -> Path | None:
+    """ROOT's own copy of a metadata table (the download and `synth` put one there)."""
+    if root is None:
+        return None
+    path = Path(root) / name
+    return path if path.is_file() else None
 
 
 def _only_present_plates(pm: pd.DataFrame, root: Path, explicit: bool) -> pd.DataFrame:
@@ -153,14 +196,14 @@ def _only_present_plates(pm: pd.DataFrame, root: Path, explicit: bool) -> pd.Dat
 
     Within a present plate folder every file must exist; a plate named explicitly must exist.
     """
-    folders = pm[ix.path_column(CHANNELS[0])].str.rsplit("/", n=1).str[0]
+    folders = pm[sc.path_column(CHANNELS[0])].str.rsplit("/", n=1).str[0]
     present = {f for f in folders.unique() if (root / f).is_dir()}
     if explicit or not present:
         return pm  # the file check reports what is missing
     n_all = folders.nunique()
     if len(present) < n_all:
-        print(f"note: {len(present)} of {n_all} plate folders are present under {root}; "
-              "indexing those (download the rest, or pass --plate to insist on some)")
+        log.warning("%d of %d plate folders are present under %s; indexing those (download "
+                    "the rest, or pass --plate to insist on some)", len(present), n_all, root)
     return pm[folders.isin(present)].reset_index(drop=True)
 
 

@@ -1,8 +1,8 @@
-"""The common field-of-view index: schema, validation, path checks, summaries.
+"""Building and reading field-of-view indexes: validation, path checks, summaries.
 
-An index is a table with one row per field of view (site). Its columns follow
-pycytominer's convention: ``Metadata_*`` for annotations, plus one ``Path_<stain>`` column
-per channel holding the image file of that stain.
+An index is a table with one row per field of view (site) in the schema of
+:mod:`cellmorph.schema`: ``Metadata_*`` annotations plus one ``Path_<stain>`` column per
+channel holding the image file of that stain.
 """
 
 from __future__ import annotations
@@ -15,37 +15,28 @@ import numpy as np
 import pandas as pd
 
 from cellmorph.errors import CellmorphError
-
-PLATE = "Metadata_Plate"
-WELL = "Metadata_Well"
-SITE = "Metadata_Site"
-BATCH = "Metadata_Batch"
-REPLICATE = "Metadata_Replicate"
-COMPOUND = "Metadata_Compound"
-CONCENTRATION = "Metadata_Concentration"
-MOA = "Metadata_MoA"
-TREATMENT = "Metadata_Treatment"
-ROLE = "Metadata_Role"
-PATH_PREFIX = "Path_"
-
-ROLE_TREATMENT = "treatment"  # treated and labelled: evaluated
-ROLE_CONTROL = "control"  # negative control (DMSO): used for normalisation only
-ROLE_UNLABELLED = "unlabelled"  # treated, no label: profiled and predicted, never scored
-
-KEY_COLUMNS = [PLATE, WELL, SITE]
-METADATA_COLUMNS = [PLATE, BATCH, WELL, SITE, REPLICATE, COMPOUND, CONCENTRATION, MOA, TREATMENT, ROLE]
+from cellmorph.schema import (
+    BATCH,
+    COMPOUND,
+    CONCENTRATION,
+    KEY_COLUMNS,
+    METADATA_COLUMNS,
+    MOA,
+    PLATE,
+    REPLICATE,
+    ROLE,
+    ROLE_UNLABELLED,
+    ROLES,
+    SITE,
+    TREATMENT,
+    WELL,
+    channels_of,
+    controls,
+    path_column,
+    treatments,
+)
 
 _WELL_RE = re.compile(r"^([A-Pa-p]{1,2})0*(\d{1,2})$")
-
-
-def path_column(channel: str) -> str:
-    """The index column holding the image file of ``channel``."""
-    return f"{PATH_PREFIX}{channel}"
-
-
-def channels_of(index: pd.DataFrame) -> list[str]:
-    """The stains of an index, in column order."""
-    return [c[len(PATH_PREFIX) :] for c in index.columns if c.startswith(PATH_PREFIX)]
 
 
 def normalise_well(well: str) -> str:
@@ -98,7 +89,7 @@ def build_index(
     df[CONCENTRATION] = _checked_float(df[CONCENTRATION], CONCENTRATION, source)
     df[MOA] = df[MOA].astype(object).where(df[MOA].notna() & (df[MOA].astype(str) != ""), None)
     df[TREATMENT] = [treatment_id(c, x) for c, x in zip(df[COMPOUND], df[CONCENTRATION], strict=True)]
-    bad_role = ~df[ROLE].isin([ROLE_TREATMENT, ROLE_CONTROL, ROLE_UNLABELLED])
+    bad_role = ~df[ROLE].isin(ROLES)
     if bad_role.any():
         raise CellmorphError(f"{source}: row {int(np.flatnonzero(bad_role)[0])}: unknown role "
                              f"{df[ROLE][bad_role].iloc[0]!r}")
@@ -178,7 +169,7 @@ def _checked_float(values: pd.Series, name: str, source: str) -> pd.Series:
 
 def _check_consistent_labels(df: pd.DataFrame, source: str) -> None:
     """Every labelled row has a label, and a treatment carries one label only."""
-    labelled = df[df[ROLE] == ROLE_TREATMENT]
+    labelled = treatments(df)
     no_label = labelled[MOA].isna()
     if no_label.any():
         row = int(labelled.index[no_label][0])
@@ -203,26 +194,33 @@ def read_csv_table(path: Path | str, what: str = "file") -> pd.DataFrame:
         raise CellmorphError(f"{path}: cannot be read as CSV ({exc})") from exc
 
 
-def read_index(path: Path | str) -> pd.DataFrame:
-    """Read an index written by ``cellmorph index`` and check its columns."""
-    path = Path(path)
+def read_index(index: Path | str | pd.DataFrame) -> pd.DataFrame:
+    """An index written by ``cellmorph index`` (a Parquet path) or a DataFrame in the index
+    schema, with its columns checked."""
+    if isinstance(index, pd.DataFrame):
+        return check_index(index, "index table")
+    path = Path(index)
     if not path.is_file():
         raise CellmorphError(f"index file {path} not found; create it with `cellmorph index`")
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise CellmorphError(f"{path}: not a readable Parquet index ({exc}); re-create it") from exc
+    return check_index(df, str(path))
+
+
+def check_index(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Raise unless ``df`` has the index columns (metadata and at least one ``Path_``)."""
     missing = [c for c in METADATA_COLUMNS if c not in df.columns]
     if missing or not channels_of(df):
-        raise CellmorphError(f"{path}: not a cellmorph index (missing {missing or 'Path_ columns'}); "
-                             "re-create it with `cellmorph index`")
+        raise CellmorphError(f"{source}: not a cellmorph index (missing "
+                             f"{missing or 'Path_ columns'}); re-create it with `cellmorph index`")
     return df
 
 
 def summarize(index: pd.DataFrame) -> dict[str, int | list[str]]:
     """Counts of the labelled treatments (what is evaluated) and of the controls."""
-    lab = index[index[ROLE] == ROLE_TREATMENT]
-    ctl = index[index[ROLE] == ROLE_CONTROL]
+    lab, ctl = treatments(index), controls(index)
     unl = index[index[ROLE] == ROLE_UNLABELLED]
     return {
         "images": int(len(lab)),

@@ -1,1 +1,2 @@
-"""Evaluation of profiles and predictions: NSC/NSCB 1-NN accuracy, mAP, confusion matrices."""
+"""Evaluation of profiles and predictions: NSC/NSCB 1-NN accuracy, mAP, aggregation and scoring
+of fine-tuning predictions, confusion matrices."""

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import cdist
 
-from cellmorph.datasets import index as ix
+from cellmorph import schema as sc
 from cellmorph.errors import CellmorphError
-from cellmorph.profiling.aggregate import to_matrix
+from cellmorph.schema import to_matrix
 
 
 @dataclass
@@ -33,7 +33,7 @@ class NNResult:
 
     def as_dict(self) -> dict:
         """JSON-ready summary (without the per-treatment table)."""
-        per_moa = self.predictions.groupby(ix.MOA)["correct"].mean().round(4).to_dict()
+        per_moa = self.predictions.groupby(sc.MOA)["correct"].mean().round(4).to_dict()
         return {"holdout": self.holdout, "metric": self.metric, "accuracy": self.accuracy,
                 "n_treatments": self.n_treatments, "dropped_moas": self.dropped_moas,
                 "per_moa_accuracy": per_moa}
@@ -41,13 +41,13 @@ class NNResult:
 
 def single_batch_moas(treatments: pd.DataFrame) -> list[str]:
     """MoAs all of whose treatments sit in one batch."""
-    n = treatments.groupby(ix.MOA)[ix.BATCH].nunique()
+    n = treatments.groupby(sc.MOA)[sc.BATCH].nunique()
     return sorted(n.index[n <= 1])
 
 
 def single_compound_moas(treatments: pd.DataFrame) -> list[str]:
     """MoAs with one compound: no other compound can match them under NSC."""
-    n_comp = treatments.groupby(ix.MOA)[ix.COMPOUND].nunique()
+    n_comp = treatments.groupby(sc.MOA)[sc.COMPOUND].nunique()
     return sorted(n_comp.index[n_comp < 2])
 
 
@@ -56,13 +56,13 @@ def nn_accuracy(treatments: pd.DataFrame, *, metric: str = "cosine",
     """1-NN MoA accuracy over labelled treatment profiles (one row per treatment)."""
     if holdout not in ("nsc", "nscb"):
         raise CellmorphError(f"unknown hold-out {holdout!r}: nsc or nscb")
-    df = treatments[treatments[ix.ROLE] == ix.ROLE_TREATMENT].reset_index(drop=True)
+    df = sc.treatments(treatments).reset_index(drop=True)
     if df.empty:
         raise CellmorphError("no labelled treatment profiles to evaluate")
     dropped = single_compound_moas(df)
     if holdout == "nscb":
         dropped = sorted(set(dropped) | set(single_batch_moas(df)))
-    df = df[~df[ix.MOA].isin(dropped)].reset_index(drop=True)
+    df = df[~df[sc.MOA].isin(dropped)].reset_index(drop=True)
     if df.empty:
         raise CellmorphError(f"no MoA can be matched under {holdout.upper()}: every MoA has a "
                              "single compound" + (" or a single batch" if holdout == "nscb"
@@ -70,27 +70,20 @@ def nn_accuracy(treatments: pd.DataFrame, *, metric: str = "cosine",
                              "per MoA")
     X = to_matrix(df)
     dist = cdist(X, X, metric=metric)
-    compound = df[ix.COMPOUND].to_numpy()
+    compound = df[sc.COMPOUND].to_numpy()
     excluded = compound[:, None] == compound[None, :]
     if holdout == "nscb":
-        batch = df[ix.BATCH].to_numpy()
+        batch = df[sc.BATCH].to_numpy()
         excluded |= batch[:, None] == batch[None, :]
     dist = np.where(excluded, np.inf, dist)
     has_ref = np.isfinite(dist).any(axis=1)
     nearest = np.argmin(dist, axis=1)
-    moa = df[ix.MOA].to_numpy()
+    moa = df[sc.MOA].to_numpy()
     pred = np.where(has_ref, moa[nearest], None)
-    out = df[[ix.TREATMENT, ix.COMPOUND, ix.CONCENTRATION, ix.MOA, ix.BATCH]].copy()
+    out = df[[sc.TREATMENT, sc.COMPOUND, sc.CONCENTRATION, sc.MOA, sc.BATCH]].copy()
     out["predicted"] = pred
-    out["neighbour"] = np.where(has_ref, df[ix.TREATMENT].to_numpy()[nearest], None)
+    out["neighbour"] = np.where(has_ref, df[sc.TREATMENT].to_numpy()[nearest], None)
     out["distance"] = np.where(has_ref, dist[np.arange(len(df)), nearest], np.nan)
-    out["correct"] = out["predicted"] == out[ix.MOA]
+    out["correct"] = out["predicted"] == out[sc.MOA]
     acc = float(out["correct"].mean())
     return NNResult(holdout, metric, acc, len(out), out, dropped)
-
-
-def confusion(true: pd.Series, predicted: pd.Series) -> pd.DataFrame:
-    """Counts of true MoA (rows) vs predicted MoA (columns), every label on both axes."""
-    labels = sorted(set(true.astype(str)) | set(predicted.dropna().astype(str)))
-    return pd.crosstab(true.astype(str), predicted.astype(str)).reindex(
-        index=labels, columns=labels, fill_value=0)

@@ -10,8 +10,8 @@ import pandas as pd
 from copairs.map import average_precision, mean_average_precision
 from copairs.matching import assign_reference_index
 
-from cellmorph.datasets import index as ix
-from cellmorph.profiling.aggregate import feature_columns
+from cellmorph import schema as sc
+from cellmorph.schema import feature_columns
 
 REFERENCE = "Metadata_Reference_Index"
 
@@ -19,28 +19,28 @@ REFERENCE = "Metadata_Reference_Index"
 def phenotypic_activity(wells: pd.DataFrame, *, null_size: int = 10000, threshold: float = 0.05,
                         seed: int = 0, distance: str = "cosine") -> pd.DataFrame:
     """mAP of each treatment's replicate wells retrieved against the DMSO wells."""
-    df = wells[wells[ix.ROLE].isin([ix.ROLE_TREATMENT, ix.ROLE_CONTROL])].reset_index(drop=True)
-    df = assign_reference_index(df, df.index[df[ix.ROLE] == ix.ROLE_CONTROL],
+    df = wells[wells[sc.ROLE].isin([sc.ROLE_TREATMENT, sc.ROLE_CONTROL])].reset_index(drop=True)
+    df = assign_reference_index(df, df.index[df[sc.ROLE] == sc.ROLE_CONTROL],
                                 reference_col=REFERENCE, default_value=-1)
     meta, feats = _split(df)
-    ap = average_precision(meta, feats, pos_sameby=[ix.TREATMENT, REFERENCE], pos_diffby=[],
-                           neg_sameby=[], neg_diffby=[ix.TREATMENT, REFERENCE],
+    ap = average_precision(meta, feats, pos_sameby=[sc.TREATMENT, REFERENCE], pos_diffby=[],
+                           neg_sameby=[], neg_diffby=[sc.TREATMENT, REFERENCE],
                            distance=distance, progress_bar=False)
     ap = ap[ap[REFERENCE] == -1]
-    return mean_average_precision(ap, [ix.TREATMENT], null_size=null_size, threshold=threshold,
+    return mean_average_precision(ap, [sc.TREATMENT], null_size=null_size, threshold=threshold,
                                   seed=seed, progress_bar=False)
 
 
 def moa_consistency(treatments: pd.DataFrame, *, null_size: int = 10000, threshold: float = 0.05,
                     seed: int = 0, distance: str = "cosine") -> pd.DataFrame:
     """mAP of each MoA: same-MoA treatments of *other* compounds retrieved first."""
-    df = treatments[treatments[ix.ROLE] == ix.ROLE_TREATMENT].reset_index(drop=True)
+    df = sc.treatments(treatments).reset_index(drop=True)
     meta, feats = _split(df)
-    ap = average_precision(meta, feats, pos_sameby=[ix.MOA], pos_diffby=[ix.COMPOUND],
-                           neg_sameby=[], neg_diffby=[ix.MOA], distance=distance,
+    ap = average_precision(meta, feats, pos_sameby=[sc.MOA], pos_diffby=[sc.COMPOUND],
+                           neg_sameby=[], neg_diffby=[sc.MOA], distance=distance,
                            progress_bar=False)
     ap = ap.dropna(subset=["average_precision"])
-    return mean_average_precision(ap, [ix.MOA], null_size=null_size, threshold=threshold,
+    return mean_average_precision(ap, [sc.MOA], null_size=null_size, threshold=threshold,
                                   seed=seed, progress_bar=False)
 
 

@@ -1,18 +1,21 @@
-"""``cellmorph evaluate``: well profiles -> normalised treatment profiles -> metrics and plots."""
+"""Evaluating profiles: well profiles -> normalised treatment profiles -> 1-NN accuracy, mAP.
+
+:func:`evaluate_profiles` returns an :class:`EvaluationResult`; writing its tables, JSON and
+plots is :func:`cellmorph.report.writers.write_evaluation`'s job.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import pandas as pd
 
-from cellmorph.atomic import ensure_writable_dir, write_csv, write_json
-from cellmorph.config import EvaluateConfig, save_config
-from cellmorph.datasets import index as ix
+from cellmorph import schema as sc
+from cellmorph.config import EvaluateConfig
 from cellmorph.errors import CellmorphError
-from cellmorph.evaluation.knn import confusion, nn_accuracy
+from cellmorph.evaluation.knn import NNResult, nn_accuracy
 from cellmorph.evaluation.map import moa_consistency, phenotypic_activity, summarize_map
-from cellmorph.profiling.aggregate import TREATMENT_KEYS, aggregate, feature_columns
+from cellmorph.evaluation.predictions import confusion
 from cellmorph.profiling.normalize import (
     check_missing,
     drop_unusable_features,
@@ -20,16 +23,65 @@ from cellmorph.profiling.normalize import (
     reduce_pca,
     sphere,
 )
-from cellmorph.report.plots import plot_bars, plot_confusion
+
+
+@dataclass
+class EvaluationResult:
+    """Everything an evaluation of profiles found, as tables and numbers."""
+
+    config: EvaluateConfig
+    wells: pd.DataFrame  # normalised (and batch-corrected) well profiles
+    treatments: pd.DataFrame  # treatment profiles of the labelled treatments
+    nn: list[NNResult]
+    notes: dict = field(default_factory=dict)
+    map_activity: pd.DataFrame | None = None
+    map_consistency: pd.DataFrame | None = None
+
+    @property
+    def n_wells(self) -> int:
+        """Labelled treatment wells evaluated."""
+        return int(sc.is_treatment(self.wells).sum())
+
+    def confusion(self, holdout: str = "nsc", metric: str = "cosine") -> pd.DataFrame:
+        """True vs predicted MoA of one 1-NN evaluation."""
+        res = self.nn_result(holdout, metric)
+        return confusion(res.predictions[sc.MOA], res.predictions["predicted"])
+
+    def nn_result(self, holdout: str = "nsc", metric: str = "cosine") -> NNResult:
+        """The 1-NN evaluation with this hold-out and distance."""
+        for res in self.nn:
+            if res.holdout == holdout and res.metric == metric:
+                return res
+        raise KeyError(f"no {holdout}/{metric} result (metrics evaluated: {self.config.metrics})")
+
+    def nn_predictions(self) -> pd.DataFrame:
+        """Every 1-NN prediction of every hold-out and distance, in one table."""
+        return pd.concat([r.predictions.assign(metric=r.metric, holdout=r.holdout)
+                          for r in self.nn], ignore_index=True)
+
+    def metrics(self) -> dict:
+        """The headline numbers (``metrics.json``)."""
+        out: dict = {"n_wells": self.n_wells, "n_treatments": int(len(self.treatments)),
+                     "n_compounds": int(self.treatments[sc.COMPOUND].nunique()),
+                     "n_moas": int(self.treatments[sc.MOA].nunique()), **self.notes,
+                     "nn": [r.as_dict() for r in self.nn]}
+        if self.map_activity is not None and self.map_consistency is not None:
+            out["map_activity"] = summarize_map(self.map_activity)
+            consistency = summarize_map(self.map_consistency)
+            consistency["per_moa"] = dict(zip(
+                self.map_consistency[sc.MOA],
+                self.map_consistency["mean_average_precision"].round(4), strict=True))
+            out["map_moa_consistency"] = consistency
+        return out
 
 
 def prepare_profiles(wells: pd.DataFrame, cfg: EvaluateConfig) -> tuple[pd.DataFrame, dict]:
     """Checked, normalised, batch-corrected well profiles; every fit uses controls only."""
-    for col in (ix.ROLE, ix.MOA, ix.COMPOUND, ix.TREATMENT, ix.BATCH):
+    for col in (sc.ROLE, sc.MOA, sc.COMPOUND, sc.TREATMENT, sc.BATCH):
         if col not in wells.columns:
             raise CellmorphError(f"profile table lacks {col}; annotate it (see `cellmorph "
                                  "evaluate --help`)")
-    feature_columns(wells)
+    sc.feature_columns(wells)
     notes: dict = {}
     wells = check_missing(wells, cfg.drop_nan_rows)
     wells, dropped = drop_unusable_features(wells)
@@ -43,60 +95,49 @@ def prepare_profiles(wells: pd.DataFrame, cfg: EvaluateConfig) -> tuple[pd.DataF
     return wells, notes
 
 
-def evaluate_profiles(wells: pd.DataFrame, cfg: EvaluateConfig,
-                      out: Path | None = None) -> dict:
-    """All metrics of a well-level profile table; writes JSON, tables and PNGs to ``out``."""
+def evaluate_profiles(wells: pd.DataFrame, cfg: EvaluateConfig | None = None) -> EvaluationResult:
+    """1-NN MoA accuracy (NSC and NSCB, every configured distance) and mAP of well profiles.
+
+    Parameters
+    ----------
+    wells
+        Well-level profiles: ``Metadata_`` columns (role, MoA, compound, treatment, batch
+        among them) plus numeric features.
+    cfg
+        Normalisation, batch correction and metrics (default: :class:`EvaluateConfig`).
+
+    Examples
+    --------
+    >>> from cellmorph.profiling.cellprofiler import read_profiles
+    >>> result = evaluate_profiles(read_profiles("ljosa2013"), EvaluateConfig(map=False))
+    >>> round(result.nn_result("nsc", "cosine").accuracy, 3)
+    0.883
+    """
+    cfg = cfg or EvaluateConfig()
     wells, notes = prepare_profiles(wells, cfg)
-    labelled = wells[wells[ix.ROLE] == ix.ROLE_TREATMENT]
-    treatments = aggregate(labelled, TREATMENT_KEYS, cfg.aggregate)
-    results: dict = {"n_wells": int(len(labelled)), "n_treatments": int(len(treatments)),
-                     "n_compounds": int(treatments[ix.COMPOUND].nunique()),
-                     "n_moas": int(treatments[ix.MOA].nunique()), **notes, "nn": []}
-    if out is not None:
-        out = ensure_writable_dir(out)
-        save_config(cfg, out / "evaluate_config.yaml")
-    tables = []
-    for metric in cfg.metrics:
-        for holdout in ("nsc", "nscb"):
-            res = nn_accuracy(treatments, metric=metric, holdout=holdout)
-            results["nn"].append(res.as_dict())
-            tables.append(res.predictions.assign(metric=metric, holdout=holdout))
-            if out is not None:
-                cm = confusion(res.predictions[ix.MOA], res.predictions["predicted"])
-                plot_confusion(cm, f"{holdout.upper()} 1-NN ({metric}): "
-                               f"{res.accuracy:.1%} of {res.n_treatments} treatments",
-                               out / f"confusion_{holdout}_{metric}.png")
+    treatments = sc.aggregate(sc.treatments(wells), sc.TREATMENT_KEYS, cfg.aggregate)
+    nn = [nn_accuracy(treatments, metric=metric, holdout=holdout)
+          for metric in cfg.metrics for holdout in ("nsc", "nscb")]
+    result = EvaluationResult(cfg, wells, treatments, nn, notes)
     if cfg.map:
-        activity = phenotypic_activity(wells, null_size=cfg.map_null_size,
-                                       threshold=cfg.map_threshold, seed=cfg.seed)
-        consistency = moa_consistency(treatments, null_size=cfg.map_null_size,
-                                      threshold=cfg.map_threshold, seed=cfg.seed)
-        results["map_activity"] = summarize_map(activity)
-        results["map_moa_consistency"] = summarize_map(consistency)
-        results["map_moa_consistency"]["per_moa"] = dict(zip(
-            consistency[ix.MOA], consistency["mean_average_precision"].round(4), strict=True))
-        if out is not None:
-            write_csv(activity, out / "map_activity.csv")
-            write_csv(consistency, out / "map_moa_consistency.csv")
-            plot_bars(dict(zip(consistency[ix.MOA], consistency["mean_average_precision"],
-                               strict=True)), "MoA consistency mAP (copairs)", "mAP",
-                      out / "map_moa_consistency.png")
-    if out is not None:
-        write_csv(pd.concat(tables, ignore_index=True), out / "nn_predictions.csv")
-        write_json(results, out / "metrics.json")
-    return results
+        result.map_activity = phenotypic_activity(wells, null_size=cfg.map_null_size,
+                                                  threshold=cfg.map_threshold, seed=cfg.seed)
+        result.map_consistency = moa_consistency(treatments, null_size=cfg.map_null_size,
+                                                 threshold=cfg.map_threshold, seed=cfg.seed)
+    return result
 
 
-def format_results(results: dict) -> str:
+def format_results(result: EvaluationResult) -> str:
     """A short table for the terminal."""
-    lines = [f"{results['n_treatments']} treatments, {results['n_compounds']} compounds, "
-             f"{results['n_moas']} MoAs ({results['n_wells']} wells)",
+    m = result.metrics()
+    lines = [f"{m['n_treatments']} treatments, {m['n_compounds']} compounds, "
+             f"{m['n_moas']} MoAs ({m['n_wells']} wells)",
              f"{'hold-out':<9}{'metric':<11}{'1-NN acc':>9}{'n':>5}  dropped MoAs"]
-    for r in results["nn"]:
+    for r in m["nn"]:
         lines.append(f"{r['holdout'].upper():<9}{r['metric']:<11}{r['accuracy']:>9.1%}"
                      f"{r['n_treatments']:>5}  {', '.join(r['dropped_moas']) or '-'}")
-    if "map_activity" in results:
-        a, c = results["map_activity"], results["map_moa_consistency"]
+    if "map_activity" in m:
+        a, c = m["map_activity"], m["map_moa_consistency"]
         lines.append(f"mAP activity vs DMSO: {a['mean_map']:.3f} "
                      f"({a['fraction_retrieved']:.0%} of {a['n']} treatments retrieved)")
         lines.append(f"mAP MoA consistency: {c['mean_map']:.3f} "

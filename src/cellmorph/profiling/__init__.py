@@ -1,1 +1,2 @@
-"""Profiles: deep features per tile, aggregated to image, well and treatment (pycytominer style)."""
+"""Profiles: deep features per tile, aggregated to image, well and treatment (pycytominer
+style), normalised against the controls."""

@@ -6,12 +6,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from cellmorph.datasets import index as ix
+from cellmorph import schema as sc
+from cellmorph.datasets.index import normalise_well
 from cellmorph.errors import CellmorphError
-from cellmorph.profiling.aggregate import metadata_columns
+from cellmorph.log import get_logger
+from cellmorph.schema import metadata_columns
 
 LJOSA2013 = "ljosa2013"
-_RENAMES = {"Image_Metadata_Plate": ix.PLATE, "Image_Metadata_Well": ix.WELL}
+log = get_logger(__name__)
+_RENAMES = {"Image_Metadata_Plate": sc.PLATE, "Image_Metadata_Well": sc.WELL}
 
 
 def read_profiles(source: Path | str, *, annotate_with: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -37,11 +40,11 @@ def read_profiles(source: Path | str, *, annotate_with: pd.DataFrame | None = No
     except Exception as exc:  # pandas/pyarrow raise many types for damaged files
         raise CellmorphError(f"{path}: cannot be read as a table ({exc})") from exc
     df = df.rename(columns=_RENAMES)
-    if ix.PLATE not in df.columns or ix.WELL not in df.columns:
+    if sc.PLATE not in df.columns or sc.WELL not in df.columns:
         raise CellmorphError(f"{path}: no Metadata_Plate/Metadata_Well columns (or CellProfiler's "
                              "Image_Metadata_Plate/Well); profiles need plate and well "
                              "annotations")
-    if ix.COMPOUND not in df.columns:
+    if sc.COMPOUND not in df.columns:
         df = annotate_wells(df, annotate_with if annotate_with is not None
                             else _bbbc021_wells(df, path), str(path))
     return df
@@ -49,17 +52,17 @@ def read_profiles(source: Path | str, *, annotate_with: pd.DataFrame | None = No
 
 def annotate_wells(profiles: pd.DataFrame, index: pd.DataFrame, source: str) -> pd.DataFrame:
     """Join well-level annotations of ``index`` onto ``profiles`` by plate and well."""
-    meta_cols = [c for c in ix.METADATA_COLUMNS if c not in (ix.SITE,)]
-    wells = index[meta_cols].drop_duplicates([ix.PLATE, ix.WELL])
+    meta_cols = [c for c in sc.METADATA_COLUMNS if c not in (sc.SITE,)]
+    wells = index[meta_cols].drop_duplicates([sc.PLATE, sc.WELL])
     profiles = profiles.copy()
-    profiles[ix.WELL] = [ix.normalise_well(w) for w in profiles[ix.WELL]]
-    out = profiles.merge(wells, on=[ix.PLATE, ix.WELL], how="inner")
+    profiles[sc.WELL] = [normalise_well(w) for w in profiles[sc.WELL]]
+    out = profiles.merge(wells, on=[sc.PLATE, sc.WELL], how="inner")
     if out.empty:
         raise CellmorphError(f"{source}: no profile matches a plate/well of the annotations; "
                              "check the plate names")
     dropped = len(profiles) - len(out)
     if dropped:
-        print(f"note: {dropped} wells of {source} have no annotation and are left out")
+        log.warning("%d wells of %s have no annotation and are left out", dropped, source)
     cols = metadata_columns(out)
     return out[cols + [c for c in out.columns if c not in cols]]
 
@@ -68,7 +71,7 @@ def _bbbc021_wells(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     from cellmorph.datasets.bbbc021 import index_bbbc021
 
     index = index_bbbc021(None, moa_subset=True, check_files=False)
-    if not set(df[ix.PLATE]) & set(index[ix.PLATE]):
+    if not set(df[sc.PLATE]) & set(index[sc.PLATE]):
         raise CellmorphError(f"{path}: no Metadata_Compound column and its plates are not "
                              "BBBC021's; add Metadata_ annotations or pass --index")
     return index

@@ -11,9 +11,12 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 
-from cellmorph.datasets import index as ix
+from cellmorph import schema as sc
 from cellmorph.errors import CellmorphError
-from cellmorph.profiling.aggregate import feature_columns, metadata_columns
+from cellmorph.log import get_logger
+from cellmorph.schema import feature_columns, metadata_columns
+
+log = get_logger(__name__)
 
 
 class Sphering(BaseEstimator, TransformerMixin):
@@ -53,17 +56,18 @@ def check_missing(profiles: pd.DataFrame, drop: bool) -> pd.DataFrame:
     feats = feature_columns(profiles)
     bad = ~np.isfinite(profiles[feats].to_numpy(np.float64)).all(axis=1)
     if bad.any():
-        first = profiles.loc[bad, [ix.PLATE, ix.WELL]].iloc[0].tolist()
+        first = profiles.loc[bad, [sc.PLATE, sc.WELL]].iloc[0].tolist()
         if not drop:
             raise CellmorphError(f"{int(bad.sum())} profiles have missing or infinite features "
                                  f"(first: plate/well {first}); fix them or set "
                                  "drop_nan_rows: true to leave them out")
-        print(f"note: {int(bad.sum())} profiles with missing features left out (first: {first})")
+        log.warning("%d profiles with missing features left out (first: %s)", int(bad.sum()),
+                    first)
     return profiles.loc[~bad].reset_index(drop=True)
 
 
 def normalize(profiles: pd.DataFrame, *, method: str = "standardize", by: str = "plate",
-              control_role: str = ix.ROLE_CONTROL) -> pd.DataFrame:
+              control_role: str = sc.ROLE_CONTROL) -> pd.DataFrame:
     """Standardise features against the control wells.
 
     ``method``: ``standardize`` uses the controls' mean and std; ``robust`` their median and
@@ -81,8 +85,8 @@ def normalize(profiles: pd.DataFrame, *, method: str = "standardize", by: str = 
         raise CellmorphError(f"unknown normalize_by {by!r}: plate, global, plate-center")
     feats = feature_columns(profiles)
     values = profiles[feats].to_numpy(np.float64)
-    is_ctl = (profiles[ix.ROLE] == control_role).to_numpy()
-    groups = (profiles.groupby(ix.PLATE).indices.items() if by != "global"
+    is_ctl = (profiles[sc.ROLE] == control_role).to_numpy()
+    groups = (profiles.groupby(sc.PLATE).indices.items() if by != "global"
               else [("all", np.arange(len(profiles)))])
     out = values.copy()
     for name, idx in groups:
@@ -112,10 +116,10 @@ def _centre_spread(ctl: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray
 
 
 def sphere(profiles: pd.DataFrame, *, epsilon: float = 1e-2,
-           control_role: str = ix.ROLE_CONTROL) -> pd.DataFrame:
+           control_role: str = sc.ROLE_CONTROL) -> pd.DataFrame:
     """TVN: whiten all profiles with a :class:`Sphering` fitted on the control wells."""
     feats = feature_columns(profiles)
-    ctl = profiles[profiles[ix.ROLE] == control_role][feats].to_numpy(np.float64)
+    ctl = profiles[profiles[sc.ROLE] == control_role][feats].to_numpy(np.float64)
     if len(ctl) < 3:
         raise CellmorphError(f"sphering needs control wells; found {len(ctl)}")
     model = Sphering(epsilon).fit(ctl)
@@ -124,10 +128,10 @@ def sphere(profiles: pd.DataFrame, *, epsilon: float = 1e-2,
 
 
 def reduce_pca(profiles: pd.DataFrame, n_components: int, *,
-               control_role: str = ix.ROLE_CONTROL, seed: int = 0) -> pd.DataFrame:
+               control_role: str = sc.ROLE_CONTROL, seed: int = 0) -> pd.DataFrame:
     """Project on the first principal components of the control wells."""
     feats = feature_columns(profiles)
-    ctl = profiles[profiles[ix.ROLE] == control_role][feats].to_numpy(np.float64)
+    ctl = profiles[profiles[sc.ROLE] == control_role][feats].to_numpy(np.float64)
     n = min(n_components, len(feats), max(1, len(ctl) - 1))
     model = PCA(n_components=n, random_state=seed).fit(ctl)
     return _replace_features(profiles, model.transform(profiles[feats].to_numpy(np.float64)),

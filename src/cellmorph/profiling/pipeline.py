@@ -1,95 +1,52 @@
-"""``cellmorph profile``: index -> tile cache -> frozen backbone -> image/well/treatment profiles.
+"""Profiling: index -> tile cache -> frozen backbone -> image/well/treatment profiles.
 
-Plates are processed one at a time (memory stays bounded for any screen size) and each
-plate's image-level profile is written as it completes, so a rerun resumes.
+The unit of work is one plate (:class:`PlateJob`): its tiles are embedded and aggregated to
+image-level profiles, written as ``plates/<plate>.parquet``. Plates run one at a time (memory
+stays bounded for any screen size) and a finished plate is never redone, so a rerun resumes.
+The run returns a :class:`ProfileResult`; writing the tables is a separate step
+(:func:`cellmorph.report.writers.write_profiles`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from cellmorph.atomic import ensure_writable_dir, write_json, write_parquet
-from cellmorph.backbones import create_backbone, data_config, default_input_size
-from cellmorph.cache import KEEP, TILE, build_tile_cache, safe_name
+from cellmorph import schema as sc
+from cellmorph.atomic import ensure_writable_dir, write_parquet
+from cellmorph.backbones import create_backbone, default_input_size
+from cellmorph.cache import KEEP, TILE, TileCache, build_tile_cache, safe_name
 from cellmorph.config import ProfileConfig, save_config
-from cellmorph.datasets import index as ix
 from cellmorph.datasets.index import read_index
-from cellmorph.profiling.aggregate import IMAGE_KEYS, TREATMENT_KEYS, WELL_KEYS, aggregate
-from cellmorph.profiling.features import (
-    TileEmbedder,
-    feature_names,
-    resolve_device,
-    resolve_precision,
-    rgb_mixing,
-)
+from cellmorph.log import get_logger, progress
+from cellmorph.profiling.features import TileEmbedder, feature_names
+from cellmorph.runtime import Runtime, make_input_spec, resolve_runtime
+
+log = get_logger(__name__)
 
 
-def make_embedder(cfg: ProfileConfig, channels: list[str]) -> TileEmbedder:
-    """The frozen backbone wrapped for tiles, as the config says."""
-    torch.manual_seed(cfg.seed)
-    model = create_backbone(cfg.model, cfg.weights, num_classes=0)
-    norm = data_config(model)
-    device = resolve_device(cfg.device)
-    mixing = rgb_mixing(channels, cfg.rgb_map) if cfg.channel_mode == "rgb" else None
-    return TileEmbedder(model, norm["mean"], norm["std"], mode=cfg.channel_mode, mixing=mixing,
-                        device=device, precision=resolve_precision(cfg.precision, device),
-                        channels_last=cfg.channels_last)
+@dataclass
+class ProfileResult:
+    """Profiles of a screen at three levels, with the run's settings and timings.
 
+    Tables follow pycytominer's layout: ``Metadata_*`` columns plus ``Feature_*`` columns.
+    ``Metadata_Count`` counts the kept tiles of an image, the profiled images of a well, and
+    the wells of a treatment (see :mod:`cellmorph.schema`).
+    """
 
-def profile_screen(cfg: ProfileConfig, *, progress: bool = True) -> dict[str, Path]:
-    """Run the profiling pipeline; returns the paths of the profile tables it wrote."""
-    out = ensure_writable_dir(cfg.output)
-    save_config(cfg, out / "config.yaml")
-    timer = StageTimer()
-    index = read_index(cfg.index)
-    channels = ix.channels_of(index)
-    tile_size = cfg.preprocess.tile_size or default_input_size(cfg.model)
-    with timer("read_preprocess_cache"):
-        cache = build_tile_cache(index, cfg.preprocess, cfg.cache_dir or out / "cache",
-                                 tile_size=tile_size, progress=progress)
-    with timer("load_model"):
-        embedder = make_embedder(cfg, channels)
-    plate_dir = ensure_writable_dir(out / "plates")
-    parts = []
-    n_tiles = 0
-    for plate in tqdm(cache.plates, desc="profiling plates", unit="plate", disable=not progress):
-        path = plate_dir / f"{safe_name(plate)}.parquet"
-        if not path.is_file():
-            table = cache.table(plate)
-            kept = table[KEEP].to_numpy()
-            tiles = cache.tiles(plate)[kept]
-            n_tiles += len(tiles)
-            with timer("infer"):
-                feats = embedder(tiles, batch_size=cfg.batch_size)
-            names = feature_names(feats.shape[1], channels, cfg.channel_mode)
-            tile_profiles = pd.concat(
-                [table.loc[kept].drop(columns=[KEEP, TILE]).reset_index(drop=True),
-                 pd.DataFrame(feats, columns=names)], axis=1)
-            tile_profiles = _all_images_present(tile_profiles, table)
-            with timer("aggregate_write"):
-                write_parquet(aggregate(tile_profiles, IMAGE_KEYS, cfg.aggregate), path)
-        parts.append(pd.read_parquet(path))
-    with timer("aggregate_write"):
-        images = pd.concat(parts, ignore_index=True)
-        wells = aggregate(images, WELL_KEYS, cfg.aggregate)
-        labelled = wells[wells[ix.ROLE] != ix.ROLE_CONTROL]
-        treatments = aggregate(labelled, TREATMENT_KEYS, cfg.aggregate)
-        paths = {
-            "images": write_parquet(images, out / "profiles_image.parquet"),
-            "wells": write_parquet(wells, out / "profiles_well.parquet"),
-            "treatments": write_parquet(treatments, out / "profiles_treatment.parquet"),
-            "config": out / "config.yaml",
-        }
-    paths["timings"] = write_json({**timer.seconds, "tiles_embedded": n_tiles},
-                                  out / "timings.json")
-    return paths
+    config: ProfileConfig
+    images: pd.DataFrame
+    wells: pd.DataFrame
+    treatments: pd.DataFrame
+    runtime: dict[str, str | bool] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class StageTimer:
@@ -107,12 +64,107 @@ class StageTimer:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
-def _all_images_present(tile_profiles: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """Fields whose every tile was empty get no profile; say so rather than drop silently."""
-    n_fields = table[IMAGE_KEYS].drop_duplicates().shape[0]
-    n_kept = tile_profiles[IMAGE_KEYS].drop_duplicates().shape[0]
-    if n_kept < n_fields:
-        print(f"note: {n_fields - n_kept} of {n_fields} fields on plate "
-              f"{table[ix.PLATE].iloc[0]} had only empty tiles and get no profile")
-    return tile_profiles
+def make_embedder(cfg: ProfileConfig, channels: Sequence[str],
+                  runtime: Runtime | None = None) -> TileEmbedder:
+    """The frozen backbone wrapped for tiles, as the config says."""
+    runtime = runtime or resolve_runtime(cfg.device, cfg.precision)
+    torch.manual_seed(cfg.seed)
+    model = create_backbone(cfg.model, cfg.weights, num_classes=0)
+    rgb_map = cfg.rgb_map if cfg.channel_mode == "rgb" else None
+    spec = make_input_spec(model, channels, rgb_map, runtime.device, cfg.channels_last)
+    return TileEmbedder(model, spec, runtime)
 
+
+def profile_plate(tiles: np.ndarray, table: pd.DataFrame, embedder: TileEmbedder,
+                  channels: Sequence[str], *, method: str = "mean",
+                  batch_size: int = 64) -> pd.DataFrame:
+    """Image-level profiles of one plate from its cached tiles.
+
+    ``tiles`` (N, C, S, S) uint8 and ``table`` (one row per tile, from the tile cache) are a
+    plate's; tiles the empty filter dropped are skipped, and a field whose every tile was
+    dropped gets no profile (a warning says how many).
+    """
+    kept = table[KEEP].to_numpy()
+    feats = embedder(tiles[kept], batch_size=batch_size)
+    names = feature_names(feats.shape[1], channels, embedder.mode)
+    tile_profiles = pd.concat(
+        [table.loc[kept].drop(columns=[KEEP, TILE]).reset_index(drop=True),
+         pd.DataFrame(feats, columns=names)], axis=1)
+    n_fields = table[sc.IMAGE_KEYS].drop_duplicates().shape[0]
+    n_kept = tile_profiles[sc.IMAGE_KEYS].drop_duplicates().shape[0]
+    if n_kept < n_fields:
+        log.warning("%d of %d fields on plate %s had only empty tiles and get no profile",
+                    n_fields - n_kept, n_fields, table[sc.PLATE].iloc[0])
+    return sc.aggregate(tile_profiles, sc.IMAGE_KEYS, method)
+
+
+@dataclass(frozen=True)
+class PlateJob:
+    """One plate of a profiling run: everything it needs, picklable (for an executor)."""
+
+    plate: str
+    cache_folder: Path
+    output: Path
+    channels: tuple[str, ...]
+    method: str = "mean"
+    batch_size: int = 64
+
+    @property
+    def done(self) -> bool:
+        """True when the plate's profiles are already on disk (a rerun skips it)."""
+        return self.output.is_file()
+
+    def run(self, embedder: TileEmbedder) -> Path:
+        """Embed the plate's tiles, aggregate to images and write the plate's table."""
+        cache = TileCache(self.cache_folder, (self.plate,))
+        images = profile_plate(cache.tiles(self.plate), cache.table(self.plate), embedder,
+                               self.channels, method=self.method, batch_size=self.batch_size)
+        return write_parquet(images, self.output)
+
+
+def plate_jobs(cfg: ProfileConfig, cache: TileCache, channels: Sequence[str],
+               folder: Path) -> list[PlateJob]:
+    """One job per plate of the cache, writing ``folder/<plate>.parquet``."""
+    return [PlateJob(p, cache.folder, folder / f"{safe_name(p)}.parquet", tuple(channels),
+                     cfg.aggregate, cfg.batch_size) for p in cache.plates]
+
+
+def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True) -> ProfileResult:
+    """Run the profiling pipeline; returns the profile tables (and keeps per-plate results
+    in ``OUTPUT/plates`` so that an interrupted run resumes).
+
+    Examples
+    --------
+    >>> result = profile_screen(ProfileConfig(index="index.parquet", output="run"))
+    ... # doctest: +SKIP
+    """
+    timer = StageTimer()
+    out = ensure_writable_dir(cfg.output)
+    runtime = resolve_runtime(cfg.device, cfg.precision)
+    index = read_index(cfg.index)
+    save_config(cfg, out / "config.yaml")
+    channels = sc.channels_of(index)
+    tile_size = cfg.preprocess.tile_size or default_input_size(cfg.model)
+    with timer("read_preprocess_cache"):
+        cache = build_tile_cache(index, cfg.preprocess, cfg.cache_dir or out / "cache",
+                                 tile_size=tile_size, progress=progress_bars)
+    jobs = plate_jobs(cfg, cache, channels, ensure_writable_dir(out / "plates"))
+    todo = [job for job in jobs if not job.done]
+    if todo:
+        with timer("load_model"):
+            embedder = make_embedder(cfg, channels, runtime)
+        with timer("infer"):
+            for job in progress(todo, desc="profiling plates", unit="plate",
+                                enabled=progress_bars):
+                job.run(embedder)
+    with timer("aggregate"):
+        images = pd.concat([pd.read_parquet(job.output) for job in jobs], ignore_index=True)
+        wells = sc.aggregate(images, sc.WELL_KEYS, cfg.aggregate)
+        treated = wells[wells[sc.ROLE] != sc.ROLE_CONTROL]
+        treatments = sc.aggregate(treated, sc.TREATMENT_KEYS, cfg.aggregate)
+    return ProfileResult(cfg, images, wells, treatments, runtime.describe(),
+                         {**timer.seconds, "tiles_embedded": _tiles_embedded(cache, todo)})
+
+
+def _tiles_embedded(cache: TileCache, jobs: Sequence[PlateJob]) -> int:
+    return int(sum(cache.table(job.plate)[KEEP].sum() for job in jobs))

@@ -1,1 +1,1 @@
-"""Plots and readable summaries of results."""
+"""Putting results on disk and on the page: writers, plots and (later) the HTML report."""

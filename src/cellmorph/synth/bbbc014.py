@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from cellmorph.atomic import atomic_path, ensure_writable_dir, write_text
 from cellmorph.datasets.bbbc014 import DEFAULT_LAYOUT, IMAGE_FOLDER
+from cellmorph.log import progress as progress_bar
 from cellmorph.synth.bbbc021 import stable_seed
 from cellmorph.synth.render import Phenotype, PlateEffect, render_field, to_uint
 
@@ -30,7 +30,7 @@ def synthesize_bbbc014(out: Path | str, *, size: tuple[int, int] = (256, 340), s
     folder = ensure_writable_dir(Path(out) / IMAGE_FOLDER)
     plate = PlateEffect.random(("DAPI", "FITC"), np.random.default_rng(stable_seed(seed, "bbbc014")))
     wells = [(r, c) for r in "ABCDEFGH" for c in range(1, 13)]
-    for i, (row, col) in enumerate(tqdm(wells, desc="synthesising BBBC014", disable=not progress)):
+    for i, (row, col) in enumerate(progress_bar(wells, desc="synthesising BBBC014", enabled=progress)):
         line = DEFAULT_LAYOUT.cell_line(row)
         # Dose-response: the nuclear fraction of the signal rises with concentration (column 1
         # highest), a sigmoid centred between the negative and positive columns.

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import tifffile
-from tqdm.auto import tqdm
 
+from cellmorph import schema as sc
 from cellmorph.atomic import atomic_path, ensure_writable_dir, write_csv, write_text
 from cellmorph.datasets import bbbc021 as b21
-from cellmorph.datasets import index as ix
 from cellmorph.errors import CellmorphError
+from cellmorph.log import progress as progress_bar
 from cellmorph.synth.render import Phenotype, PlateEffect, render_field, to_uint
 
 CONTROL = Phenotype()
@@ -76,37 +76,37 @@ def select(
     concentrations of each compound; DMSO wells come from the same plates.
     """
     pm = b21.platemap(image_meta, moa_meta, moa_subset=True)
-    keep = pm[ix.ROLE] == ix.ROLE_TREATMENT
+    keep = pm[sc.ROLE] == sc.ROLE_TREATMENT
     if moas:
         unknown = sorted(set(moas) - set(MOA_PHENOTYPES))
         if unknown:
             raise CellmorphError(f"synth: unknown MoA(s) {unknown}; "
                                  f"choose from {sorted(MOA_PHENOTYPES)}")
-        keep &= pm[ix.MOA].isin(list(moas))
+        keep &= pm[sc.MOA].isin(list(moas))
     if compounds:
-        unknown = sorted(set(compounds) - set(pm.loc[keep, ix.COMPOUND]))
+        unknown = sorted(set(compounds) - set(pm.loc[keep, sc.COMPOUND]))
         if unknown:
             raise CellmorphError(f"synth: compound(s) {unknown} are not labelled treatments of "
                                  "the chosen MoAs")
-        keep &= pm[ix.COMPOUND].isin(list(compounds))
+        keep &= pm[sc.COMPOUND].isin(list(compounds))
     if plates:
-        keep &= pm[ix.PLATE].isin(list(plates))
+        keep &= pm[sc.PLATE].isin(list(plates))
     if max_concentrations:
-        conc_rank = pm[keep].groupby(ix.COMPOUND)[ix.CONCENTRATION].rank(method="dense",
+        conc_rank = pm[keep].groupby(sc.COMPOUND)[sc.CONCENTRATION].rank(method="dense",
                                                                             ascending=False)
         keep &= pm.index.isin(conc_rank[conc_rank <= max_concentrations].index)
-    keep &= pm[ix.SITE] <= sites
+    keep &= pm[sc.SITE] <= sites
     if not keep.any():
         raise CellmorphError("synth: the selection is empty; widen --moa/--compound/--plate")
     treated = pm[keep]
-    ctl = pm[(pm[ix.ROLE] == ix.ROLE_CONTROL) & pm[ix.PLATE].isin(set(treated[ix.PLATE]))
-             & (pm[ix.SITE] <= sites)]
+    ctl = pm[(pm[sc.ROLE] == sc.ROLE_CONTROL) & pm[sc.PLATE].isin(set(treated[sc.PLATE]))
+             & (pm[sc.SITE] <= sites)]
     if controls_per_plate:
-        wells = ctl[[ix.PLATE, ix.WELL]].drop_duplicates()
-        wells = wells.groupby(ix.PLATE, sort=False).head(controls_per_plate)
-        ctl = ctl.merge(wells, on=[ix.PLATE, ix.WELL])
+        wells = ctl[[sc.PLATE, sc.WELL]].drop_duplicates()
+        wells = wells.groupby(sc.PLATE, sort=False).head(controls_per_plate)
+        ctl = ctl.merge(wells, on=[sc.PLATE, sc.WELL])
     # ImageNumber restarts in every TableNumber; the DAPI file name is unique.
-    chosen = set(pd.concat([treated, ctl])[ix.path_column("DAPI")].str.rsplit("/", n=1).str[-1])
+    chosen = set(pd.concat([treated, ctl])[sc.path_column("DAPI")].str.rsplit("/", n=1).str[-1])
     return image_meta[image_meta["Image_FileName_DAPI"].isin(chosen)].reset_index(drop=True)
 
 
@@ -136,8 +136,8 @@ def synthesize_bbbc021(
               zip(moa_meta["compound"], moa_meta["concentration"], moa_meta["moa"], strict=True)}
     conc_rank = _concentration_strength(moa_meta)
     plate_effects: dict[str, PlateEffect] = {}
-    for row in tqdm(rows.itertuples(index=False), total=len(rows), desc="synthesising BBBC021",
-                    disable=not progress, unit="field"):
+    for row in progress_bar(rows.itertuples(index=False), total=len(rows), desc="synthesising BBBC021",
+                    enabled=progress, unit="field"):
         plate = row.Image_Metadata_Plate_DAPI
         if plate not in plate_effects:
             plate_effects[plate] = PlateEffect.random(b21.CHANNELS, np.random.default_rng(

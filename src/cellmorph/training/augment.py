@@ -7,24 +7,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+
+from cellmorph.config import AugmentConfig
 
 N_DIHEDRAL = 8
-
-
-class AugmentConfig(BaseModel):
-    """Which augmentations are on, and how strong."""
-
-    model_config = ConfigDict(extra="forbid")
-    dihedral: bool = Field(True, description="the 8 rotations/flips")
-    intensity: float = Field(0.0, ge=0, description="per-channel gain jitter, +-fraction")
-    blur: float = Field(0.0, ge=0, description="max Gaussian sigma in pixels (0 = off)")
-    noise: float = Field(0.0, ge=0, description="Gaussian noise std, in units of [0, 1]")
-
-    @property
-    def dihedral_only(self) -> bool:
-        """True when only rotations/flips are on (what cached-trunk mode can reproduce)."""
-        return self.intensity == 0 and self.blur == 0 and self.noise == 0
 
 
 def dihedral(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

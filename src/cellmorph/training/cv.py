@@ -1,48 +1,103 @@
-"""``cellmorph train``: cross-validated fine-tuning with resumable folds and replicate seeds.
+"""Cross-validated fine-tuning: resumable fold jobs over replicate seeds.
+
+The unit of work is a :class:`FoldJob`: one fold of one seed, holding everything it needs
+(paths, positions, settings) so that it can run in this process, another process or on
+another machine. :func:`run_folds` runs them one after the other; scoring the predictions is
+:mod:`cellmorph.evaluation.cv`'s job.
 
 Run folder::
 
     OUTPUT/config.yaml                 the whole run, as given
     OUTPUT/seed<S>/init.safetensors    the initial weights every fold starts from
-    OUTPUT/seed<S>/folds/<fold>/       model.safetensors, history.json, predictions.parquet
-    OUTPUT/seed<S>/metrics.json, predictions_<level>.csv, confusion.png, accuracy_per_epoch.png
-    OUTPUT/metrics.json                mean +- SEM over seeds
+    OUTPUT/seed<S>/folds/<fold>/       model.safetensors, history.json, epoch_probs.npy,
+                                       predictions.parquet
 
 A fold's ``predictions.parquet`` is written last and marks it done: a rerun skips it.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
-from cellmorph.atomic import atomic_path, ensure_writable_dir, write_csv, write_json, write_parquet
-from cellmorph.backbones import default_input_size
-from cellmorph.cache import TileStore, build_tile_cache, safe_name
+from cellmorph import schema as sc
+from cellmorph.atomic import atomic_path, ensure_writable_dir, write_json, write_parquet
+from cellmorph.backbones import create_backbone, default_input_size
+from cellmorph.cache import TileCache, TileStore, build_tile_cache, safe_name
 from cellmorph.config import TrainConfig, save_config
-from cellmorph.datasets import index as ix
 from cellmorph.datasets.index import read_index
-from cellmorph.evaluation.knn import confusion
-from cellmorph.profiling.aggregate import metadata_columns
-from cellmorph.profiling.features import resolve_device, resolve_precision
-from cellmorph.report.plots import plot_confusion, plot_curves
-from cellmorph.training.folds import make_folds
-from cellmorph.training.model import create_classifier, freeze, split_model
-from cellmorph.training.predictions import PROB_PREFIX, aggregate_probabilities
-from cellmorph.training.trainer import (
-    FoldTrainer,
-    InputSpec,
-    compute_trunk_cache,
+from cellmorph.log import get_logger, progress
+from cellmorph.runtime import (
+    Runtime,
+    freeze,
     make_input_spec,
+    resolve_runtime,
+    split_model,
 )
+from cellmorph.training.folds import Fold, make_folds
+from cellmorph.training.trainer import FoldTrainer, compute_trunk_cache
 
-FOLD_COLUMN = "Metadata_Fold"
+log = get_logger(__name__)
+
+
+@dataclass
+class FoldOutput:
+    """What one fold produced: crop-level test predictions and per-epoch history."""
+
+    name: str
+    predictions: pd.DataFrame  # Metadata_* of each test crop, Metadata_Fold, Prob_<class>
+    epoch_probs: np.ndarray  # (epochs, test crops, classes)
+    train_loss: list[float]
+
+
+@dataclass
+class SeedRun:
+    """The folds of one replicate seed, in fold order."""
+
+    seed: int
+    folder: Path
+    folds: list[FoldOutput]
+
+
+@dataclass
+class TrainingRun:
+    """The fold outputs of every seed of a run, and what the run was."""
+
+    config: TrainConfig
+    classes: list[str]
+    folds_total: int
+    seeds: list[SeedRun] = field(default_factory=list)
+    runtime: dict[str, str | bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """One fold of one seed: everything it needs, picklable."""
+
+    config: TrainConfig
+    seed: int
+    fold: str
+    train: np.ndarray  # positions in the tile store
+    test: np.ndarray
+    classes: tuple[str, ...]
+    cache_folder: Path
+    init_weights: Path
+    output: Path
+    trunk_cache: Path | None = None
+
+    @property
+    def done(self) -> bool:
+        """True when the fold's predictions are on disk (a rerun skips it)."""
+        return (self.output / "predictions.parquet").is_file()
 
 
 def fold_seed(seed: int, fold: str) -> int:
@@ -50,59 +105,110 @@ def fold_seed(seed: int, fold: str) -> int:
     return zlib.crc32(f"{seed}/{fold}".encode())
 
 
-def run_cross_validation(cfg: TrainConfig, *, progress: bool = True) -> dict:
-    """Train and evaluate every fold for every seed; returns the summary metrics."""
+def fold_dir(seed_folder: Path, name: str) -> Path:
+    """The folder of fold ``name`` inside a seed's folder."""
+    # The hash keeps names apart that sanitise to the same string.
+    return seed_folder / "folds" / f"{safe_name(name)}-{zlib.crc32(name.encode()) & 0xFFFF:04x}"
+
+
+def store_labels(table: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+    """Class index of every tile in the store; -1 for controls and unlabelled tiles."""
+    position = {c: i for i, c in enumerate(classes)}
+    return np.array([position[m] if r == sc.ROLE_TREATMENT else -1
+                     for m, r in zip(table[sc.MOA].astype(str), table[sc.ROLE], strict=True)])
+
+
+def run_fold(job: FoldJob, runtime: Runtime | None = None, *,
+             progress_bars: bool = False) -> FoldOutput:
+    """Train one fold from the seed's initial weights and write its outputs."""
+    cfg = job.config
+    runtime = runtime or resolve_runtime(cfg.device, cfg.precision)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    out = ensure_writable_dir(cfg.output)
-    save_config(cfg, out / "config.yaml")
-    index = read_index(cfg.index)
-    channels = ix.channels_of(index)
-    tile_size = cfg.preprocess.tile_size or default_input_size(cfg.model)
-    cache = build_tile_cache(index, cfg.preprocess, cfg.cache_dir or out / "cache",
-                             tile_size=tile_size, progress=progress)
+    cache = TileCache.open(job.cache_folder)
     store = TileStore(cache)
-    table = store.table
-    folds = make_folds(table, by=cfg.fold_by, only=cfg.folds)
-    classes = sorted(table.loc[table[ix.ROLE] == ix.ROLE_TREATMENT, ix.MOA].astype(str).unique())
-    labels = np.array([classes.index(m) if r == ix.ROLE_TREATMENT else -1
-                       for m, r in zip(table[ix.MOA].astype(str), table[ix.ROLE], strict=True)])
-    device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
-    per_seed = []
-    for seed in cfg.seeds:
-        rep = ensure_writable_dir(out / f"seed{seed}")
-        model = _initial_model(cfg, len(classes), seed, rep / "init.safetensors")
-        init_state = {k: v.clone() for k, v in model.state_dict().items()}
-        spec = make_input_spec(model, channels, cfg.rgb_map, device, cfg.channels_last)
-        trunk_cache = None
-        todo = [f for f in folds if not (_fold_dir(rep, f.name) / "predictions.parquet").is_file()]
-        if cfg.cached_trunk and todo:
-            trunk, _ = split_model(model.to(device), cfg.freeze_stages)
-            positions = np.flatnonzero(labels >= 0)
-            trunk_cache = compute_trunk_cache(
-                freeze(trunk), store, positions, spec, device=device, precision=precision,
-                dtype=getattr(torch, cfg.trunk_cache_dtype), progress=progress)
-        for fold in tqdm(folds, desc=f"folds (seed {seed})", unit="fold", disable=not progress):
-            fdir = _fold_dir(rep, fold.name)
-            if (fdir / "predictions.parquet").is_file():
-                continue
-            model.load_state_dict(init_state)
-            _train_fold(cfg, model, spec, store, labels, fold, classes, seed, fdir, device,
-                        precision, trunk_cache, progress)
-        per_seed.append(_summarise_seed(rep, folds, cfg.report_level))
-    summary = _summarise_runs(per_seed, cfg)
-    write_json(summary, out / "metrics.json")
-    curves = {f"seed {s}": r["per_epoch_accuracy"] for s, r in zip(cfg.seeds, per_seed,
-                                                                     strict=True)}
-    plot_curves(curves, f"{cfg.report_level}-level test accuracy per epoch", "epoch",
-                "accuracy", out / "accuracy_per_epoch.png")
-    return summary
+    labels = store_labels(store.table, job.classes)
+    model = create_backbone(cfg.model, "random", num_classes=len(job.classes))
+    model.load_state_dict(load_file(str(job.init_weights)))
+    model.to(runtime.device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    trunk, rest = split_model(model, cfg.freeze_stages)
+    if cfg.freeze_stages:
+        freeze(trunk)
+    if cfg.compile:
+        rest = torch.compile(rest)
+    spec = make_input_spec(model, cache.channels, cfg.rgb_map, runtime.device, cfg.channels_last)
+    trunk_cache = np.load(job.trunk_cache, mmap_mode="r") if job.trunk_cache else None
+    trainer = FoldTrainer(model, trunk, rest, spec, cfg.hyper(), cfg.augment, runtime,
+                          trunk_cache=trunk_cache, num_workers=cfg.num_workers,
+                          progress=progress_bars)
+    epoch_probs, losses = trainer.fit(store, labels, job.train, job.test, len(job.classes),
+                                      fold_seed(job.seed, job.fold), name=job.fold)
+    out = job.output
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                  str(tmp))
+    stacked = np.stack(epoch_probs).astype(np.float32)
+    with atomic_path(out / "epoch_probs.npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, stacked)
+    write_json({"fold": job.fold, "train_loss": losses, "n_train": len(job.train),
+                "n_test": len(job.test)}, out / "history.json")
+    predictions = _prediction_table(store.table, job, epoch_probs[-1])
+    write_parquet(predictions, out / "predictions.parquet")
+    return FoldOutput(job.fold, predictions, stacked, losses)
 
 
-def _initial_model(cfg: TrainConfig, n_classes: int, seed: int, path: Path) -> torch.nn.Module:
+def _prediction_table(table: pd.DataFrame, job: FoldJob, probs: np.ndarray) -> pd.DataFrame:
+    meta = table.iloc[job.test][sc.metadata_columns(table)].reset_index(drop=True)
+    values = pd.DataFrame(probs, columns=[f"{sc.PROB_PREFIX}{c}" for c in job.classes])
+    return pd.concat([meta.assign(**{sc.FOLD: job.fold}), values], axis=1)
+
+
+def load_fold(job: FoldJob) -> FoldOutput:
+    """The outputs of a finished fold, read back from its folder."""
+    history = json.loads((job.output / "history.json").read_text())
+    return FoldOutput(job.fold, pd.read_parquet(job.output / "predictions.parquet"),
+                      np.load(job.output / "epoch_probs.npy"), history["train_loss"])
+
+
+@dataclass
+class _Plan:
+    """Everything shared by a run's fold jobs."""
+
+    cache: TileCache
+    store: TileStore
+    folds: list[Fold]
+    classes: list[str]
+    channels: list[str]
+
+
+def plan_folds(cfg: TrainConfig, *, progress_bars: bool = True) -> _Plan:
+    """Build the tile cache and the folds of a run (no training yet)."""
+    index = read_index(cfg.index)
+    make_folds(index, by=cfg.fold_by, only=cfg.folds)  # bad folds fail before preprocessing
+    channels = sc.channels_of(index)
+    tile_size = cfg.preprocess.tile_size or default_input_size(cfg.model)
+    cache = build_tile_cache(index, cfg.preprocess, cfg.cache_dir or cfg.output / "cache",
+                             tile_size=tile_size, progress=progress_bars)
+    store = TileStore(cache)
+    folds = make_folds(store.table, by=cfg.fold_by, only=cfg.folds)
+    classes = sorted(sc.treatments(store.table)[sc.MOA].astype(str).unique())
+    return _Plan(cache, store, folds, classes, channels)
+
+
+def seed_jobs(cfg: TrainConfig, plan: _Plan, seed: int, seed_folder: Path,
+              trunk_cache: Path | None = None) -> list[FoldJob]:
+    """The fold jobs of one seed."""
+    return [FoldJob(cfg, seed, f.name, np.flatnonzero(f.train), np.flatnonzero(f.test),
+                    tuple(plan.classes), plan.cache.folder, seed_folder / "init.safetensors",
+                    fold_dir(seed_folder, f.name), trunk_cache) for f in plan.folds]
+
+
+def initial_model(cfg: TrainConfig, n_classes: int, seed: int, path: Path) -> torch.nn.Module:
     """The seed's initial weights, saved once so every fold (and every rerun) starts there."""
     torch.manual_seed(seed)
-    model = create_classifier(cfg.model, cfg.weights, n_classes)
+    model = create_backbone(cfg.model, cfg.weights, num_classes=n_classes)
     if path.is_file():
         model.load_state_dict(load_file(str(path)))
     else:
@@ -111,96 +217,65 @@ def _initial_model(cfg: TrainConfig, n_classes: int, seed: int, path: Path) -> t
     return model
 
 
-def _train_fold(cfg: TrainConfig, model: torch.nn.Module, spec: InputSpec, store: TileStore,
-                labels: np.ndarray, fold, classes: list[str], seed: int, fdir: Path,
-                device: torch.device, precision, trunk_cache, progress: bool) -> None:
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    trunk, rest = split_model(model, cfg.freeze_stages)
-    if cfg.freeze_stages:
-        freeze(trunk)
-    if cfg.compile:
-        rest = torch.compile(rest)
-    trainer = FoldTrainer(model, trunk, rest, spec, cfg.hyper(), cfg.augment, device=device,
-                          precision=precision, trunk_cache=trunk_cache,
-                          num_workers=cfg.num_workers, progress=progress)
-    train, test = np.flatnonzero(fold.train), np.flatnonzero(fold.test)
-    epoch_probs, losses = trainer.fit(store, labels, train, test, len(classes),
-                                      fold_seed(seed, fold.name))
-    fdir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(fdir / "model.safetensors") as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                  str(tmp))
-    with atomic_path(fdir / "epoch_probs.npy") as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.stack(epoch_probs).astype(np.float32))
-    write_json({"fold": fold.name, "train_loss": losses, "n_train": len(train),
-                "n_test": len(test)}, fdir / "history.json")
-    meta = store.table.iloc[test][metadata_columns(store.table)].reset_index(drop=True)
-    probs = pd.DataFrame(epoch_probs[-1], columns=[f"{PROB_PREFIX}{c}" for c in classes])
-    write_parquet(pd.concat([meta.assign(**{FOLD_COLUMN: fold.name}), probs], axis=1),
-                  fdir / "predictions.parquet")
+def prepare_trunk_cache(cfg: TrainConfig, plan: _Plan, model: torch.nn.Module,
+                        runtime: Runtime, path: Path, *, progress_bars: bool = True) -> Path:
+    """Compute (once) the frozen trunk's activations for every labelled crop."""
+    if path.is_file():
+        return path
+    trunk, _ = split_model(model.to(runtime.device), cfg.freeze_stages)
+    spec = make_input_spec(model, plan.channels, cfg.rgb_map, runtime.device, cfg.channels_last)
+    positions = np.flatnonzero(sc.is_treatment(plan.store.table).to_numpy())
+    # Written in place as a memory map (it may be larger than RAM), renamed when complete.
+    part = path.with_name(path.name + ".part")
+    try:
+        compute_trunk_cache(freeze(trunk), plan.store, positions, spec, runtime, part,
+                            dtype=cfg.trunk_cache_dtype, progress_bar=progress_bars)
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+    return path
 
 
-def _fold_dir(rep: Path, name: str) -> Path:
-    # The hash keeps names apart that sanitise to the same string.
-    return rep / "folds" / f"{safe_name(name)}-{zlib.crc32(name.encode()) & 0xFFFF:04x}"
+Executor = Callable[[Sequence[FoldJob], Runtime], list[FoldOutput]]
 
 
-def _summarise_seed(rep: Path, folds, level: str) -> dict:
-    crops = pd.concat([pd.read_parquet(_fold_dir(rep, f.name) / "predictions.parquet")
-                       for f in folds], ignore_index=True)
-    result = {}
-    aggregated = {lvl: aggregate_probabilities(crops, lvl) for lvl in ("image", "well", "treatment")}
-    for lvl, agg in aggregated.items():
-        result[f"{lvl}_accuracy"] = float(agg["correct"].mean())
-        result[f"n_{lvl}s"] = int(len(agg))
-        write_csv(agg, rep / f"predictions_{lvl}.csv")
-    final = aggregated[level]
-    plot_confusion(confusion(final[ix.MOA], final["predicted"]),
-                   f"{level}-level accuracy {result[f'{level}_accuracy']:.1%} over {len(final)} "
-                   f"{level}s", rep / "confusion.png")
-    # Accuracy after each epoch: the same aggregation on each epoch's test predictions.
-    per_epoch = []
-    stacks = {f.name: np.load(_fold_dir(rep, f.name) / "epoch_probs.npy") for f in folds}
-    n_epochs = min(s.shape[0] for s in stacks.values())
-    prob_cols = [c for c in crops.columns if c.startswith(PROB_PREFIX)]
-    for e in range(n_epochs):
-        epoch = crops.copy()
-        epoch[prob_cols] = np.concatenate([stacks[f.name][e] for f in folds])
-        per_epoch.append(float(aggregate_probabilities(epoch, level)["correct"].mean()))
-    result["per_epoch_accuracy"] = per_epoch
-    result["crop_accuracy"] = float((crops[prob_cols].to_numpy().argmax(1) == [
-        prob_cols.index(PROB_PREFIX + m) for m in crops[ix.MOA].astype(str)]).mean())
-    write_json(result, rep / "metrics.json")
-    return result
+def run_sequentially(jobs: Sequence[FoldJob], runtime: Runtime, *,
+                     progress_bars: bool = True, desc: str = "folds") -> list[FoldOutput]:
+    """Run fold jobs one after the other in this process (finished ones are read back)."""
+    outputs = []
+    for job in progress(jobs, desc=desc, unit="fold", enabled=progress_bars):
+        if job.done:
+            outputs.append(load_fold(job))
+            continue
+        outputs.append(run_fold(job, runtime, progress_bars=progress_bars))
+        log.info("fold %s (seed %d) done", job.fold, job.seed)
+    return outputs
 
 
-def _summarise_runs(per_seed: list[dict], cfg: TrainConfig) -> dict:
-    summary: dict = {"model": cfg.model, "weights": cfg.weights, "seeds": cfg.seeds,
-                     "report_level": cfg.report_level, "n_seeds": len(per_seed)}
-    for key in ("crop_accuracy", "image_accuracy", "well_accuracy", "treatment_accuracy"):
-        vals = np.array([r[key] for r in per_seed])
-        summary[key] = {"mean": float(vals.mean()), "sem": _sem(vals), "values": vals.tolist()}
-    curves = np.array([r["per_epoch_accuracy"] for r in per_seed])
-    summary["per_epoch_accuracy"] = {"mean": curves.mean(0).tolist(),
-                                     "sem": [_sem(c) for c in curves.T]}
-    summary["n_treatments"] = per_seed[0]["n_treatments"]
-    return summary
+def run_folds(cfg: TrainConfig, *, progress_bars: bool = True) -> TrainingRun:
+    """Train and predict every fold of every seed; returns their outputs.
 
-
-def _sem(values: np.ndarray) -> float:
-    values = np.asarray(values, dtype=float)
-    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
-
-
-def format_summary(summary: dict) -> str:
-    """Accuracies as mean +- SEM over seeds, for the terminal."""
-    lines = [f"{summary['model']} ({summary['weights']}), {summary['n_seeds']} seed(s):"]
-    for key in ("treatment_accuracy", "well_accuracy", "image_accuracy", "crop_accuracy"):
-        v = summary[key]
-        lines.append(f"  {key.replace('_', ' '):<20}{v['mean']:.1%} +- {v['sem']:.1%}")
-    return "\n".join(lines)
+    Every fold starts from the seed's saved initial weights; finished folds are skipped, so
+    an interrupted run resumes where it stopped.
+    """
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    out = ensure_writable_dir(cfg.output)
+    runtime = resolve_runtime(cfg.device, cfg.precision)
+    read_index(cfg.index)  # a clear error before anything is written
+    save_config(cfg, out / "config.yaml")
+    plan = plan_folds(cfg, progress_bars=progress_bars)
+    run = TrainingRun(cfg, plan.classes, len(plan.folds), runtime=runtime.describe())
+    for seed in cfg.seeds:
+        rep = ensure_writable_dir(out / f"seed{seed}")
+        model = initial_model(cfg, len(plan.classes), seed, rep / "init.safetensors")
+        trunk_cache = None
+        jobs = seed_jobs(cfg, plan, seed, rep)
+        if cfg.cached_trunk and any(not job.done for job in jobs):
+            trunk_cache = prepare_trunk_cache(cfg, plan, model, runtime,
+                                              rep / "trunk_cache.npy",
+                                              progress_bars=progress_bars)
+            jobs = seed_jobs(cfg, plan, seed, rep, trunk_cache)
+        outputs = run_sequentially(jobs, runtime, progress_bars=progress_bars,
+                                   desc=f"folds (seed {seed})")
+        run.seeds.append(SeedRun(seed, rep, outputs))
+    return run

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cellmorph.datasets import index as ix
+from cellmorph import schema as sc
 from cellmorph.errors import CellmorphError
 
 
@@ -21,12 +21,7 @@ class Fold:
     test: np.ndarray
 
 
-def labelled(table: pd.DataFrame) -> pd.DataFrame:
-    """Rows that are trained on and predicted: labelled treatments (no DMSO, no unlabelled)."""
-    return table[table[ix.ROLE] == ix.ROLE_TREATMENT]
-
-
-def make_folds(table: pd.DataFrame, by: str = ix.COMPOUND,
+def make_folds(table: pd.DataFrame, by: str = sc.COMPOUND,
                only: list[str] | None = None) -> list[Fold]:
     """One fold per value of ``by`` among labelled rows of ``table`` (tiles or fields).
 
@@ -35,13 +30,17 @@ def make_folds(table: pd.DataFrame, by: str = ix.COMPOUND,
     """
     if by not in table.columns:
         raise CellmorphError(f"cannot make folds by {by!r}: the index has no such column")
-    is_lab = (table[ix.ROLE] == ix.ROLE_TREATMENT).to_numpy()
+    is_lab = sc.is_treatment(table).to_numpy()
     groups = table[by].astype(str).to_numpy()
-    lab = labelled(table)
+    lab = sc.treatments(table)
     if lab.empty:
         raise CellmorphError("no labelled treatments to train on")
-    if by == ix.COMPOUND:
-        n = lab.groupby(ix.MOA)[ix.COMPOUND].nunique()
+    moas = sorted(lab[sc.MOA].astype(str).unique())
+    if len(moas) < 2:
+        raise CellmorphError(f"only one MoA class ({moas[0]!r}) is labelled: a classifier "
+                             "would be trivially 100 % accurate; label at least two MoAs")
+    if by == sc.COMPOUND:
+        n = lab.groupby(sc.MOA)[sc.COMPOUND].nunique()
         single = sorted(n.index[n < 2])
         if single:
             raise CellmorphError(
@@ -51,9 +50,11 @@ def make_folds(table: pd.DataFrame, by: str = ix.COMPOUND,
     if only:
         unknown = sorted(set(only) - set(names))
         if unknown:
-            raise CellmorphError(f"fold(s) {unknown} do not exist; folds are values of {by}")
+            shown = ", ".join(names[:60]) + (" ..." if len(names) > 60 else "")
+            raise CellmorphError(f"fold(s) {unknown} do not exist; the folds are the values of "
+                                 f"{by}: {shown}")
         names = [n for n in names if n in set(only)]
-    moa = table[ix.MOA].astype(str).to_numpy()
+    moa = table[sc.MOA].astype(str).to_numpy()
     folds = []
     for name in names:
         test = is_lab & (groups == name)

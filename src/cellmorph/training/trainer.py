@@ -9,39 +9,23 @@ stages and dihedral-only augmentation they give the same model.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset
-from tqdm.auto import tqdm
 
-from cellmorph.backbones import data_config
 from cellmorph.cache import TileStore
-from cellmorph.config import Hyper
-from cellmorph.profiling.features import autocast, rgb_mixing, tiles_to_input
-from cellmorph.training.augment import N_DIHEDRAL, AugmentConfig, dihedral, draw_dihedral, photometric
+from cellmorph.config import AugmentConfig, Hyper
+from cellmorph.errors import CellmorphError
+from cellmorph.log import progress
+from cellmorph.runtime import InputSpec, Runtime, autocast
+from cellmorph.training.augment import N_DIHEDRAL, dihedral, draw_dihedral, photometric
 
 
-@dataclass
-class InputSpec:
-    """How uint8 stain tiles become model input."""
-
-    mixing: torch.Tensor
-    mean: torch.Tensor
-    std: torch.Tensor
-    memory_format: torch.memory_format
-
-
-def make_input_spec(model: nn.Module, channels: list[str], rgb_map: dict[str, str],
-                    device: torch.device, channels_last: bool = True) -> InputSpec:
-    """Stain-to-RGB mixing and the normalisation the model's weights expect, on ``device``."""
-    norm = data_config(model)
-    return InputSpec(torch.from_numpy(rgb_mixing(channels, rgb_map)).to(device),
-                     torch.tensor(norm["mean"], device=device).view(1, 3, 1, 1),
-                     torch.tensor(norm["std"], device=device).view(1, 3, 1, 1),
-                     torch.channels_last if channels_last else torch.contiguous_format)
+class TrainingDiverged(CellmorphError):
+    """The loss or the predictions of a fold became NaN or infinite."""
 
 
 class _Batches(Dataset):
@@ -65,12 +49,12 @@ class FoldTrainer:
     """Trains ``rest`` (and the trunk unless frozen) on one fold."""
 
     def __init__(self, model: nn.Module, trunk: nn.Module, rest: nn.Module, spec: InputSpec,
-                 hyper: Hyper, augment: AugmentConfig, *, device: torch.device,
-                 precision: torch.dtype | None, trunk_cache: torch.Tensor | None = None,
-                 num_workers: int = 0, progress: bool = False) -> None:
+                 hyper: Hyper, augment: AugmentConfig, runtime: Runtime, *,
+                 trunk_cache: np.ndarray | None = None, num_workers: int = 0,
+                 progress: bool = False) -> None:
         self.model, self.trunk, self.rest = model, trunk, rest
         self.spec, self.hyper, self.augment = spec, hyper, augment
-        self.device, self.precision = device, precision
+        self.device, self.precision = runtime.device, runtime.precision
         self.trunk_cache = trunk_cache
         self.num_workers = num_workers
         self.progress = progress
@@ -81,22 +65,24 @@ class FoldTrainer:
     def _inputs(self, positions: torch.Tensor, tiles: torch.Tensor, k: torch.Tensor,
                 generator: torch.Generator) -> torch.Tensor:
         if self.trunk_cache is not None:
-            return self.trunk_cache[positions, k].to(self.device).float()
+            act = self.trunk_cache[positions.numpy(), k.numpy()]
+            return torch.from_numpy(np.ascontiguousarray(act)).to(self.device).float()
         t = dihedral(tiles.to(self.device), k.to(self.device))
         x = t.float().div_(255.0)
         if not self.augment.dihedral_only:
             x = photometric(x, self.augment, generator)
-        x = tiles_to_input(x, self.spec.mixing, self.spec.mean, self.spec.std,
-                           self.spec.memory_format)
+        x = self.spec(x)
         if self.trunk_frozen:
             with torch.no_grad(), autocast(self.device, self.precision):
                 return self.trunk(x).float()
         return self.trunk(x)
 
     def fit(self, store: TileStore, labels: np.ndarray, train: np.ndarray, test: np.ndarray,
-            n_classes: int, seed: int) -> tuple[list[np.ndarray], list[float]]:
+            n_classes: int, seed: int, *,
+            name: str = "") -> tuple[list[np.ndarray], list[float]]:
         """Train on positions ``train``; returns test probabilities after every epoch and the
-        mean training loss of every epoch."""
+        mean training loss of every epoch. A non-finite loss or prediction stops the fold
+        with :class:`TrainingDiverged`."""
         h = self.hyper
         generator = torch.Generator().manual_seed(seed)
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -119,7 +105,7 @@ class FoldTrainer:
                                       enabled=self.precision == torch.float16)
         data = _Batches(None if self.trunk_cache is not None else store, train)
         per_epoch_probs, losses = [], []
-        for _ in tqdm(range(h.epochs), desc="epochs", leave=False, disable=not self.progress):
+        for epoch in progress(range(h.epochs), desc="epochs", leave=False, enabled=self.progress):
             self.rest.train()
             if not self.trunk_frozen:
                 self.trunk.train()
@@ -135,6 +121,9 @@ class FoldTrainer:
                 y = y_all[positions].to(self.device)
                 with autocast(self.device, self.precision):
                     loss = criterion(self.rest(x).float(), y)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(f"training diverged in fold {name} at epoch "
+                                           f"{epoch + 1} (loss {float(loss)}); lower lr")
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -144,7 +133,11 @@ class FoldTrainer:
                 total += float(loss.detach()) * len(idx)
                 n += len(idx)
             losses.append(total / max(n, 1))
-            per_epoch_probs.append(self.predict(store, test))
+            probs = self.predict(store, test)
+            if not np.isfinite(probs).all():
+                raise TrainingDiverged(f"training diverged in fold {name} at epoch {epoch + 1} "
+                                       "(non-finite predictions); lower lr")
+            per_epoch_probs.append(probs)
         return per_epoch_probs, losses
 
     @torch.no_grad()
@@ -165,27 +158,33 @@ class FoldTrainer:
 
 @torch.no_grad()
 def compute_trunk_cache(trunk: nn.Module, store: TileStore, positions: np.ndarray,
-                        spec: InputSpec, *, device: torch.device, precision: torch.dtype | None,
-                        batch: int = 64, dtype: torch.dtype = torch.float16,
-                        progress: bool = True) -> torch.Tensor:
-    """Trunk activations of every tile in ``store`` and each of its 8 dihedral copies.
+                        spec: InputSpec, runtime: Runtime, path: Path | None = None, *,
+                        batch: int = 64, dtype: str = "float16",
+                        progress_bar: bool = True) -> np.ndarray:
+    """Trunk activations of every tile at ``positions`` and each of its 8 dihedral copies.
 
-    Returns a (N, 8, ...) tensor indexed by store position (rows not in ``positions`` stay
-    zero). Computed once; every fold then trains only the rest of the network from it.
+    Returns a (N, 8, ...) array indexed by store position (rows not in ``positions`` stay
+    zero), memory-mapped at ``path`` when given so it may be larger than RAM. Computed once;
+    every fold then trains only the rest of the network from it.
     """
-    trunk = trunk.eval().to(device)
+    trunk = trunk.eval().to(runtime.device)
     cache = None
-    for start in tqdm(range(0, len(positions), batch), desc="trunk cache", unit="batch",
-                      disable=not progress):
+    for start in progress(range(0, len(positions), batch), desc="trunk cache", unit="batch",
+                          enabled=progress_bar):
         pos = positions[start : start + batch]
-        tiles = torch.from_numpy(store.take(pos)).to(device)
+        tiles = torch.from_numpy(store.take(pos)).to(runtime.device)
         for code in range(N_DIHEDRAL):
-            k = torch.full((len(pos),), code, dtype=torch.long, device=device)
-            x = tiles_to_input(dihedral(tiles, k).float().div_(255.0), spec.mixing, spec.mean,
-                               spec.std, spec.memory_format)
-            with autocast(device, precision):
+            k = torch.full((len(pos),), code, dtype=torch.long, device=runtime.device)
+            x = spec(dihedral(tiles, k).float().div_(255.0))
+            with autocast(runtime.device, runtime.precision):
                 act = trunk(x).float()
             if cache is None:
-                cache = torch.zeros((len(store), N_DIHEDRAL, *act.shape[1:]), dtype=dtype)
-            cache[torch.from_numpy(pos), code] = act.to(dtype).cpu()
+                shape = (len(store), N_DIHEDRAL, *act.shape[1:])
+                cache = (np.zeros(shape, dtype) if path is None else
+                         np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape))
+            cache[pos, code] = act.cpu().numpy().astype(dtype)
+    if cache is None:
+        raise CellmorphError("no labelled crops to compute the trunk cache from")
+    if isinstance(cache, np.memmap):
+        cache.flush()
     return cache

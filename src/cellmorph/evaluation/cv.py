@@ -1,0 +1,106 @@
+"""Scoring a cross-validated training run: accuracy per level and per epoch, over seeds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from cellmorph import schema as sc
+from cellmorph.config import TrainConfig
+from cellmorph.evaluation.predictions import aggregate_probabilities, confusion
+from cellmorph.training.cv import SeedRun, TrainingRun
+
+
+@dataclass
+class SeedResult:
+    """The scored predictions of one replicate seed."""
+
+    seed: int
+    crops: pd.DataFrame
+    levels: dict[str, pd.DataFrame]  # image / well / treatment predictions
+    metrics: dict
+    folds: list[str] = field(default_factory=list)
+
+    @property
+    def per_epoch_accuracy(self) -> list[float]:
+        """Accuracy at the report level after each epoch."""
+        return self.metrics["per_epoch_accuracy"]
+
+
+@dataclass
+class CVResult:
+    """A scored cross-validation run: every seed, and mean +- SEM over seeds."""
+
+    config: TrainConfig
+    classes: list[str]
+    seeds: list[SeedResult]
+    summary: dict
+    folds_total: int
+    runtime: dict = field(default_factory=dict)
+
+    @property
+    def folds_done(self) -> int:
+        """Folds predicted (per seed); fewer than ``folds_total`` when only some were run."""
+        return len(self.seeds[0].folds) if self.seeds else 0
+
+    def confusion(self, seed_index: int = 0) -> pd.DataFrame:
+        """True vs predicted MoA at the report level for one seed."""
+        final = self.seeds[seed_index].levels[self.config.report_level]
+        return confusion(final[sc.MOA], final["predicted"])
+
+
+def score_seed(seed: SeedRun, level: str) -> SeedResult:
+    """Accuracy of one seed's out-of-fold predictions at every level and after every epoch."""
+    crops = pd.concat([f.predictions for f in seed.folds], ignore_index=True)
+    metrics: dict = {}
+    levels = {lvl: aggregate_probabilities(crops, lvl) for lvl in sc.LEVELS}
+    for lvl, agg in levels.items():
+        metrics[f"{lvl}_accuracy"] = float(agg["correct"].mean())
+        metrics[f"n_{lvl}s"] = int(len(agg))
+    # Accuracy after each epoch: the same aggregation on each epoch's test predictions.
+    per_epoch = []
+    n_epochs = min(f.epoch_probs.shape[0] for f in seed.folds)
+    prob_cols = sc.prob_columns(crops)
+    for e in range(n_epochs):
+        epoch = crops.copy()
+        epoch[prob_cols] = np.concatenate([f.epoch_probs[e] for f in seed.folds])
+        per_epoch.append(float(aggregate_probabilities(epoch, level)["correct"].mean()))
+    metrics["per_epoch_accuracy"] = per_epoch
+    classes = sc.classes_of(crops)
+    metrics["crop_accuracy"] = float((crops[prob_cols].to_numpy().argmax(1) == [
+        classes.index(m) for m in crops[sc.MOA].astype(str)]).mean())
+    return SeedResult(seed.seed, crops, levels, metrics, [f.name for f in seed.folds])
+
+
+def summarise_cv(run: TrainingRun) -> CVResult:
+    """Score every seed of a run and summarise over seeds (mean +- SEM)."""
+    cfg = run.config
+    seeds = [score_seed(s, cfg.report_level) for s in run.seeds]
+    summary: dict = {"model": cfg.model, "weights": cfg.weights, "seeds": cfg.seeds,
+                     "report_level": cfg.report_level, "n_seeds": len(seeds)}
+    for key in ("crop_accuracy", "image_accuracy", "well_accuracy", "treatment_accuracy"):
+        vals = np.array([s.metrics[key] for s in seeds])
+        summary[key] = {"mean": float(vals.mean()), "sem": sem(vals), "values": vals.tolist()}
+    curves = np.array([s.per_epoch_accuracy for s in seeds])
+    summary["per_epoch_accuracy"] = {"mean": curves.mean(0).tolist(),
+                                     "sem": [sem(c) for c in curves.T]}
+    summary["n_treatments"] = seeds[0].metrics["n_treatments"]
+    return CVResult(cfg, run.classes, seeds, summary, run.folds_total, run.runtime)
+
+
+def sem(values: np.ndarray) -> float:
+    """Standard error of the mean (0 for a single value)."""
+    values = np.asarray(values, dtype=float)
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+def format_cv(result: CVResult | dict) -> str:
+    """Accuracies as mean +- SEM over seeds, for the terminal."""
+    summary = result.summary if isinstance(result, CVResult) else result
+    lines = [f"{summary['model']} ({summary['weights']}), {summary['n_seeds']} seed(s):"]
+    for key in ("treatment_accuracy", "well_accuracy", "image_accuracy", "crop_accuracy"):
+        v = summary[key]
+        lines.append(f"  {key.replace('_', ' '):<20}{v['mean']:.1%} +- {v['sem']:.1%}")
+    return "\n".join(lines)

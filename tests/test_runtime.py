@@ -1,0 +1,72 @@
+"""The runtime: devices, precision, stain mixing, and splitting networks into a frozen trunk
+and the trainable rest, parametrised over timm architectures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cellmorph.backbones import create_backbone
+from cellmorph.errors import CellmorphError
+from cellmorph.runtime import (
+    freeze,
+    n_stages,
+    resolve_device,
+    resolve_precision,
+    rgb_mixing,
+    split_model,
+)
+
+
+@pytest.mark.parametrize(("name", "stages"), [("tf_efficientnet_lite0", 3), ("resnet18", 2),
+                                              ("resnet18", 0), ("tf_efficientnet_lite0", 6),
+                                              ("inception_v3", 4), ("convnext_atto", 2)])
+def test_rest_of_trunk_equals_model(name: str, stages: int) -> None:
+    torch.manual_seed(0)
+    model = create_backbone(name, "random", num_classes=5).eval()
+    trunk, rest = split_model(model, stages)
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(rest(trunk(x)), model(x))
+    freeze(trunk)
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert all(id(p) not in trainable for p in trunk.parameters())
+    assert (len(trainable) < len(list(model.parameters()))) == (stages > 0)
+
+
+def test_stage_counts_follow_timm_groups() -> None:
+    assert n_stages(create_backbone("tf_efficientnet_lite0", "random", num_classes=3)) == 7
+    assert n_stages(create_backbone("resnet18", "random", num_classes=3)) == 4
+
+
+def test_unsupported_split() -> None:
+    model = create_backbone("vit_tiny_patch16_224", "random", num_classes=3)
+    with pytest.raises(CellmorphError, match="cannot be split into a trunk and the rest"):
+        split_model(model, 2)
+    with pytest.raises(CellmorphError, match="cannot freeze 7 stages"):
+        split_model(create_backbone("tf_efficientnet_lite0", "random", num_classes=3), 7)
+
+
+def test_devices_are_checked_before_work() -> None:
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(CellmorphError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(CellmorphError, match="no CUDA GPU is available"):
+            resolve_device("cuda")
+    assert resolve_precision("fp32", torch.device("cpu")) is None
+    assert resolve_precision("bf16", torch.device("cpu")) is torch.bfloat16
+
+
+def test_rgb_mixing_averages_shared_colours() -> None:
+    mix = rgb_mixing(["DNA", "ER", "RNA", "Mito"], {"DNA": "B", "ER": "G", "RNA": "G",
+                                                   "Mito": "R"})
+    np.testing.assert_allclose(mix, [[0, 0, 0, 1], [0, 0.5, 0.5, 0], [1, 0, 0, 0]])
+
+
+def test_rgb_mixing_matches_stains_case_insensitively() -> None:
+    mix = rgb_mixing(["dapi", "tubulin", "actin"], {"DAPI": "R", "Tubulin": "G", "Actin": "B"})
+    np.testing.assert_allclose(mix, np.eye(3))
+    with pytest.raises(CellmorphError, match="stain 'mito' has no colour"):
+        rgb_mixing(["mito"], {"DAPI": "R"})
