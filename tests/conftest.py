@@ -22,3 +22,16 @@ def synth021(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def synth021_index(synth021: Path):
     """The MoA-subset index of :func:`synth021`."""
     return index_bbbc021(synth021, moa_subset=True, image_csv=synth021 / "BBBC021_v1_image.csv")
+
+
+@pytest.fixture(scope="session")
+def tiny021(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A very small SYNTHETIC BBBC021 set (2 MoAs, 6 compounds, 64x80 fields) and its index,
+    for tests of run folders and edge cases where the numbers do not matter."""
+    from cellmorph.atomic import write_parquet
+
+    root = tmp_path_factory.mktemp("tiny021")
+    synthesize_bbbc021(root / "images", moas=["Actin disruptors", "Protein synthesis"],
+                       size=(64, 80), max_concentrations=1, controls_per_plate=2, progress=False)
+    write_parquet(index_bbbc021(root / "images", moa_subset=True), root / "index.parquet")
+    return root / "index.parquet"

@@ -64,7 +64,7 @@ def test_compound_without_moa_names_the_row(tmp_path) -> None:
     moa.loc[3, "moa"] = None
     path = tmp_path / "moa.csv"
     moa.to_csv(path, index=False)
-    with pytest.raises(CellmorphError, match=r"row 5 .*has no MoA"):
+    with pytest.raises(CellmorphError, match=r"line 5 .*has no MoA"):
         b21.read_moa_metadata(path)
 
 

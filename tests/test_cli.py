@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 import tifffile
 
-from cellmorph.atomic import atomic_path, write_parquet
+from cellmorph import schema as sc
+from cellmorph.atomic import write_parquet
 from cellmorph.cli import main
+from cellmorph.errors import CellmorphError
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -60,16 +62,6 @@ def test_corrupt_image_in_a_platemap(tmp_path: Path) -> None:
                                                                        index=False)
     assert main(["index", "platemap", str(tmp_path / "pm.csv")]) == 0
     assert (tmp_path / "pm.index.parquet").is_file()
-
-
-def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
-    target = tmp_path / "t.parquet"
-    write_parquet(pd.DataFrame({"a": [1]}), target)
-    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
-        tmp.write_bytes(b"half")
-        raise RuntimeError("interrupted")
-    assert pd.read_parquet(target)["a"].tolist() == [1]
-    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
 
 
 def test_evaluate_bundled_ljosa_prints_nsc_and_nscb(tmp_path: Path) -> None:
@@ -153,3 +145,151 @@ def test_config_reference_is_current() -> None:
     assert page.read_text() == reference_markdown(), "run: cellmorph config-reference -o docs/config.md"
     for key in ("freeze_stages", "cached_trunk", "normalize_by", "channel_mode", "rgb_map"):
         assert f"`{key}`" in page.read_text()
+
+
+def _screen(tmp_path: Path, rows: list[dict] | None = None, **columns) -> Path:
+    """A small plate map (2 MoAs x 2 compounds, DMSO) with real TIFFs; ``columns`` replace or
+    add columns."""
+    img = tmp_path / "img"
+    img.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    default = []
+    for w, (compound, label) in enumerate([("DMSO", None), ("DMSO", None), ("a1", "m1"),
+                                           ("a2", "m1"), ("b1", "m2"), ("b2", "m2")]):
+        path = img / f"w{w}.tif"
+        tifffile.imwrite(path, rng.integers(0, 4000, (40, 48)).astype(np.uint16))
+        default.append({"plate": "P1", "well": f"B{w + 1:02d}", "site": 1,
+                        "compound": compound, "concentration": 0 if label is None else 1,
+                        "label": label, "path_dna": f"img/{path.name}",
+                        "path_actin": f"img/{path.name}"})
+    df = pd.DataFrame(rows or default)
+    for name, values in columns.items():
+        df[name] = values
+    out = tmp_path / "plate_map.csv"
+    df.to_csv(out, index=False)
+    return out
+
+
+BAD_INPUTS = [
+    # (name, how to make the input, arguments, expected text in the one error line)
+    ("negative concentration",
+     lambda t: _screen(t, concentration=[0, 0, 1, -1, 1, 1]),
+     ["index", "platemap", "{input}"], "line 5: Metadata_Concentration is -1, negative"),
+    ("path_ without a stain",
+     lambda t: _screen(t, path_=["x.tif"] * 6),
+     ["index", "platemap", "{input}"], "column 'path_' names no stain"),
+    ("two columns for one stain",
+     lambda t: _screen(t, Path_DNA=["w0.tif"] * 6),
+     ["index", "platemap", "{input}"], "are both the stain"),
+    ("-o is the input",
+     lambda t: _screen(t),
+     ["index", "platemap", "{input}", "-o", "{input}"], "is the input file"),
+    ("-o is a folder",
+     lambda t: _screen(t),
+     ["index", "platemap", "{input}", "-o", "{tmp}"], "is a folder"),
+    ("YAML top level is a list",
+     lambda t: _write(t / "c.yaml", "- index: i.parquet\n"),
+     ["profile", "{input}"], "the top level must be a mapping"),
+    ("grid of zero tiles",
+     lambda t: _write(t / "c.yaml", "index: i.parquet\noutput: o\npreprocess: {grid: [0, 0]}\n"),
+     ["profile", "{input}"], "preprocess.grid.0: Input should be greater than 0"),
+    ("infinite learning rate",
+     lambda t: _write(t / "c.yaml", "index: i.parquet\noutput: o\nlr: .inf\n"),
+     ["train", "{input}"], "lr: Input should be a finite number"),
+    ("unknown device",
+     lambda t: _indexed(t),
+     ["profile", "--index", "{input}", "-o", "{tmp}/run", "--device", "tpu0"],
+     "unknown device 'tpu0'"),
+    ("unknown model",
+     lambda t: _indexed(t),
+     ["profile", "--index", "{input}", "-o", "{tmp}/run", "--model", "resnet_fifty"],
+     "timm does not know the model 'resnet_fifty'"),
+    ("single MoA to train on",
+     lambda t: _indexed(t, label=[None, None, "m1", "m1", "m1", "m1"]),
+     ["train", "--index", "{input}", "-o", "{tmp}/run", "--model", "tf_efficientnet_lite0"],
+     "only one MoA class ('m1') is labelled"),
+    ("bad BBBC014 pattern",
+     lambda t: t,
+     ["index", "bbbc014", "{input}", "--pattern", "(["], "invalid pattern"),
+    ("sites out of range",
+     lambda t: t,
+     ["synth", "bbbc021", "{tmp}/s", "--sites", "9"], "Invalid value for '--sites'"),
+]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _indexed(tmp_path: Path, **columns) -> Path:
+    from cellmorph.datasets.platemap import index_platemap
+
+    return write_parquet(index_platemap(_screen(tmp_path, **columns)), tmp_path / "i.parquet")
+
+
+@pytest.mark.parametrize(("name", "make", "args", "expected"), BAD_INPUTS,
+                         ids=[b[0] for b in BAD_INPUTS])
+def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path, capsys, name, make, args,
+                                             expected) -> None:
+    # In-process: the same entry point as the console script, without 7 s of imports each
+    # (test_bad_input_is_one_line_without_traceback runs the real executable).
+    source = make(tmp_path)
+    capsys.readouterr()
+    code = main([a.format(input=source, tmp=tmp_path) for a in args])
+    err = capsys.readouterr().err
+    assert code == 2, (name, err)
+    assert expected in err, (name, err)
+    assert "Traceback" not in err
+    if err.startswith("error:"):
+        assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run" / "cache").exists()  # nothing was preprocessed
+
+
+def test_no_cuda_is_refused_before_preprocessing(tmp_path: Path, capsys) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present here")
+    source = _indexed(tmp_path)
+    code = main(["profile", "--index", str(source), "-o", str(tmp_path / "run"), "--device",
+                 "cuda"])
+    assert code == 2 and "no CUDA GPU is available" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "cache").exists()
+
+
+def test_control_spelling_and_line_numbers(tmp_path: Path) -> None:
+    from cellmorph.datasets.platemap import index_platemap
+
+    pm = _screen(tmp_path, compound=[" dmso", "DMSO ", "a1", "a2", "b1", "b2"])
+    df = index_platemap(pm)
+    assert (df.loc[df[sc.WELL].isin(["B01", "B02"]), sc.ROLE] == sc.ROLE_CONTROL).all()
+    assert set(df.loc[df[sc.ROLE] == sc.ROLE_CONTROL, sc.COMPOUND]) == {"DMSO"}
+    bad = _screen(tmp_path, well=["B01", "B02", "ZZ", "B04", "B05", "B06"])
+    with pytest.raises(CellmorphError, match="line 4: not a well name"):
+        index_platemap(bad)  # the header is line 1, so the third row is line 4
+
+
+def test_evaluate_edges_write_nothing(tmp_path: Path) -> None:
+    from cellmorph.api import evaluate
+
+    rows = []
+    for i, (role, moa, comp) in enumerate([("control", "DMSO", "DMSO")] * 3
+                                          + [("treatment", "m1", "a"), ("treatment", "m1", "b"),
+                                             ("treatment", "m2", "c"), ("treatment", "m2", "d")]):
+        rows.append({sc.PLATE: "P", sc.WELL: f"A{i + 1:02d}", sc.ROLE: role, sc.MOA: moa,
+                     sc.COMPOUND: comp, sc.TREATMENT: f"{comp}@1", sc.BATCH: "b",
+                     "f1": float(i), "f2": float(i % 3)})
+    two = pd.DataFrame(rows)
+    single = two.assign(**{sc.MOA: two[sc.MOA].replace("m2", "m1")})
+    with pytest.raises(CellmorphError, match="fewer than two labelled MoAs"):
+        evaluate(single, output=tmp_path / "ev1")
+    assert not (tmp_path / "ev1").exists()
+    constant = two.assign(f1=1.0, f2=2.0)
+    with pytest.raises(CellmorphError, match="every feature is constant"):
+        evaluate(constant, output=tmp_path / "ev2", map=False)
+    assert not (tmp_path / "ev2").exists()
+    # One feature missing everywhere is dropped; the wells are kept.
+    result = evaluate(two.assign(f3=np.nan), map=False)
+    assert result.notes["missing_features_dropped"] == 1
+    assert result.n_wells == 4

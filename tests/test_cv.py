@@ -162,3 +162,59 @@ def test_compare_initialisations_over_seeds(data: Path) -> None:
     assert (data / "compare" / "compare_init_epochs.png").is_file()
     assert set(json.loads((data / "compare" / "compare_init.json").read_text())) == {
         "imagenet", "xavier"}
+
+
+def test_diverged_training_stops_with_a_clear_line(data: Path) -> None:
+    with pytest.raises(CellmorphError, match=r"training diverged in fold emetine at epoch 1 "
+                                             r".*; lower lr"):
+        train(_cfg(data, "diverged", lr=1e30, epochs=1, folds=["emetine"]), progress=False)
+    assert not list((data / "diverged").glob("seed0/folds/*/predictions.parquet"))
+
+
+def test_partial_runs_and_single_seeds_say_so(data: Path) -> None:
+    from cellmorph.evaluation.cv import format_cv
+
+    result = train(_cfg(data, "partial", epochs=1, folds=["emetine", "taxol"]), progress=False)
+    assert (result.summary["folds_done"], result.summary["folds_total"]) == (2, 9)
+    text = format_cv(result)
+    assert "(2 of 9 folds)" in text
+    assert "+-" not in text  # one seed: the spread is undefined, not zero
+    assert result.summary["treatment_accuracy"]["sem"] is None
+    assert "the whole network" in text
+
+
+def test_compare_init_fine_tunes_the_whole_network_in_both_arms(data: Path) -> None:
+    cfg = _cfg(data, "cmp-frozen", epochs=1, freeze_stages=5, cached_trunk=True,
+               folds=["emetine"])
+    results = compare_init(cfg, output=data / "cmp", progress=False)
+    for init, result in results.items():
+        assert result.config.freeze_stages == 0 and not result.config.cached_trunk, init
+        assert result.summary["trained"] == "the whole network"
+
+
+def test_sigint_during_train_exits_130_and_resumes_identically(imagenet_run: CVResult,
+                                                               data: Path) -> None:
+    cfg = _cfg(data, "interrupted")
+    save_config(cfg, data / "interrupted.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "cellmorph.cli", "train",
+                             str(data / "interrupted.yaml")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    folds_dir = data / "interrupted" / "seed0" / "folds"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        done = list(folds_dir.glob("*/predictions.parquet")) if folds_dir.exists() else []
+        if len(done) >= 2 or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted; outputs written so far are complete, rerun to resume" in err
+    done = sorted(folds_dir.glob("*/predictions.parquet"))
+    assert 2 <= len(done) < 9
+    assert not list((data / "interrupted").rglob("*.part"))
+    train(cfg, progress=False)
+    a = pd.read_csv(data / "interrupted" / "seed0" / "predictions_treatment.csv")
+    b = pd.read_csv(data / "imagenet" / "seed0" / "predictions_treatment.csv")
+    probs = [c for c in a.columns if c.startswith("Prob_")]
+    np.testing.assert_allclose(a[probs], b[probs], atol=1e-5)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import http.server
 import io
 import threading
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from cellmorph.datasets import bbbc021 as b21
-from cellmorph.download import download_bbbc021, fetch, safe_extract
+from cellmorph.download import download_bbbc014, download_bbbc021, fetch, safe_extract
 from cellmorph.errors import CellmorphError
 
 PLATE = "Week1_22123"
@@ -107,3 +108,63 @@ def test_http_error_is_clear(server, tmp_path: Path) -> None:
     _, url = server
     with pytest.raises(CellmorphError, match="HTTP 404"):
         fetch(url + "nope.zip", tmp_path / "nope.zip", progress=False)
+
+
+class DripHandler(http.server.BaseHTTPRequestHandler):
+    """A server that sends a large file one byte at a time, slowly (never idle long enough to
+    trip a socket timeout)."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        try:
+            for _ in range(100000):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.05)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+def test_a_dripping_server_meets_the_deadline(tmp_path: Path) -> None:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), DripHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/slow.zip"
+        start = time.monotonic()
+        with pytest.raises(CellmorphError, match="did not finish within its deadline of 1 s"):
+            fetch(url, tmp_path / "slow.zip", progress=False, timeout=5, deadline=1)
+        assert time.monotonic() - start < 10
+        assert (tmp_path / "slow.zip.part").is_file()  # kept, to resume
+        assert not (tmp_path / "slow.zip").exists()
+    finally:
+        httpd.shutdown()
+
+
+def test_a_wrong_file_under_the_expected_name_is_deleted(server, tmp_path: Path) -> None:
+    served, url = server
+    (served / "BBBC021_v1_image.csv").write_text("<html>Not found</html>\n")
+    root = tmp_path / "root"
+    with pytest.raises(CellmorphError, match=r"BBBC021_v1_image\.csv is not the BBBC021 image "
+                                             r"table.*it was deleted"):
+        download_bbbc021(root, [PLATE], base_url=url, progress=False)
+    assert not (root / "BBBC021_v1_image.csv").exists()
+
+
+def test_download_bbbc014(server, tmp_path: Path) -> None:
+    served, url = server
+    lines = ["TNF-\xb5 concentration"] + [f"1x10^-{7 + c % 12 * 0.5}" for c in range(96)]
+    (served / "BBBC014_v1_platemap_all.txt").write_bytes("\n".join(lines).encode("latin-1"))
+    sample = Path(__file__).parent / "data" / "bbbc014"
+    with zipfile.ZipFile(served / "BBBC014_v1_images.zip", "w") as zf:
+        for f in sample.glob("*.tif"):
+            zf.write(f, f"BBBC014_v1_images/{f.name}")  # a top folder, as zips often have
+    folder = download_bbbc014(tmp_path / "root", base_url=url, progress=False)
+    assert folder == tmp_path / "root" / "BBBC014_v1_images"
+    assert len(list(folder.glob("Channel *.tif"))) == 4
+    assert not (tmp_path / "root" / "BBBC014_v1_images.zip").exists()
+    assert (tmp_path / "root" / "BBBC014_v1_platemap_all.txt").is_file()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -74,3 +75,58 @@ def test_rgb_mode(index_path, synth021_index, tmp_path) -> None:
                                  channel_mode="rgb"), progress=False)
     wells = pd.read_parquet(tmp_path / "rgb" / "profiles_well.parquet")
     assert sum(c.startswith("Feature_rgb_") for c in wells.columns) == 1280
+
+
+def test_sigint_during_profile_exits_130_and_resumes_identically(imagenet_run, index_path,
+                                                                 tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from cellmorph.config import save_config
+
+    cfg = ProfileConfig(index=index_path, output=tmp_path / "run", preprocess=FAST)
+    save_config(cfg, tmp_path / "c.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "cellmorph.cli", "profile",
+                             str(tmp_path / "c.yaml")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    plates = tmp_path / "run" / "plates"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if (plates.exists() and len(list(plates.glob("*.parquet"))) >= 2) or \
+                proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted; outputs written so far are complete, rerun to resume" in err
+    assert 2 <= len(list(plates.glob("*.parquet"))) < 24
+    profile_screen(cfg, progress=False)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "profiles_well.parquet"),
+                                  pd.read_parquet(imagenet_run / "profiles_well.parquet"))
+
+
+@pytest.mark.parametrize("preset", ["pawlowski", "kensert-bbbc014"])
+def test_presets_profile_real_bbbc014_pixels(preset: str, tmp_path) -> None:
+    """The four real BBBC014 fields through a preset and `profile`, end to end."""
+    from cellmorph.datasets.bbbc014 import IMAGE_FOLDER, index_bbbc014
+
+    sample = Path(__file__).parent / "data" / "bbbc014"
+    (tmp_path / IMAGE_FOLDER).mkdir()
+    for f in sample.glob("*.tif"):
+        (tmp_path / IMAGE_FOLDER / f.name).symlink_to(f)
+    index = write_parquet(index_bbbc014(tmp_path), tmp_path / "index.parquet")
+    result = profile_screen(ProfileConfig(index=index, output=tmp_path / "run",
+                                          preprocess=preset, batch_size=32), progress=False)
+    assert list(result.wells[sc.WELL]) == ["A01", "A12"]
+    feats = [c for c in result.wells.columns if c.startswith("Feature_")]
+    assert feats[0] == "Feature_DAPI_0000" and len(feats) == 2 * 1280
+    assert np.isfinite(result.wells[feats].to_numpy()).all()
+    tiles = 16 if preset == "kensert-bbbc014" else 4
+    assert (result.images["Metadata_Count"] <= tiles).all()
+    # The two doses look different to the network (translocation is visible in FITC).
+    fitc = [c for c in feats if c.startswith("Feature_FITC")]
+    a01, a12 = result.wells[fitc].to_numpy()
+    assert np.linalg.norm(a01 - a12) > 0.05 * np.linalg.norm(a12)

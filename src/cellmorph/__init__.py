@@ -9,12 +9,15 @@ Entry points (the same as the command line's)::
     index_bbbc021(root)        BBBC021 field-of-view index (official metadata bundled)
     index_bbbc014(root)        BBBC014 index (NF-kB translocation)
     index_platemap(csv)        your own screen from a plate-map CSV
+    index_loaddata(csv)        a CellProfiler / JUMP LoadData CSV (+ a treatment table)
     read_index(path)           an index written by `cellmorph index`
     synthesize_bbbc021(out)    SYNTHETIC plates in the BBBC021 layout (demos, tests)
     profile(index=, output=)   frozen-network profiles           -> ProfileResult
     evaluate(profiles)         NSC/NSCB 1-NN accuracy and mAP     -> EvaluationResult
     train(index=, output=)     cross-validated fine-tuning        -> CVResult
     compare_init(config)       ImageNet vs Xavier initialisation  -> {init: CVResult}
+    translocation(index)       nuclear/cytoplasmic ratio readout  -> TranslocationResult
+    write_h5ad(table, path)    profiles as AnnData for scverse
 
 Example::
 
@@ -36,9 +39,9 @@ from cellmorph.errors import CellmorphError
 
 __version__ = "0.2.0"
 
-_API = ("index_bbbc021", "index_bbbc014", "index_platemap", "read_index", "read_profiles",
-        "synthesize_bbbc021", "synthesize_bbbc014", "profile", "evaluate", "train",
-        "compare_init")
+_API = ("index_bbbc021", "index_bbbc014", "index_platemap", "index_loaddata", "read_index",
+        "read_profiles", "synthesize_bbbc021", "synthesize_bbbc014", "profile", "evaluate",
+        "train", "compare_init", "translocation", "write_h5ad")
 __all__ = ["CellmorphError", "__version__", *_API]
 
 

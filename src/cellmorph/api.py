@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 import pandas as pd
 from pydantic import BaseModel
 
-from cellmorph.atomic import ensure_writable_dir, write_parquet
+from cellmorph import schema as sc
+from cellmorph.atomic import ensure_writable_dir, folder_lock, write_parquet
 from cellmorph.config import (
     EvaluateConfig,
     ProfileConfig,
@@ -28,22 +29,38 @@ from cellmorph.config import (
     build_config,
     load_config,
 )
-from cellmorph.datasets.bbbc014 import index_bbbc014
+from cellmorph.datasets.bbbc014 import POSITIVE, index_bbbc014
 from cellmorph.datasets.bbbc021 import index_bbbc021
 from cellmorph.datasets.index import read_index
+from cellmorph.datasets.loaddata import index_loaddata
 from cellmorph.datasets.platemap import index_platemap
+from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.cv import CVResult, summarise_cv
 from cellmorph.evaluation.pipeline import EvaluationResult, evaluate_profiles
+from cellmorph.evaluation.translocation import TranslocationResult, score_readout
 from cellmorph.profiling.cellprofiler import read_profiles
 from cellmorph.profiling.pipeline import ProfileResult, profile_screen
-from cellmorph.report.writers import write_comparison, write_cv, write_evaluation, write_profiles
+from cellmorph.profiling.translocation import (
+    TranslocationSettings,
+    aggregate_fields,
+    translocation_fields,
+)
+from cellmorph.report.anndata import write_h5ad
+from cellmorph.report.writers import (
+    write_comparison,
+    write_cv,
+    write_evaluation,
+    write_h5ad_profiles,
+    write_profiles,
+    write_translocation,
+)
 from cellmorph.synth.bbbc014 import synthesize_bbbc014
 from cellmorph.synth.bbbc021 import synthesize_bbbc021
 from cellmorph.training.cv import run_folds
 
-__all__ = ["compare_init", "evaluate", "index_bbbc014", "index_bbbc021", "index_platemap",
-           "profile", "read_index", "read_profiles", "synthesize_bbbc014", "synthesize_bbbc021",
-           "train"]
+__all__ = ["compare_init", "evaluate", "index_bbbc014", "index_bbbc021", "index_loaddata",
+           "index_platemap", "profile", "read_index", "read_profiles", "synthesize_bbbc014",
+           "synthesize_bbbc021", "train", "translocation", "write_h5ad"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -73,14 +90,16 @@ def _index_setting(index: str | Path | pd.DataFrame | None,
     if not isinstance(index, pd.DataFrame):
         return index
     if output is None:
-        raise ValueError("give output= with an index DataFrame (it is saved in the run folder)")
+        raise CellmorphError("give output= with an index DataFrame (it is saved in the run "
+                             "folder)")
     read_index(index)
     return write_parquet(index, ensure_writable_dir(Path(output)) / "index.parquet")
 
 
 def profile(config: str | Path | dict | ProfileConfig | None = None, *,
             index: str | Path | pd.DataFrame | None = None, output: str | Path | None = None,
-            write: bool = True, progress: bool = True, **settings: Any) -> ProfileResult:
+            write: bool = True, h5ad: bool = False, overwrite: bool = False,
+            progress: bool = True, **settings: Any) -> ProfileResult:
     """Deep-feature profiles of a screen with a frozen network (Pawlowski et al. 2016).
 
     Parameters
@@ -94,6 +113,11 @@ def profile(config: str | Path | dict | ProfileConfig | None = None, *,
         The run folder (config, tile cache, per-plate results, profile tables).
     write
         Also write ``profiles_image/well/treatment.parquet`` and ``timings.json``.
+    h5ad
+        Also write the profiles as AnnData files (``profiles_<level>.h5ad``).
+    overwrite
+        Start afresh in a run folder made with another configuration (deletes its results);
+        without it such a folder is refused, and a folder of the same configuration resumes.
 
     Returns
     -------
@@ -109,9 +133,12 @@ def profile(config: str | Path | dict | ProfileConfig | None = None, *,
     """
     cfg = make_config(ProfileConfig, config, index=_index_setting(index, output),
                       output=output, **settings)
-    result = profile_screen(cfg, progress_bars=progress)
-    if write:
-        write_profiles(result, cfg.output)
+    with folder_lock(ensure_writable_dir(cfg.output)):  # the run and its files, together
+        result = profile_screen(cfg, progress_bars=progress, overwrite=overwrite)
+        if write:
+            write_profiles(result, cfg.output)
+        if h5ad:
+            write_h5ad_profiles(result, cfg.output)
     return result
 
 
@@ -155,7 +182,8 @@ def evaluate(profiles: str | Path | pd.DataFrame | ProfileResult,
 
 def train(config: str | Path | dict | TrainConfig | None = None, *,
           index: str | Path | pd.DataFrame | None = None, output: str | Path | None = None,
-          write: bool = True, progress: bool = True, **settings: Any) -> CVResult:
+          write: bool = True, overwrite: bool = False, progress: bool = True,
+          **settings: Any) -> CVResult:
     """Fine-tune with cross-validation (leave-one-compound-out by default; Kensert et al. 2019).
 
     Parameters
@@ -167,6 +195,10 @@ def train(config: str | Path | dict | TrainConfig | None = None, *,
         The field-of-view index (file or DataFrame) and the run folder.
     write
         Also write the per-level predictions, metrics and plots.
+    overwrite
+        Start afresh in a run folder made with another configuration (deletes its results);
+        without it such a folder is refused, and a folder of the same configuration resumes
+        (more folds or seeds may be added to it).
 
     Returns
     -------
@@ -184,24 +216,68 @@ def train(config: str | Path | dict | TrainConfig | None = None, *,
     """
     cfg = make_config(TrainConfig, config, index=_index_setting(index, output), output=output,
                       **settings)
-    result = summarise_cv(run_folds(cfg, progress_bars=progress))
-    if write:
-        write_cv(result, cfg.output)
+    with folder_lock(ensure_writable_dir(cfg.output)):  # the run and its files, together
+        result = summarise_cv(run_folds(cfg, progress_bars=progress, overwrite=overwrite))
+        if write:
+            write_cv(result, cfg.output)
     return result
 
 
 def compare_init(config: str | Path | dict | TrainConfig, *, output: str | Path | None = None,
-                 inits: tuple[str, ...] = ("imagenet", "xavier"), progress: bool = True,
+                 inits: tuple[str, ...] = ("imagenet", "xavier"), whole_network: bool = True,
+                 overwrite: bool = False, progress: bool = True,
                  **settings: Any) -> dict[str, CVResult]:
     """Pretrained vs Xavier-initialised fine-tuning over the same folds, seeds and budget
-    (Kensert et al. 2019, Fig. 4); each run goes to ``OUTPUT/<init>``."""
+    (Kensert et al. 2019, Fig. 4); each run goes to ``OUTPUT/<init>``.
+
+    As in the paper, both arms fine-tune the whole network (``whole_network``): a frozen or
+    cached trunk in the config is switched off, since a frozen random trunk would compare a
+    head on random features with a fine-tuned network. Each result says what it trained.
+    """
     cfg = make_config(TrainConfig, config, **settings)
+    if whole_network:
+        cfg = cfg.model_copy(update={"freeze_stages": 0, "cached_trunk": False})
     output = Path(output or cfg.output)
     shared_cache = cfg.cache_dir or output / "cache"
     results = {}
     for init in inits:
         run_cfg = cfg.model_copy(update={"weights": init, "output": output / init,
                                          "cache_dir": shared_cache})
-        results[init] = train(run_cfg, progress=progress)
+        results[init] = train(run_cfg, progress=progress, overwrite=overwrite)
     write_comparison(results, output)
     return results
+
+
+def translocation(index: str | Path | pd.DataFrame, *, output: str | Path | None = None,
+                  nuclei: str = "DAPI", reporter: str = "FITC", ring: int = 6,
+                  positive: str | None = None, progress: bool = True) -> TranslocationResult:
+    """The nuclear/cytoplasmic reporter ratio of every field and well: the classic
+    translocation readout, no learning (a baseline next to the deep models on BBBC014).
+
+    Nuclei come from an Otsu threshold on ``nuclei``, each cytoplasm is a ring of ``ring``
+    pixels around its nucleus (scikit-image), and each cell's ratio is its mean ``reporter``
+    intensity inside over the ring. Labelled wells are scored (AUC, Z', hold-out threshold
+    accuracy across cell lines) with ``positive`` as the translocated class (default: BBBC014's
+    ``translocation``).
+
+    Examples
+    --------
+    >>> result = translocation(index_bbbc014("tests/data/bbbc014"), progress=False)
+    ... # doctest: +SKIP
+    >>> result.wells[["Metadata_Well", "Feature_NucCytoRatio"]]  # doctest: +SKIP
+    """
+    settings = TranslocationSettings(nuclei=nuclei, reporter=reporter, ring=ring)
+    fields = translocation_fields(read_index(index), settings, progress_bar=progress)
+    wells = aggregate_fields(fields, "well")
+    labels = set(sc.treatments(wells)[sc.MOA].dropna())
+    scores = {}
+    if labels:
+        positive = positive or (POSITIVE if POSITIVE in labels else None)
+        if positive is None:
+            raise CellmorphError(f"translocation: which label is the translocated one? give "
+                                 f"positive= (labels: {sorted(labels)})")
+        scores = score_readout(wells, positive)
+    result = TranslocationResult(settings, fields, wells, scores)
+    if output is not None:
+        write_translocation(result, output)
+    return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,14 @@ import numpy as np
 import pandas as pd
 
 from cellmorph import schema as sc
-from cellmorph.atomic import atomic_path, write_parquet, write_text
+from cellmorph.atomic import (
+    atomic_path,
+    ensure_writable_dir,
+    folder_lock,
+    remove_partial_files,
+    write_parquet,
+    write_text,
+)
 from cellmorph.config import PreprocessConfig
 from cellmorph.errors import CellmorphError
 from cellmorph.imageio import read_field
@@ -39,6 +47,7 @@ from cellmorph.preprocess import (
 TILE = "Metadata_Tile"
 KEEP = "Metadata_TileKept"
 ROW = "Metadata_IndexRow"
+CACHE_FORMAT = 2  # bump when the tiles of the same settings would change
 # Plate statistics are estimated on every 7th pixel in both directions (2 % of pixels):
 # accurate to well under 1 % and keeps one plate's worth of samples small in memory.
 _STRIDE = 7
@@ -109,13 +118,26 @@ class TileStore:
 
 
 def cache_key(index: pd.DataFrame, cfg: PreprocessConfig, tile_size: int) -> str:
-    """A short hash of everything that determines the tiles."""
-    h = hashlib.sha256()
+    """A short hash of everything that determines the tiles: the preprocessing settings, the
+    tile size, the fields and their roles, the image files (path, size, modification time)
+    and the cache format. Two runs share a cache entry only if all of these agree."""
+    h = hashlib.sha256(f"cellmorph-tile-cache-{CACHE_FORMAT}".encode())
     h.update(cfg.model_dump_json().encode())
     h.update(str(tile_size).encode())
-    cols = sc.KEY_COLUMNS + [sc.ROLE] + [sc.path_column(c) for c in sc.channels_of(index)]
+    paths = [sc.path_column(c) for c in sc.channels_of(index)]
+    cols = sc.KEY_COLUMNS + [sc.ROLE] + paths
     h.update(pd.util.hash_pandas_object(index[cols], index=False).values.tobytes())
+    for column in paths:
+        h.update(np.array([_file_stamp(p) for p in index[column]], np.int64).tobytes())
     return h.hexdigest()[:16]
+
+
+def _file_stamp(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)
 
 
 def build_tile_cache(index: pd.DataFrame, cfg: PreprocessConfig, cache_root: Path | str, *,
@@ -123,8 +145,14 @@ def build_tile_cache(index: pd.DataFrame, cfg: PreprocessConfig, cache_root: Pat
     """Preprocess every field of ``index`` into tiles (skipping plates already cached)."""
     channels = sc.channels_of(index)
     index = index.reset_index(drop=True)
-    folder = Path(cache_root) / cache_key(index, cfg, tile_size)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = ensure_writable_dir(Path(cache_root) / cache_key(index, cfg, tile_size))
+    with folder_lock(folder, wait=True):  # two runs sharing a cache entry build it once
+        return _build(index, cfg, folder, channels, tile_size, progress)
+
+
+def _build(index: pd.DataFrame, cfg: PreprocessConfig, folder: Path, channels: list[str],
+           tile_size: int, progress: bool) -> TileCache:
+    remove_partial_files(folder)
     plates = tuple(sorted(index[sc.PLATE].unique()))
     write_text(json.dumps({"preprocess": cfg.model_dump(mode="json"), "tile_size": tile_size,
                            "channels": channels, "plates": list(plates)}, indent=2),

@@ -8,6 +8,7 @@ the traceback instead. ``--quiet`` keeps only warnings and errors, ``--verbose``
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -40,6 +41,11 @@ Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no "
                                      "progress bars.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail in the log.")]
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite/--resume",
+    help="--resume (the default) continues a run folder made with the same configuration and "
+         "refuses one made with another; --overwrite deletes that folder's results and starts "
+         "afresh.")]
 
 
 def _version(value: bool) -> None:
@@ -161,6 +167,42 @@ def index_platemap_cmd(
     _echo_index(df, out)
 
 
+@index_app.command("loaddata")
+def index_loaddata_cmd(
+    loaddata: Annotated[Path, typer.Argument(help="CellProfiler LoadData CSV: Metadata_Plate, "
+                                             "Metadata_Well, Metadata_Site, FileName_<Ch>, "
+                                             "PathName_<Ch> ... (JUMP's load_data_csv too).")],
+    treatments: Annotated[Path | None, typer.Option(help="Treatment table joined on plate "
+                                                    "and well (or well alone).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Index file (default "
+                                                 "LOADDATA.index.parquet).")] = None,
+    root: Annotated[Path | None, typer.Option(help="Base of relative PathName_ folders "
+                                              "(default: the CSV's folder).")] = None,
+    control: Annotated[str, typer.Option(help="Compound name of the negative control.")] = "DMSO",
+    compound_column: Annotated[str | None, typer.Option(help="Treatment column (default: "
+                                                        "Metadata_Compound or a known alias).")]
+    = None,
+    concentration_column: Annotated[str | None, typer.Option(help="Concentration column.")]
+    = None,
+    label_column: Annotated[str | None, typer.Option(help="MoA label column.")] = None,
+    batch_column: Annotated[str | None, typer.Option(help="Batch column.")] = None,
+    check_files: Annotated[bool, typer.Option(help="Check that every image file exists.")] = True,
+    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
+) -> None:
+    """Index a screen from a CellProfiler LoadData CSV (with an optional treatment table)."""
+    from cellmorph.api import index_loaddata
+    from cellmorph.atomic import write_parquet
+
+    out = _output_file(output, loaddata.with_suffix(".index.parquet"), loaddata,
+                       *(p for p in (treatments,) if p))
+    df = index_loaddata(loaddata, treatments=treatments, root=root, control=control,
+                        check_files=check_files, compound=compound_column,
+                        concentration=concentration_column, label=label_column,
+                        batch=batch_column)
+    write_parquet(df, out)
+    _echo_index(df, out)
+
+
 # ---------------------------------------------------------------- synth
 @synth_app.command("bbbc021")
 def synth_bbbc021_cmd(
@@ -226,6 +268,22 @@ def download_bbbc021_cmd(
                f"cellmorph index bbbc021 {root} --moa-subset")
 
 
+@download_app.command("bbbc014")
+def download_bbbc014_cmd(
+    root: Annotated[Path, typer.Argument(help="Where to put BBBC014_v1_images/ and the plate "
+                                         "map.")],
+    base_url: Annotated[str | None, typer.Option(help="Mirror of the BBBC014 files.")] = None,
+    keep_zip: Annotated[bool, typer.Option(help="Keep the zip after unpacking.")] = False,
+    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
+) -> None:
+    """Download BBBC014 images and plate map (concentrations); resumes, verifies, extracts
+    safely."""
+    from cellmorph.download import BBBC014_BASE_URL, download_bbbc014
+
+    folder = download_bbbc014(root, base_url=base_url or BBBC014_BASE_URL, keep_zip=keep_zip)
+    typer.echo(f"images ready in {folder}; next: cellmorph index bbbc014 {root}")
+
+
 # ---------------------------------------------------------------- profile / evaluate
 _P, _T = ProfileConfig, TrainConfig
 
@@ -243,6 +301,9 @@ def profile_cmd(
     batch_size: Annotated[int | None, _opt(_P, "batch_size", "--batch-size")] = None,
     device: Annotated[str | None, _opt(_P, "device", "--device")] = None,
     precision: Annotated[str | None, _opt(_P, "precision", "--precision")] = None,
+    h5ad: Annotated[bool, typer.Option("--h5ad", help="Also write the profiles as AnnData "
+                                       "(profiles_<level>.h5ad) for scverse tools.")] = False,
+    overwrite: Overwrite = False,
     debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Images -> deep-feature profiles (image, well and treatment level) with a frozen network."""
@@ -250,7 +311,8 @@ def profile_cmd(
 
     result = profile(config, index=index, output=output, model=model, weights=weights,
                      channel_mode=channel_mode, preprocess=preprocess, batch_size=batch_size,
-                     device=device, precision=precision, progress=not quiet)
+                     device=device, precision=precision, h5ad=h5ad, overwrite=overwrite,
+                     progress=not quiet)
     out = result.config.output
     typer.echo(f"profiles: {out / 'profiles_well.parquet'} (wells), "
                f"{out / 'profiles_treatment.parquet'} (treatments); config saved as "
@@ -293,6 +355,55 @@ def evaluate_cmd(
     typer.echo(f"metrics, tables and plots -> {output}")
 
 
+@app.command("translocation")
+def translocation_cmd(
+    index: Annotated[Path, typer.Argument(help="Index from `cellmorph index` (e.g. BBBC014).")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for the tables, "
+                                                "scores and plot (default: beside the "
+                                                "index).")] = None,
+    nuclei: Annotated[str, typer.Option(help="The stain that shows nuclei only.")] = "DAPI",
+    reporter: Annotated[str, typer.Option(help="The stain whose location changes.")] = "FITC",
+    ring: Annotated[int, typer.Option(min=1, max=100, help="Cytoplasm ring width, pixels.")] = 6,
+    positive: Annotated[str | None, typer.Option(help="Label of translocated wells (default: "
+                                                 "BBBC014's 'translocation').")] = None,
+    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
+) -> None:
+    """Nuclear/cytoplasmic reporter ratio per field and well: the classic translocation
+    readout, a baseline with no learning."""
+    from cellmorph.api import translocation
+
+    out = output or index.parent / "translocation"
+    result = translocation(index, output=out, nuclei=nuclei, reporter=reporter, ring=ring,
+                           positive=positive, progress=not quiet)
+    typer.echo(result.wells[["Metadata_Well", "Metadata_Concentration",
+                             "Feature_NucCytoRatio"]].to_string(index=False))
+    scores = result.scores
+    if "auc" in scores:
+        typer.echo(f"AUC {scores['auc']:.3f}, Z' {scores['z_prime']:.2f}"
+                   + (f", {scores['holdout']} hold-out accuracy {scores['accuracy']:.1%}"
+                      if scores.get("accuracy") is not None else ""))
+    if "note" in scores:
+        typer.echo(f"note: {scores['note']}")
+    typer.echo(f"tables, scores and dose-response plot -> {out}")
+
+
+@app.command("export")
+def export_cmd(
+    profiles: Annotated[Path, typer.Argument(help="A profile table (.parquet/.csv).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The .h5ad file to write.")],
+    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
+) -> None:
+    """Write a profile table as AnnData (.h5ad: obs = Metadata_ columns, X = features)."""
+    from cellmorph.api import write_h5ad
+    from cellmorph.profiling.cellprofiler import read_profiles
+
+    out = _output_file(output, output, profiles)
+    if out.suffix != ".h5ad":
+        raise CellmorphError(f"-o {out}: give a file name ending in .h5ad")
+    path = write_h5ad(read_profiles(profiles, annotate=False), out)
+    typer.echo(f"AnnData -> {path}")
+
+
 # ---------------------------------------------------------------- train
 @app.command("train")
 def train_cmd(
@@ -312,6 +423,7 @@ def train_cmd(
     freeze_stages: Annotated[int | None, _opt(_T, "freeze_stages", "--freeze-stages")] = None,
     device: Annotated[str | None, _opt(_T, "device", "--device")] = None,
     precision: Annotated[str | None, _opt(_T, "precision", "--precision")] = None,
+    overwrite: Overwrite = False,
     debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Fine-tune with leave-one-compound-out (or any group) cross-validation; resumable."""
@@ -321,7 +433,8 @@ def train_cmd(
     result = train(config, index=index, output=output, model=model, weights=weights,
                    preset=preset, preprocess=preprocess, epochs=epochs, batch_size=batch_size,
                    seeds=seed, fold_by=fold_by, folds=fold, freeze_stages=freeze_stages,
-                   device=device, precision=precision, progress=not quiet)
+                   device=device, precision=precision, overwrite=overwrite,
+                   progress=not quiet)
     typer.echo(format_cv(result))
     typer.echo(f"run folder: {result.config.output}")
 
@@ -332,13 +445,22 @@ def compare_init_cmd(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for both runs "
                                                  "and the comparison (default: the config's "
                                                  "output).")] = None,
+    epochs: Annotated[int | None, _opt(_T, "epochs", "--epochs")] = None,
+    seed: Annotated[list[int] | None, _opt(_T, "seeds", "--seed")] = None,
+    fold: Annotated[list[str] | None, _opt(_T, "folds", "--fold")] = None,
+    keep_frozen: Annotated[bool, typer.Option(
+        "--keep-frozen", help="Keep the config's frozen/cached trunk in both arms (the "
+        "default, as in the paper, fine-tunes the whole network in both).")] = False,
+    overwrite: Overwrite = False,
     debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Pretrained (ImageNet) vs Xavier-initialised fine-tuning, side by side."""
     from cellmorph.api import compare_init
     from cellmorph.evaluation.cv import format_cv
 
-    results = compare_init(config, output=output, progress=not quiet)
+    results = compare_init(config, output=output, epochs=epochs, seeds=seed, folds=fold,
+                           whole_network=not keep_frozen, overwrite=overwrite,
+                           progress=not quiet)
     out = output or next(iter(results.values())).config.output.parent
     typer.echo("\n".join(format_cv(r) for r in results.values()))
     typer.echo(f"plots: {out / 'compare_init.png'}")
@@ -412,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
     verbose = "--verbose" in argv or "-v" in argv
     configure_logging(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
     set_progress(not quiet)
+    # SIGTERM (a scheduler, `kill`) stops a run like Ctrl-C: finished parts stay, exit 130.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         code = app(args=argv, prog_name="cellmorph", standalone_mode=False)
     except CellmorphError as exc:
@@ -439,9 +563,15 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo(f"error: {type(exc).__name__}: {exc} (an internal error; rerun with --debug "
                    "and report it)", err=True)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if code == 130:  # typer turns KeyboardInterrupt into this exit code
         return _interrupted()
     return code if isinstance(code, int) else 0
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _interrupted() -> int:

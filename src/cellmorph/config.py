@@ -8,21 +8,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
 from cellmorph.atomic import write_text
 from cellmorph.errors import CellmorphError
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Side = Annotated[int, Field(ge=8)]  # pixels
+Percent = Annotated[float, Field(ge=0, le=100)]
 Colour = Literal["R", "G", "B"]
 DEFAULT_RGB_MAP: dict[str, Colour] = {"DAPI": "R", "Tubulin": "G", "Actin": "B"}
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # Unknown keys are errors (a typo is never silently ignored), and numbers must be finite.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 class PreprocessConfig(_Strict):
@@ -38,15 +48,16 @@ class PreprocessConfig(_Strict):
     rescale: Literal["image", "plate"] = Field(
         "plate", description="to 8 bits by the min-max of each image (image) or by per-channel "
         "plate percentiles (plate)")
-    rescale_percentiles: tuple[float, float] = Field(
+    rescale_percentiles: tuple[Percent, Percent] = Field(
         (0.1, 99.9), description="plate percentiles mapped to 0 and 255 (rescale: plate)")
-    resize: tuple[int, int] | None = Field(None, description="resize whole fields to (H, W) "
-                                           "before tiling")
+    resize: tuple[Side, Side] | None = Field(None, description="resize whole fields to (H, W) "
+                                             "before tiling")
     tiles: Literal["grid", "random"] = Field("grid", description="cut fields into a regular "
                                              "grid or at random positions")
-    grid: tuple[int, int] = Field((2, 2), description="rows and columns of the tile grid")
+    grid: tuple[PositiveInt, PositiveInt] = Field((2, 2), description="rows and columns of the "
+                                                  "tile grid")
     random_count: int = Field(8, ge=1, description="random tiles per field (tiles: random)")
-    random_size: tuple[int, int] = Field((256, 256), description="random tile size (H, W)")
+    random_size: tuple[Side, Side] = Field((256, 256), description="random tile size (H, W)")
     tile_size: int | None = Field(None, ge=16, description="tile edge fed to the model "
                                   "(default: the model's input size)")
     drop_empty: bool = Field(True, description="drop tiles that are mostly background "
@@ -56,6 +67,14 @@ class PreprocessConfig(_Strict):
     empty_min_fraction: float = Field(0.002, ge=0, le=1, description="a tile is kept when more "
                                       "than this fraction of its pixels is foreground")
     seed: int = Field(0, description="seed of the random tile positions")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PreprocessConfig:
+        low, high = self.rescale_percentiles
+        if low >= high:
+            raise ValueError(f"rescale_percentiles {list(self.rescale_percentiles)}: the first "
+                             "must be below the second")
+        return self
 
 
 PREPROCESS_PRESETS: dict[str, PreprocessConfig] = {
@@ -254,12 +273,18 @@ CONFIG_MODELS: dict[str, type[BaseModel]] = {
     "profile": ProfileConfig, "evaluate": EvaluateConfig, "train": TrainConfig,
     "preprocess": PreprocessConfig, "augment": AugmentConfig,
 }
+_MODEL_NAMES = {m.__name__ for m in CONFIG_MODELS.values()} | {"str"}
 
 
 def first_error(exc: ValidationError) -> str:
-    """The first validation problem as ``field.path: message``."""
-    first = exc.errors()[0]
-    where = ".".join(map(str, first["loc"]))
+    """The first validation problem as ``field.path: message`` (the YAML keys only: pydantic's
+    names of union members and validators are left out)."""
+    errors = exc.errors()
+    # A preset name that fails is less telling than the settings that failed.
+    first = next((e for e in errors if "str" not in map(str, e["loc"])), errors[0])
+    keys = [str(k) for k in first["loc"]
+            if not any(ch in str(k) for ch in "[(") and str(k) not in _MODEL_NAMES]
+    where = ".".join(keys)
     return f"{where}: {first['msg']}" if where else first["msg"]
 
 

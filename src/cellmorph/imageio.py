@@ -1,4 +1,11 @@
-"""Reading fields of view: tifffile for TIFF, Pillow for BMP/PNG; shape and dtype checked."""
+"""Reading fields of view: tifffile for TIFF, Pillow for BMP/PNG; shape and dtype checked.
+
+Limits, checked from the file header before any pixel is read: a plane may have at most
+``MAX_PIXELS`` pixels (268 million, e.g. 16384 x 16384) and at least ``MIN_SIDE`` pixels on
+each side (tiling asks for more: crops of at least 8 pixels). Float images must be finite:
+a NaN or infinite pixel is an error naming the file (it would otherwise poison the plate's
+statistics and every image normalised with them).
+"""
 
 from __future__ import annotations
 
@@ -14,23 +21,32 @@ from cellmorph.schema import path_column
 
 _TIFF = (".tif", ".tiff")
 ALLOWED_DTYPES = (np.uint8, np.uint16, np.float32)
+MAX_PIXELS = 1 << 28
+MIN_SIDE = 2
 
 
 def read_image(path: Path | str, *, dtype: np.dtype | None = None,
                shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read one single-channel image as a 2-D array; check ``dtype`` and ``shape`` if given."""
+    """Read one single-channel image as a 2-D array; check ``dtype`` and ``shape`` if given.
+
+    Palette images with a grey palette (BBBC014's TIFFs and BMPs) are read as their grey
+    values, whichever reader opens them.
+    """
     path = Path(path)
     try:
-        if path.suffix.lower() in _TIFF:
-            img = tifffile.imread(path)
-        else:
-            with Image.open(path) as im:
-                img = np.asarray(im.convert("L") if im.mode in ("RGB", "P", "RGBA") else im)
+        img = _read_tiff(path) if path.suffix.lower() in _TIFF else _read_pillow(path)
     except FileNotFoundError:
         raise CellmorphError(f"{path}: image file not found; re-index the screen") from None
-    except (tifffile.TiffFileError, UnidentifiedImageError, OSError, ValueError, IndexError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own header check came first
+        raise CellmorphError(f"{path}: the header claims more pixels than the limit ({exc}); "
+                             "is the file damaged?") from None
+    except (tifffile.TiffFileError, UnidentifiedImageError, OSError, ValueError, IndexError,
+            KeyError) as exc:
         raise CellmorphError(f"{path}: unreadable or truncated image ({exc}); "
                              "re-download or re-export this file") from exc
+    if img.ndim >= 2 and min(img.shape[-2:]) < MIN_SIDE and img.shape[-1] not in (3, 4):
+        raise CellmorphError(f"{path}: {img.shape[-2]}x{img.shape[-1]} pixels is too small for a "
+                             f"field of view (at least {MIN_SIDE} on each side)")
     img = np.squeeze(img)
     if img.ndim != 2:
         raise CellmorphError(f"{path}: expected a single-channel 2-D image, got shape {img.shape}; "
@@ -38,6 +54,11 @@ def read_image(path: Path | str, *, dtype: np.dtype | None = None,
     if not any(img.dtype == d for d in ALLOWED_DTYPES):
         raise CellmorphError(f"{path}: unsupported pixel type {img.dtype}; use 8- or 16-bit "
                              "unsigned integers or float32")
+    if img.dtype.kind == "f":
+        bad = int(np.size(img) - np.count_nonzero(np.isfinite(img)))
+        if bad:
+            raise CellmorphError(f"{path}: {bad} pixel(s) are NaN or infinite; re-export the "
+                                 "image with finite values (or mask them as 0)")
     if dtype is not None and img.dtype != np.dtype(dtype):
         raise CellmorphError(f"{path}: pixel type {img.dtype}, but the other images of this screen "
                              f"are {np.dtype(dtype)}; re-export it like the others")
@@ -45,6 +66,37 @@ def read_image(path: Path | str, *, dtype: np.dtype | None = None,
         raise CellmorphError(f"{path}: shape {img.shape}, expected {tuple(shape)} like the other "
                              "images of this screen; re-export it or index it separately")
     return img
+
+
+def _check_size(path: Path, shape: Sequence[int]) -> None:
+    pixels = int(np.prod([int(s) for s in shape])) if len(shape) else 0
+    if pixels > MAX_PIXELS:
+        raise CellmorphError(f"{path}: the header claims {'x'.join(map(str, shape))} pixels, "
+                             f"more than the limit of {MAX_PIXELS:,} per image; is the file "
+                             "damaged?")
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    with tifffile.TiffFile(path) as tif:
+        if not tif.pages:
+            raise ValueError("no image in the file")
+        _check_size(path, tif.pages[0].shape)
+        # The first page only: palette TIFFs are read as their index (grey) values.
+        return tif.pages[0].asarray()
+
+
+def _read_pillow(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        _check_size(path, (im.size[1], im.size[0]))
+        if im.mode == "P" and _grey_palette(im):
+            return np.asarray(im)  # identity grey palette: the indices are the grey values
+        return np.asarray(im.convert("L") if im.mode in ("RGB", "P", "RGBA", "LA") else im)
+
+
+def _grey_palette(im: Image.Image) -> bool:
+    palette = np.asarray(im.getpalette() or [], np.int32).reshape(-1, 3)
+    n = len(palette)
+    return n > 0 and bool((palette == np.arange(n)[:, None]).all())
 
 
 def read_field(row: Mapping[str, object], channels: Sequence[str], *,

@@ -34,6 +34,17 @@ class Runtime:
         """``fp32``, ``bf16`` or ``fp16``: what ``precision: auto`` resolved to."""
         return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.precision]
 
+    def summary(self) -> str:
+        """One line for the log: the device and the precision actually used."""
+        if self.device.type == "cuda":
+            where = f"{self.device} ({torch.cuda.get_device_name(self.device)})"
+        else:
+            where = f"cpu ({torch.get_num_threads()} threads)"
+        native = ""
+        if self.device.type == "cpu" and self.precision == torch.bfloat16:
+            native = ", native on this CPU" if cpu_has_native_bf16() else ", emulated"
+        return f"{where}, precision {self.precision_name}{native}"
+
     def describe(self) -> dict[str, str | bool]:
         """What a provenance record says about the hardware."""
         info: dict[str, str | bool] = {"device": str(self.device),

@@ -42,6 +42,7 @@ ROLE = "Metadata_Role"
 COUNT = "Metadata_Count"
 FOLD = "Metadata_Fold"
 CELL_LINE = "Metadata_CellLine"
+SYNTHETIC = "Metadata_Synthetic"  # True on every row made from SYNTHETIC images
 METADATA_PREFIX = "Metadata_"
 PATH_PREFIX = "Path_"
 PROB_PREFIX = "Prob_"
@@ -64,7 +65,8 @@ LEVEL_KEYS: dict[str, list[str]] = {"image": IMAGE_KEYS, "well": WELL_KEYS,
 LEVELS = tuple(LEVEL_KEYS)
 
 # The metadata a prediction table carries up the levels (when constant within a group).
-PREDICTION_METADATA = [TREATMENT, COMPOUND, CONCENTRATION, MOA, PLATE, WELL, BATCH, FOLD]
+PREDICTION_METADATA = [TREATMENT, COMPOUND, CONCENTRATION, MOA, PLATE, WELL, BATCH, FOLD,
+                       SYNTHETIC]
 
 
 def path_column(channel: str) -> str:
@@ -75,6 +77,11 @@ def path_column(channel: str) -> str:
 def channels_of(index: pd.DataFrame) -> list[str]:
     """The stains of an index, in column order."""
     return [c[len(PATH_PREFIX):] for c in index.columns if c.startswith(PATH_PREFIX)]
+
+
+def metadata_mask(table: pd.DataFrame) -> list[bool]:
+    """For each column: does it hold metadata (``Metadata_*``)?"""
+    return [str(c).startswith(METADATA_PREFIX) for c in table.columns]
 
 
 def metadata_columns(table: pd.DataFrame) -> list[str]:
@@ -91,7 +98,10 @@ def feature_columns(profiles: pd.DataFrame) -> list[str]:
     if not metadata_columns(profiles):
         raise CellmorphError("profile table has no Metadata_ columns; name annotation columns "
                              "Metadata_Plate, Metadata_Well, ... as pycytominer does")
-    bad = [c for c in feats if not pd.api.types.is_numeric_dtype(profiles[c])]
+    # One dtype lookup: indexing thousands of columns one by one is slow.
+    dtypes = profiles.dtypes
+    bad = [c for c, t, meta in zip(profiles.columns, dtypes, metadata_mask(profiles), strict=True)
+           if not meta and not pd.api.types.is_numeric_dtype(t)]
     if bad:
         raise CellmorphError(f"profile table: non-numeric feature columns {bad[:5]}; prefix "
                              "annotation columns with Metadata_ or drop them")
@@ -111,6 +121,11 @@ def prob_columns(predictions: pd.DataFrame) -> list[str]:
 def classes_of(predictions: pd.DataFrame) -> list[str]:
     """Class names, in the order of the probability columns."""
     return [c[len(PROB_PREFIX):] for c in prob_columns(predictions)]
+
+
+def is_synthetic(table: pd.DataFrame | None) -> bool:
+    """True when a table was made from SYNTHETIC images (its figures must say so)."""
+    return table is not None and SYNTHETIC in table.columns and bool(table[SYNTHETIC].any())
 
 
 def is_treatment(table: pd.DataFrame) -> pd.Series:

@@ -2,11 +2,12 @@
 
 from cellmorph.backbones.registry import (
     PAPER_MODELS,
+    check_model,
     create_backbone,
     data_config,
     default_input_size,
     load_weights_file,
 )
 
-__all__ = ["PAPER_MODELS", "create_backbone", "data_config", "default_input_size",
+__all__ = ["PAPER_MODELS", "check_model", "create_backbone", "data_config", "default_input_size",
            "load_weights_file"]

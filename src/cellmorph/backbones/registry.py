@@ -38,13 +38,22 @@ def data_config(model: nn.Module) -> dict:
     return {"mean": tuple(cfg["mean"]), "std": tuple(cfg["std"]), "input_size": cfg["input_size"]}
 
 
-def create_backbone(model_name: str, weights: str | Path = "imagenet", *,
-                    num_classes: int = 0, drop_rate: float = 0.0) -> nn.Module:
-    """A timm model with global pooling; ``num_classes=0`` returns pooled features."""
+def check_model(model_name: str, weights: str | Path = "imagenet") -> None:
+    """Raise a clear error for an unknown model or a missing weights file (before any work)."""
     if not timm.is_model(model_name):
         close = timm.list_models(f"*{model_name.split('_')[0]}*")[:5]
         raise CellmorphError(f"timm does not know the model {model_name!r}; "
                              f"similar names: {close or 'none'} (see timm.list_models())")
+    weights_str = str(weights)
+    if weights_str not in ("imagenet", "random", "xavier") and not Path(weights_str).is_file():
+        raise CellmorphError(f"weights file {weights_str} not found; pass 'imagenet', 'random', "
+                             "'xavier' or an existing .safetensors/.pth file")
+
+
+def create_backbone(model_name: str, weights: str | Path = "imagenet", *,
+                    num_classes: int = 0, drop_rate: float = 0.0) -> nn.Module:
+    """A timm model with global pooling; ``num_classes=0`` returns pooled features."""
+    check_model(model_name, weights)
     kwargs = {"num_classes": num_classes, "drop_rate": drop_rate}
     weights_str = str(weights)
     if weights_str in ("random", "xavier"):

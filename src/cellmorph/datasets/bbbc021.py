@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from cellmorph import schema as sc
-from cellmorph.datasets.index import build_index, read_csv_table
+from cellmorph.datasets.index import build_index, mark_synthetic, read_csv_table
 from cellmorph.errors import CellmorphError
 from cellmorph.log import get_logger
 
@@ -60,8 +60,8 @@ def read_moa_metadata(path: Path | str | None = None) -> pd.DataFrame:
     empty = df["moa"].isna() | (df["moa"].astype(str).str.strip() == "")
     if empty.any():
         row = int(empty.to_numpy().nonzero()[0][0])
-        raise CellmorphError(f"{path}: row {row + 2} (compound {df['compound'].iloc[row]!r}) has "
-                             "no MoA; fill in the moa column or remove the row")
+        raise CellmorphError(f"{path}: line {row + 2} (compound {df['compound'].iloc[row]!r}) "
+                             "has no MoA; fill in the moa column or remove the row")
     return df
 
 
@@ -179,6 +179,7 @@ def index_bbbc021(
                   moa_subset=moa_subset, plates=plates)
     if root is not None and check_files:
         pm = _only_present_plates(pm, Path(root), explicit=bool(plates))
+    pm = mark_synthetic(pm, root)
     return build_index(pm, CHANNELS, root=root, check_files=check_files and root is not None,
                        source="BBBC021")
 

@@ -7,6 +7,7 @@ channel holding the image file of that stain.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from cellmorph.schema import (
     ROLE_UNLABELLED,
     ROLES,
     SITE,
+    SYNTHETIC,
     TREATMENT,
     WELL,
     channels_of,
@@ -63,8 +65,12 @@ def build_index(
     """Validate a plate map in the common schema and return the field-of-view index.
 
     ``platemap`` holds the ``Metadata_*`` columns (``Metadata_Role`` among them) and one
-    ``Path_<channel>`` column per channel, relative to ``root`` or absolute. Paths are
-    resolved against ``root``; with ``check_files`` every missing file is reported at once.
+    ``Path_<channel>`` column per channel, relative to ``root`` or absolute. Paths are stored
+    absolute (relative ones resolved against ``root``, else the current folder), so an index
+    works from any folder; with ``check_files`` every missing file is reported at once.
+
+    Errors name the offending row by the table's index label: a plate map read from a file
+    carries its file line numbers there (``line N``), other tables their row numbers.
     """
     channels = list(channels)
     if not channels:
@@ -77,23 +83,29 @@ def build_index(
         raise CellmorphError(f"{source}: the selection is empty; check the filters and the input")
 
     df = platemap.copy()
+    at = _locator(df)
     for col, default in ((BATCH, None), (REPLICATE, 1), (MOA, None)):
         if col not in df.columns:
             df[col] = df[PLATE] if col == BATCH else default
     df[PLATE] = df[PLATE].astype(str)
     df[BATCH] = df[BATCH].astype(str)
     df[COMPOUND] = df[COMPOUND].astype(str)
-    df[WELL] = _checked_wells(df[WELL], source)
-    df[SITE] = _checked_int(df[SITE], SITE, source)
-    df[REPLICATE] = _checked_int(df[REPLICATE], REPLICATE, source)
-    df[CONCENTRATION] = _checked_float(df[CONCENTRATION], CONCENTRATION, source)
+    df[WELL] = _checked_wells(df[WELL], source, at)
+    df[SITE] = _checked_int(df[SITE], SITE, source, at)
+    df[REPLICATE] = _checked_int(df[REPLICATE], REPLICATE, source, at)
+    df[CONCENTRATION] = _checked_float(df[CONCENTRATION], CONCENTRATION, source, at)
+    negative = df[CONCENTRATION] < 0
+    if negative.any():
+        label = df.index[negative][0]
+        raise CellmorphError(f"{source}: {at(label)}: {CONCENTRATION} is "
+                             f"{df[CONCENTRATION][label]:g}, negative; give doses as 0 or more")
     df[MOA] = df[MOA].astype(object).where(df[MOA].notna() & (df[MOA].astype(str) != ""), None)
     df[TREATMENT] = [treatment_id(c, x) for c, x in zip(df[COMPOUND], df[CONCENTRATION], strict=True)]
     bad_role = ~df[ROLE].isin(ROLES)
     if bad_role.any():
-        raise CellmorphError(f"{source}: row {int(np.flatnonzero(bad_role)[0])}: unknown role "
+        raise CellmorphError(f"{source}: {at(df.index[bad_role][0])}: unknown role "
                              f"{df[ROLE][bad_role].iloc[0]!r}")
-    _check_consistent_labels(df, source)
+    _check_consistent_labels(df, source, at)
 
     dup = df.duplicated(KEY_COLUMNS, keep=False)
     if dup.any():
@@ -103,14 +115,14 @@ def build_index(
             "each field of view must appear once"
         )
 
-    root_path = Path(root).resolve() if root is not None else None
+    root_path = Path(os.path.abspath(root)) if root is not None else None
     for ch in channels:
         col = path_column(ch)
-        if df[col].isna().any():
-            row = int(np.flatnonzero(df[col].isna().to_numpy())[0])
-            raise CellmorphError(f"{source}: row {row}: channel {ch!r} has no image path; "
-                                 "every field of view needs a file for every channel")
-        df[col] = [str(_resolve(p, root_path)) for p in df[col]]
+        empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
+        if empty.any():
+            raise CellmorphError(f"{source}: {at(df.index[empty][0])}: channel {ch!r} has no "
+                                 "image path; every field of view needs a file for every channel")
+        df[col] = [_resolve(p, root_path) for p in df[col]]
     if check_files:
         report_missing_files(df, channels, source)
 
@@ -120,60 +132,82 @@ def build_index(
     return out
 
 
+SYNTHETIC_MARKER = "SYNTHETIC.txt"  # written by `cellmorph synth` beside synthetic images
+
+
+def mark_synthetic(platemap: pd.DataFrame, *folders: Path | str | None) -> pd.DataFrame:
+    """Flag every row ``Metadata_Synthetic`` when a folder holds the synthetic marker file."""
+    if any(f is not None and (Path(f) / SYNTHETIC_MARKER).is_file() for f in folders):
+        platemap = platemap.assign(**{SYNTHETIC: True})
+    return platemap
+
+
 def report_missing_files(index: pd.DataFrame, channels: Sequence[str], source: str) -> None:
     """Raise one error listing how many image files are missing and the first few."""
     paths = pd.concat([index[path_column(c)] for c in channels], ignore_index=True)
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
-        shown = "\n  ".join(missing[:5])
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
         raise CellmorphError(
-            f"{source}: {len(missing)} of {len(paths)} image files are missing, first:\n  {shown}\n"
+            f"{source}: {len(missing)} of {len(paths)} image files are missing (first: {shown}); "
             "check the ROOT folder (for BBBC021: the unpacked per-plate zips, "
             "`cellmorph download bbbc021 ROOT`), or pass --no-check-files to index anyway"
         )
 
 
-def _resolve(p: str, root: Path | None) -> Path:
-    path = Path(str(p))
+LINE_NUMBERS = "cellmorph_line_numbers"  # DataFrame.attrs flag: the index holds file lines
+
+
+def _locator(df: pd.DataFrame):
+    """How to name a row in an error: its file line, or its row number."""
+    word = "line" if df.attrs.get(LINE_NUMBERS) else "row"
+    return lambda label: f"{word} {label}"
+
+
+def _resolve(p: str, root: Path | None) -> str:
+    path = Path(str(p).strip())
     if not path.is_absolute() and root is not None:
         path = root / path
-    return path
+    # abspath, not resolve(): symbolic links keep their own names.
+    return os.path.abspath(path)
 
 
-def _checked_wells(values: pd.Series, source: str) -> pd.Series:
+def _checked_wells(values: pd.Series, source: str, at) -> pd.Series:
     out = []
-    for i, w in enumerate(values):
+    for label, w in values.items():
         try:
             out.append(normalise_well(w))
         except ValueError as exc:
-            raise CellmorphError(f"{source}: row {i}: {exc}") from None
+            raise CellmorphError(f"{source}: {at(label)}: {exc}") from None
     return pd.Series(out, index=values.index, dtype=object)
 
 
-def _checked_int(values: pd.Series, name: str, source: str) -> pd.Series:
+def _checked_int(values: pd.Series, name: str, source: str, at) -> pd.Series:
     num = pd.to_numeric(values, errors="coerce")
     bad = num.isna() | (num != np.round(num))
     if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise CellmorphError(f"{source}: row {i}: {name} is {values.iloc[i]!r}, not a whole number")
+        label = values.index[bad][0]
+        raise CellmorphError(f"{source}: {at(label)}: {name} is {values[label]!r}, not a whole "
+                             "number")
     return num.astype(int)
 
 
-def _checked_float(values: pd.Series, name: str, source: str) -> pd.Series:
+def _checked_float(values: pd.Series, name: str, source: str, at) -> pd.Series:
     num = pd.to_numeric(values, errors="coerce")
-    if num.isna().any():
-        i = int(np.flatnonzero(num.isna().to_numpy())[0])
-        raise CellmorphError(f"{source}: row {i}: {name} is {values.iloc[i]!r}, not a number")
+    bad = ~np.isfinite(num.astype(float))
+    if bad.any():
+        label = values.index[bad][0]
+        raise CellmorphError(f"{source}: {at(label)}: {name} is {values[label]!r}, not a number")
     return num.astype(float)
 
 
-def _check_consistent_labels(df: pd.DataFrame, source: str) -> None:
+def _check_consistent_labels(df: pd.DataFrame, source: str, at) -> None:
     """Every labelled row has a label, and a treatment carries one label only."""
     labelled = treatments(df)
     no_label = labelled[MOA].isna()
     if no_label.any():
-        row = int(labelled.index[no_label][0])
-        raise CellmorphError(f"{source}: row {row}: compound {labelled[COMPOUND][row]!r} "
+        row = labelled.index[no_label][0]
+        raise CellmorphError(f"{source}: {at(row)}: compound {labelled[COMPOUND][row]!r} "
                              "has no MoA label; add one or mark the row unlabelled")
     n_labels = labelled.groupby(TREATMENT)[MOA].nunique()
     if (n_labels > 1).any():
@@ -183,15 +217,26 @@ def _check_consistent_labels(df: pd.DataFrame, source: str) -> None:
                              "give each treatment one label")
 
 
-def read_csv_table(path: Path | str, what: str = "file") -> pd.DataFrame:
-    """Read a CSV with one clear error for a missing or unreadable file."""
+def read_csv_table(path: Path | str, what: str = "file", *,
+                   line_numbers: bool = False) -> pd.DataFrame:
+    """Read a CSV with one clear error for a missing or unreadable file.
+
+    With ``line_numbers`` the table's index holds each row's line in the file (the header is
+    line 1), and errors from :func:`build_index` name rows by those lines.
+    """
     path = Path(path)
     if not path.is_file():
         raise CellmorphError(f"{what} {path} not found; check the path")
     try:
-        return pd.read_csv(path)
+        df = pd.read_csv(path)
     except Exception as exc:  # pandas raises several types for damaged CSVs
         raise CellmorphError(f"{path}: cannot be read as CSV ({exc})") from exc
+    if df.empty and len(df.columns) == 0:
+        raise CellmorphError(f"{path}: the file is empty; expected a header line and rows")
+    if line_numbers:
+        df.index = pd.RangeIndex(2, len(df) + 2)
+        df.attrs[LINE_NUMBERS] = True
+    return df
 
 
 def read_index(index: Path | str | pd.DataFrame) -> pd.DataFrame:

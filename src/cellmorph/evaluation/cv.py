@@ -75,11 +75,14 @@ def score_seed(seed: SeedRun, level: str) -> SeedResult:
 
 
 def summarise_cv(run: TrainingRun) -> CVResult:
-    """Score every seed of a run and summarise over seeds (mean +- SEM)."""
+    """Score every seed of a run and summarise over seeds (mean +- SEM; the SEM of a single
+    seed is undefined and given as None)."""
     cfg = run.config
     seeds = [score_seed(s, cfg.report_level) for s in run.seeds]
     summary: dict = {"model": cfg.model, "weights": cfg.weights, "seeds": cfg.seeds,
-                     "report_level": cfg.report_level, "n_seeds": len(seeds)}
+                     "report_level": cfg.report_level, "n_seeds": len(seeds),
+                     "folds_done": len(seeds[0].folds), "folds_total": run.folds_total,
+                     "trained": run.trained}
     for key in ("crop_accuracy", "image_accuracy", "well_accuracy", "treatment_accuracy"):
         vals = np.array([s.metrics[key] for s in seeds])
         summary[key] = {"mean": float(vals.mean()), "sem": sem(vals), "values": vals.tolist()}
@@ -90,17 +93,32 @@ def summarise_cv(run: TrainingRun) -> CVResult:
     return CVResult(cfg, run.classes, seeds, summary, run.folds_total, run.runtime)
 
 
-def sem(values: np.ndarray) -> float:
-    """Standard error of the mean (0 for a single value)."""
+def sem(values: np.ndarray) -> float | None:
+    """Standard error of the mean; None for a single value (the spread is undefined)."""
     values = np.asarray(values, dtype=float)
-    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
+
+
+def partial_note(summary: dict) -> str:
+    """``" (2 of 13 folds)"`` when only some folds were run, else empty."""
+    done, total = summary.get("folds_done"), summary.get("folds_total")
+    return f" ({done} of {total} folds)" if done is not None and done != total else ""
+
+
+def format_accuracy(value: dict) -> str:
+    """``87.0 % +- 1.2 %`` over seeds, or ``87.0 %`` for one seed."""
+    if value.get("sem") is None:
+        return f"{value['mean']:.1%}"
+    return f"{value['mean']:.1%} +- {value['sem']:.1%}"
 
 
 def format_cv(result: CVResult | dict) -> str:
     """Accuracies as mean +- SEM over seeds, for the terminal."""
     summary = result.summary if isinstance(result, CVResult) else result
-    lines = [f"{summary['model']} ({summary['weights']}), {summary['n_seeds']} seed(s):"]
+    lines = [f"{summary['model']} ({summary['weights']}), {summary['n_seeds']} seed(s)"
+             f"{partial_note(summary)}:"]
     for key in ("treatment_accuracy", "well_accuracy", "image_accuracy", "crop_accuracy"):
-        v = summary[key]
-        lines.append(f"  {key.replace('_', ' '):<20}{v['mean']:.1%} +- {v['sem']:.1%}")
+        lines.append(f"  {key.replace('_', ' '):<20}{format_accuracy(summary[key])}")
+    if summary.get("trained"):
+        lines.append(f"  trained: {summary['trained']}")
     return "\n".join(lines)

@@ -80,7 +80,8 @@ def nn_accuracy(treatments: pd.DataFrame, *, metric: str = "cosine",
     nearest = np.argmin(dist, axis=1)
     moa = df[sc.MOA].to_numpy()
     pred = np.where(has_ref, moa[nearest], None)
-    out = df[[sc.TREATMENT, sc.COMPOUND, sc.CONCENTRATION, sc.MOA, sc.BATCH]].copy()
+    out = df[[c for c in (sc.TREATMENT, sc.COMPOUND, sc.CONCENTRATION, sc.MOA, sc.BATCH)
+              if c in df.columns]].copy()
     out["predicted"] = pred
     out["neighbour"] = np.where(has_ref, df[sc.TREATMENT].to_numpy()[nearest], None)
     out["distance"] = np.where(has_ref, dist[np.arange(len(df)), nearest], np.nan)

@@ -16,6 +16,7 @@ from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.knn import NNResult, nn_accuracy
 from cellmorph.evaluation.map import moa_consistency, phenotypic_activity, summarize_map
 from cellmorph.evaluation.predictions import confusion
+from cellmorph.log import get_logger
 from cellmorph.profiling.normalize import (
     check_missing,
     drop_unusable_features,
@@ -23,6 +24,8 @@ from cellmorph.profiling.normalize import (
     reduce_pca,
     sphere,
 )
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -81,12 +84,25 @@ def prepare_profiles(wells: pd.DataFrame, cfg: EvaluateConfig) -> tuple[pd.DataF
         if col not in wells.columns:
             raise CellmorphError(f"profile table lacks {col}; annotate it (see `cellmorph "
                                  "evaluate --help`)")
-    sc.feature_columns(wells)
+    feats = sc.feature_columns(wells)
     notes: dict = {}
+    if sc.treatments(wells)[sc.MOA].nunique() < 2:
+        raise CellmorphError("the profiles have fewer than two labelled MoAs; 1-NN MoA accuracy "
+                             "and mAP need at least two (is the Metadata_Role column right?)")
+    # A feature missing in every well is dropped, not every well with it.
+    empty = [c for c in feats if wells[c].isna().all()]
+    if empty:
+        log.warning("%d feature(s) are missing in every well and are left out (first: %s)",
+                    len(empty), empty[0])
+        wells = wells.drop(columns=empty)
+        notes["missing_features_dropped"] = len(empty)
     wells = check_missing(wells, cfg.drop_nan_rows)
     wells, dropped = drop_unusable_features(wells)
     if dropped:
         notes["constant_features_dropped"] = len(dropped)
+    if not any(not str(c).startswith(sc.METADATA_PREFIX) for c in wells.columns):
+        raise CellmorphError("every feature is constant or missing across the wells; there is "
+                             "nothing to compare (check the profiles)")
     wells = normalize(wells, method=cfg.normalize, by=cfg.normalize_by)
     if cfg.sphering:
         wells = sphere(wells, epsilon=cfg.sphering_epsilon)
@@ -116,8 +132,15 @@ def evaluate_profiles(wells: pd.DataFrame, cfg: EvaluateConfig | None = None) ->
     cfg = cfg or EvaluateConfig()
     wells, notes = prepare_profiles(wells, cfg)
     treatments = sc.aggregate(sc.treatments(wells), sc.TREATMENT_KEYS, cfg.aggregate)
-    nn = [nn_accuracy(treatments, metric=metric, holdout=holdout)
-          for metric in cfg.metrics for holdout in ("nsc", "nscb")]
+    nn = []
+    for metric in cfg.metrics:
+        nn.append(nn_accuracy(treatments, metric=metric, holdout="nsc"))
+        try:
+            nn.append(nn_accuracy(treatments, metric=metric, holdout="nscb"))
+        except CellmorphError as exc:  # one batch only: NSC still says something
+            notes["nscb_not_evaluated"] = str(exc)
+    if "nscb_not_evaluated" in notes:
+        log.warning("NSCB not evaluated: %s", notes["nscb_not_evaluated"])
     result = EvaluationResult(cfg, wells, treatments, nn, notes)
     if cfg.map:
         result.map_activity = phenotypic_activity(wells, null_size=cfg.map_null_size,
@@ -136,6 +159,8 @@ def format_results(result: EvaluationResult) -> str:
     for r in m["nn"]:
         lines.append(f"{r['holdout'].upper():<9}{r['metric']:<11}{r['accuracy']:>9.1%}"
                      f"{r['n_treatments']:>5}  {', '.join(r['dropped_moas']) or '-'}")
+    if "nscb_not_evaluated" in m:
+        lines.append(f"NSCB not evaluated: {m['nscb_not_evaluated']}")
     if "map_activity" in m:
         a, c = m["map_activity"], m["map_moa_consistency"]
         lines.append(f"mAP activity vs DMSO: {a['mean_map']:.3f} "

@@ -17,12 +17,14 @@ log = get_logger(__name__)
 _RENAMES = {"Image_Metadata_Plate": sc.PLATE, "Image_Metadata_Well": sc.WELL}
 
 
-def read_profiles(source: Path | str, *, annotate_with: pd.DataFrame | None = None) -> pd.DataFrame:
+def read_profiles(source: Path | str, *, annotate_with: pd.DataFrame | None = None,
+                  annotate: bool = True) -> pd.DataFrame:
     """Read a profile table (Parquet or CSV; ``ljosa2013`` = the bundled BBBC021 profiles).
 
     CellProfiler's ``Image_Metadata_Plate``/``Image_Metadata_Well`` become ``Metadata_``
-    columns. A table without treatment annotations is annotated by plate and well from
-    ``annotate_with`` (an index), or from the BBBC021 metadata when its plates are BBBC021's.
+    columns. A table without treatment annotations is annotated (unless ``annotate`` is
+    off) by plate and well from ``annotate_with`` (an index), or from the BBBC021 metadata
+    when its plates are BBBC021's.
     """
     if str(source) == LJOSA2013:
         from cellmorph.datasets.bbbc021 import bundled_path
@@ -44,7 +46,7 @@ def read_profiles(source: Path | str, *, annotate_with: pd.DataFrame | None = No
         raise CellmorphError(f"{path}: no Metadata_Plate/Metadata_Well columns (or CellProfiler's "
                              "Image_Metadata_Plate/Well); profiles need plate and well "
                              "annotations")
-    if sc.COMPOUND not in df.columns:
+    if annotate and sc.COMPOUND not in df.columns:
         df = annotate_wells(df, annotate_with if annotate_with is not None
                             else _bbbc021_wells(df, path), str(path))
     return df

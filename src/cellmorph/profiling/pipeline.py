@@ -21,12 +21,14 @@ import torch
 
 from cellmorph import schema as sc
 from cellmorph.atomic import ensure_writable_dir, write_parquet
-from cellmorph.backbones import create_backbone, default_input_size
+from cellmorph.backbones import check_model, create_backbone, default_input_size
 from cellmorph.cache import KEEP, TILE, TileCache, build_tile_cache, safe_name
 from cellmorph.config import ProfileConfig, save_config
 from cellmorph.datasets.index import read_index
+from cellmorph.errors import CellmorphError
 from cellmorph.log import get_logger, progress
 from cellmorph.profiling.features import TileEmbedder, feature_names
+from cellmorph.runs import fingerprint, open_run, table_digest
 from cellmorph.runtime import Runtime, make_input_spec, resolve_runtime
 
 log = get_logger(__name__)
@@ -86,6 +88,9 @@ def profile_plate(tiles: np.ndarray, table: pd.DataFrame, embedder: TileEmbedder
     """
     kept = table[KEEP].to_numpy()
     feats = embedder(tiles[kept], batch_size=batch_size)
+    if not np.isfinite(feats).all():
+        raise CellmorphError(f"plate {table[sc.PLATE].iloc[0]}: the network produced NaN or "
+                             "infinite features; try --precision fp32 or other weights")
     names = feature_names(feats.shape[1], channels, embedder.mode)
     tile_profiles = pd.concat(
         [table.loc[kept].drop(columns=[KEEP, TILE]).reset_index(drop=True),
@@ -114,12 +119,13 @@ class PlateJob:
         """True when the plate's profiles are already on disk (a rerun skips it)."""
         return self.output.is_file()
 
-    def run(self, embedder: TileEmbedder) -> Path:
-        """Embed the plate's tiles, aggregate to images and write the plate's table."""
+    def run(self, embedder: TileEmbedder) -> pd.DataFrame:
+        """Embed the plate's tiles, aggregate to images, write and return the plate's table."""
         cache = TileCache(self.cache_folder, (self.plate,))
         images = profile_plate(cache.tiles(self.plate), cache.table(self.plate), embedder,
                                self.channels, method=self.method, batch_size=self.batch_size)
-        return write_parquet(images, self.output)
+        write_parquet(images, self.output)
+        return images
 
 
 def plate_jobs(cfg: ProfileConfig, cache: TileCache, channels: Sequence[str],
@@ -129,9 +135,18 @@ def plate_jobs(cfg: ProfileConfig, cache: TileCache, channels: Sequence[str],
                      cfg.aggregate, cfg.batch_size) for p in cache.plates]
 
 
-def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True) -> ProfileResult:
+PROFILE_ARTIFACTS = ("plates", "profiles_*.parquet", "timings.json", "evaluation", "config.yaml",
+                     "report.html", "figures")
+
+
+def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True,
+                   overwrite: bool = False) -> ProfileResult:
     """Run the profiling pipeline; returns the profile tables (and keeps per-plate results
     in ``OUTPUT/plates`` so that an interrupted run resumes).
+
+    The run folder must have been made with the same configuration (or be new); with
+    ``overwrite`` its results are deleted first. Device, model and weights are checked before
+    any preprocessing starts.
 
     Examples
     --------
@@ -139,30 +154,39 @@ def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True) -> Profile
     ... # doctest: +SKIP
     """
     timer = StageTimer()
-    out = ensure_writable_dir(cfg.output)
     runtime = resolve_runtime(cfg.device, cfg.precision)
+    check_model(cfg.model, cfg.weights)
     index = read_index(cfg.index)
-    save_config(cfg, out / "config.yaml")
-    channels = sc.channels_of(index)
-    tile_size = cfg.preprocess.tile_size or default_input_size(cfg.model)
-    with timer("read_preprocess_cache"):
-        cache = build_tile_cache(index, cfg.preprocess, cfg.cache_dir or out / "cache",
-                                 tile_size=tile_size, progress=progress_bars)
-    jobs = plate_jobs(cfg, cache, channels, ensure_writable_dir(out / "plates"))
-    todo = [job for job in jobs if not job.done]
-    if todo:
-        with timer("load_model"):
-            embedder = make_embedder(cfg, channels, runtime)
-        with timer("infer"):
-            for job in progress(todo, desc="profiling plates", unit="plate",
-                                enabled=progress_bars):
-                job.run(embedder)
-    with timer("aggregate"):
-        images = pd.concat([pd.read_parquet(job.output) for job in jobs], ignore_index=True)
-        wells = sc.aggregate(images, sc.WELL_KEYS, cfg.aggregate)
-        treated = wells[wells[sc.ROLE] != sc.ROLE_CONTROL]
-        treatments = sc.aggregate(treated, sc.TREATMENT_KEYS, cfg.aggregate)
-    return ProfileResult(cfg, images, wells, treatments, runtime.describe(),
+    digest = table_digest(index)
+    described = runtime.describe()
+    with open_run(cfg.output, kind="profile", overwrite=overwrite, artifacts=PROFILE_ARTIFACTS,
+                  fingerprint=fingerprint(cfg, "profile", described, digest),
+                  runtime=described, index_digest=digest) as out:
+        log.info("profiling on %s", runtime.summary())
+        save_config(cfg, out / "config.yaml")
+        channels = sc.channels_of(index)
+        tile_size = cfg.preprocess.tile_size or default_input_size(cfg.model)
+        with timer("read_preprocess_cache"):
+            cache = build_tile_cache(index, cfg.preprocess, cfg.cache_dir or out / "cache",
+                                     tile_size=tile_size, progress=progress_bars)
+        jobs = plate_jobs(cfg, cache, channels, ensure_writable_dir(out / "plates"))
+        todo = [job for job in jobs if not job.done]
+        computed: dict[str, pd.DataFrame] = {}
+        if todo:
+            with timer("load_model"):
+                embedder = make_embedder(cfg, channels, runtime)
+            with timer("infer"):
+                for job in progress(todo, desc="profiling plates", unit="plate",
+                                    enabled=progress_bars):
+                    computed[job.plate] = job.run(embedder)
+        with timer("aggregate"):
+            images = pd.concat([computed[job.plate] if job.plate in computed
+                                else pd.read_parquet(job.output) for job in jobs],
+                               ignore_index=True)
+            wells = sc.aggregate(images, sc.WELL_KEYS, cfg.aggregate)
+            treated = wells[wells[sc.ROLE] != sc.ROLE_CONTROL]
+            treatments = sc.aggregate(treated, sc.TREATMENT_KEYS, cfg.aggregate)
+    return ProfileResult(cfg, images, wells, treatments, described,
                          {**timer.seconds, "tiles_embedded": _tiles_embedded(cache, todo)})
 
 

@@ -1,31 +1,55 @@
-"""Matplotlib figures, written atomically as PNG (Agg backend: no display needed)."""
+"""Figures, written atomically as PNG.
+
+Built on matplotlib's object-oriented API (``Figure``, no pyplot): no global backend or
+state, safe in notebooks and threads. Every figure made from SYNTHETIC data says so across
+its face (``synthetic=True``).
+"""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from cellmorph.atomic import atomic_path
 
-from cellmorph.atomic import atomic_path  # noqa: E402
+COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3",
+           "#8c8c8c", "#ccb974", "#64b5cd", "#1f77b4", "#ff7f0e"]
 
 
-def _save(fig: plt.Figure, path: Path | str) -> Path:
+def stamp_synthetic(fig: Figure) -> None:
+    """Write SYNTHETIC across a figure (data from procedurally drawn cells)."""
+    fig.text(0.5, 0.5, "SYNTHETIC", transform=fig.transFigure, fontsize=34, color="#c0392b",
+             alpha=0.22, rotation=25, ha="center", va="center", fontweight="bold", zorder=100)
+
+
+def png_bytes(fig: Figure, synthetic: bool = False) -> bytes:
+    """The figure as PNG bytes."""
+    if synthetic:
+        stamp_synthetic(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def save(fig: Figure, path: Path | str, synthetic: bool = False) -> Path:
+    """Write a figure as PNG, atomically."""
+    data = png_bytes(fig, synthetic)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+        tmp.write_bytes(data)
     return Path(path)
 
 
-def plot_confusion(cm: pd.DataFrame, title: str, path: Path | str) -> Path:
+def plot_confusion(cm: pd.DataFrame, title: str, path: Path | str, *,
+                   synthetic: bool = False) -> Path:
     """A confusion matrix (rows true, columns predicted), with counts in the cells."""
     n = len(cm)
-    fig, ax = plt.subplots(figsize=(2.5 + 0.45 * n, 2 + 0.45 * n))
+    fig = Figure(figsize=(2.5 + 0.45 * n, 2 + 0.45 * n))
+    ax = fig.subplots()
     values = cm.to_numpy()
     ax.imshow(values, cmap="Blues")
     ax.set_xticks(range(n), cm.columns, rotation=60, ha="right", fontsize=8)
@@ -38,39 +62,150 @@ def plot_confusion(cm: pd.DataFrame, title: str, path: Path | str) -> Path:
     ax.set_xlabel("predicted MoA")
     ax.set_ylabel("true MoA")
     ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save(fig, path, synthetic)
 
 
 def plot_bars(values: Mapping[str, float], title: str, ylabel: str, path: Path | str,
-              errors: Mapping[str, float] | None = None, chance: float | None = None) -> Path:
-    """A labelled bar chart, optional error bars and a chance line."""
+              errors: Mapping[str, float | None] | None = None, chance: float | None = None, *,
+              points: Mapping[str, Sequence[float]] | None = None,
+              pvalues: Mapping[str, float] | None = None, threshold: float = 0.05,
+              synthetic: bool = False) -> Path:
+    """A labelled bar chart: optional +- error bars (SEM), each replicate's value as a dot,
+    stars for p-values below ``threshold``, and a chance line."""
     names = list(values)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.5 * len(names), 3.2))
-    yerr = [errors.get(k, 0) for k in names] if errors else None
-    ax.bar(range(len(names)), [values[k] for k in names], yerr=yerr, capsize=3, color="#4c72b0")
+    fig = Figure(figsize=(1.4 + 0.55 * len(names), 3.4))
+    ax = fig.subplots()
+    yerr = None
+    if errors and any(errors.get(k) is not None for k in names):
+        yerr = [errors.get(k) or 0 for k in names]
+    ax.bar(range(len(names)), [values[k] for k in names], yerr=yerr, capsize=3,
+           color="#4c72b0", alpha=0.85, label="mean +- SEM" if yerr else None)
+    if points:
+        for i, k in enumerate(names):
+            ys = list(points.get(k, []))
+            if ys:
+                xs = i + np.linspace(-0.18, 0.18, len(ys)) if len(ys) > 1 else [i]
+                ax.scatter(xs, ys, s=14, color="black", zorder=3,
+                           label="each seed" if i == 0 else None)
+    if pvalues:
+        for i, k in enumerate(names):
+            p = pvalues.get(k)
+            if p is not None and p < threshold:
+                stars = "***" if p < 0.001 else "**" if p < 0.01 else "*"
+                ax.text(i, min(values[k] + 0.03, 1.0), stars, ha="center", fontsize=9)
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
     if chance is not None:
         ax.axhline(chance, ls="--", color="grey", lw=1, label="chance")
-        ax.legend(fontsize=8)
+    if chance is not None or points or yerr:
+        ax.legend(fontsize=7, loc="lower right")
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.08)
     ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    if pvalues:
+        ax.annotate(f"* p < {threshold:g} (corrected, permutation test)", (0, -0.02),
+                    xycoords="figure fraction", fontsize=7)
+    return save(fig, path, synthetic)
 
 
 def plot_curves(curves: Mapping[str, Sequence[float]], title: str, xlabel: str, ylabel: str,
-                path: Path | str, bands: Mapping[str, Sequence[float]] | None = None) -> Path:
-    """Lines over a shared x axis (e.g. accuracy per epoch), with optional +- bands."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+                path: Path | str, bands: Mapping[str, Sequence[float | None]] | None = None,
+                *, chance: float | None = None, synthetic: bool = False) -> Path:
+    """Lines over a shared integer x axis (e.g. accuracy per epoch), optional +- bands and a
+    chance line."""
+    fig = Figure(figsize=(5, 3.3))
+    ax = fig.subplots()
+    longest = 1
     for name, ys in curves.items():
         xs = np.arange(1, len(ys) + 1)
+        longest = max(longest, len(ys))
         ax.plot(xs, ys, marker="o", ms=3, label=name)
-        if bands and name in bands:
-            b = np.asarray(bands[name])
+        if bands and name in bands and all(v is not None for v in bands[name]):
+            b = np.asarray(bands[name], dtype=float)
             ax.fill_between(xs, np.asarray(ys) - b, np.asarray(ys) + b, alpha=0.2)
+    if chance is not None:
+        ax.axhline(chance, ls="--", color="grey", lw=1, label="chance")
+    ax.set_xticks(np.arange(1, longest + 1))
+    ax.set_xlim(0.5, longest + 0.5)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save(fig, path, synthetic)
+
+
+def plot_dose_response(wells: pd.DataFrame, value: str, path: Path | str, *,
+                       group: str = "Metadata_CellLine", title: str = "",
+                       synthetic: bool = False) -> Path:
+    """A readout against concentration (log scale), one line per group (cell line)."""
+    fig = Figure(figsize=(5, 3.3))
+    ax = fig.subplots()
+    groups = wells.groupby(group) if group in wells.columns else [("all", wells)]
+    for i, (name, g) in enumerate(groups):
+        g = g.sort_values("Metadata_Concentration")
+        ax.plot(g["Metadata_Concentration"], g[value], marker="o", ms=3, lw=1,
+                color=COLOURS[i % len(COLOURS)], label=str(name))
+    if (wells["Metadata_Concentration"] > 0).all():
+        ax.set_xscale("log")
+    ax.axhline(1.0, ls=":", color="grey", lw=1)
+    ax.set_xlabel("concentration")
+    ax.set_ylabel(value.removeprefix("Feature_"))
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return save(fig, path, synthetic)
+
+
+def plot_embedding(coords: np.ndarray, labels: Sequence[str], path: Path | str, *,
+                   title: str = "", synthetic: bool = False) -> Path:
+    """A 2-D map of profiles, one colour per label (e.g. MoA)."""
+    fig = Figure(figsize=(5.6, 4.2))
+    ax = fig.subplots()
+    labels = np.asarray(labels, dtype=object)
+    for i, name in enumerate(sorted(set(labels))):
+        sel = labels == name
+        ax.scatter(coords[sel, 0], coords[sel, 1], s=18, color=COLOURS[i % len(COLOURS)],
+                   label=str(name), alpha=0.85, edgecolors="none")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.set_title(title, fontsize=9)
+    return save(fig, path, synthetic)
+
+
+def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: Path | str, *,
+                    columns: int = 4, title: str = "", cmap: str | None = None,
+                    synthetic: bool = False) -> Path:
+    """Images (H, W) or (H, W, 3) in [0, 1] on a grid, each with a small title."""
+    n = max(1, len(images))
+    rows = int(np.ceil(n / columns))
+    fig = Figure(figsize=(2.1 * min(n, columns), 2.25 * rows + 0.3))
+    axes = np.atleast_1d(fig.subplots(rows, min(n, columns), squeeze=False)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, img, name in zip(axes, images, titles, strict=False):
+        ax.imshow(np.clip(img, 0, 1), cmap=cmap if np.ndim(img) == 2 else None, vmin=0, vmax=1)
+        ax.set_title(name, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save(fig, path, synthetic)
+
+
+def plot_ranked(values: Sequence[float], significant: Sequence[bool], title: str, ylabel: str,
+                path: Path | str, *, threshold: float = 0.05, synthetic: bool = False) -> Path:
+    """Many scores (e.g. one mAP per treatment) ranked, significant ones highlighted."""
+    order = np.argsort(values)[::-1]
+    vals = np.asarray(values, dtype=float)[order]
+    sig = np.asarray(significant, dtype=bool)[order]
+    fig = Figure(figsize=(6, 3.3))
+    ax = fig.subplots()
+    xs = np.arange(len(vals))
+    ax.bar(xs[sig], vals[sig], color="#4c72b0", width=1.0,
+           label=f"significant (corrected p < {threshold:g})")
+    ax.bar(xs[~sig], vals[~sig], color="#bbbbbb", width=1.0, label="not significant")
+    ax.set_xlim(-0.5, len(vals) - 0.5)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel(f"rank ({len(vals)} in all)")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    return save(fig, path, synthetic)

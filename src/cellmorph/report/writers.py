@@ -12,10 +12,19 @@ from pathlib import Path
 from cellmorph import schema as sc
 from cellmorph.atomic import ensure_writable_dir, write_csv, write_json, write_parquet
 from cellmorph.config import save_config
-from cellmorph.evaluation.cv import CVResult
+from cellmorph.evaluation.cv import CVResult, partial_note
 from cellmorph.evaluation.pipeline import EvaluationResult
+from cellmorph.evaluation.translocation import TranslocationResult
 from cellmorph.profiling.pipeline import ProfileResult
-from cellmorph.report.plots import plot_bars, plot_confusion, plot_curves
+from cellmorph.profiling.translocation import RATIO
+from cellmorph.report.anndata import write_h5ad
+from cellmorph.report.plots import (
+    plot_bars,
+    plot_confusion,
+    plot_curves,
+    plot_dose_response,
+    plot_ranked,
+)
 
 
 def write_profiles(result: ProfileResult, out: Path | str) -> dict[str, Path]:
@@ -36,19 +45,28 @@ def write_profiles(result: ProfileResult, out: Path | str) -> dict[str, Path]:
 def write_evaluation(result: EvaluationResult, out: Path | str) -> Path:
     """Metrics, per-treatment 1-NN predictions, mAP tables and the plots, under ``out``."""
     out = ensure_writable_dir(Path(out))
+    synthetic = sc.is_synthetic(result.wells)
     save_config(result.config, out / "evaluate_config.yaml")
     for res in result.nn:
         cm = result.confusion(res.holdout, res.metric)
         plot_confusion(cm, f"{res.holdout.upper()} 1-NN ({res.metric}): "
                        f"{res.accuracy:.1%} of {res.n_treatments} treatments",
-                       out / f"confusion_{res.holdout}_{res.metric}.png")
+                       out / f"confusion_{res.holdout}_{res.metric}.png", synthetic=synthetic)
     if result.map_activity is not None and result.map_consistency is not None:
         write_csv(result.map_activity, out / "map_activity.csv")
         write_csv(result.map_consistency, out / "map_moa_consistency.csv")
-        consistency = result.map_consistency
-        plot_bars(dict(zip(consistency[sc.MOA], consistency["mean_average_precision"],
-                           strict=True)), "MoA consistency mAP (copairs)", "mAP",
-                  out / "map_moa_consistency.png")
+        threshold = result.config.map_threshold
+        moa = result.map_consistency.sort_values("mean_average_precision", ascending=False)
+        plot_bars(dict(zip(moa[sc.MOA], moa["mean_average_precision"], strict=True)),
+                  "MoA consistency mAP (copairs): same-MoA treatments of other compounds",
+                  "mAP", out / "map_moa_consistency.png", threshold=threshold,
+                  pvalues=dict(zip(moa[sc.MOA], moa["corrected_p_value"], strict=True)),
+                  synthetic=synthetic)
+        activity = result.map_activity
+        plot_ranked(activity["mean_average_precision"].to_numpy(),
+                    activity["below_corrected_p"].to_numpy(bool),
+                    "Phenotypic activity mAP (copairs): each treatment's replicates vs DMSO",
+                    "mAP", out / "map_activity.png", threshold=threshold, synthetic=synthetic)
     write_csv(result.nn_predictions(), out / "nn_predictions.csv")
     return write_json(result.metrics(), out / "metrics.json")
 
@@ -57,6 +75,8 @@ def write_cv(result: CVResult, out: Path | str) -> Path:
     """Per seed: predictions per level, metrics, confusion; for the run: metrics and curves."""
     out = ensure_writable_dir(Path(out))
     level = result.config.report_level
+    synthetic = any(sc.is_synthetic(s.crops) for s in result.seeds)
+    partial = partial_note(result.summary)
     for seed in result.seeds:
         rep = ensure_writable_dir(out / f"seed{seed.seed}")
         for lvl, table in seed.levels.items():
@@ -64,13 +84,14 @@ def write_cv(result: CVResult, out: Path | str) -> Path:
         final = seed.levels[level]
         acc = seed.metrics[f"{level}_accuracy"]
         plot_confusion(result.confusion(result.seeds.index(seed)),
-                       f"{level}-level accuracy {acc:.1%} over {len(final)} {level}s",
-                       rep / "confusion.png")
+                       f"{level}-level accuracy {acc:.1%} over {len(final)} {level}s{partial}",
+                       rep / "confusion.png", synthetic=synthetic)
         write_json(seed.metrics, rep / "metrics.json")
     path = write_json(result.summary, out / "metrics.json")
     curves = {f"seed {s.seed}": s.per_epoch_accuracy for s in result.seeds}
-    plot_curves(curves, f"{level}-level test accuracy per epoch", "epoch", "accuracy",
-                out / "accuracy_per_epoch.png")
+    plot_curves(curves, f"{level}-level test accuracy per epoch{partial}", "epoch", "accuracy",
+                out / "accuracy_per_epoch.png", chance=1 / max(1, len(result.classes)),
+                synthetic=synthetic)
     return path
 
 
@@ -82,12 +103,37 @@ def write_comparison(results: dict[str, CVResult], out: Path | str) -> Path:
     level = first.report_level
     key = f"{level}_accuracy"
     summaries = {n: results[n].summary for n in names}
+    synthetic = any(sc.is_synthetic(s.crops) for r in results.values() for s in r.seeds)
+    chance = 1 / max(1, len(results[names[0]].classes))
     plot_bars({n: summaries[n][key]["mean"] for n in names},
-              f"{first.model}: {level} accuracy, mean +- SEM over {len(first.seeds)} seed(s)",
-              "accuracy", out / "compare_init.png",
-              errors={n: summaries[n][key]["sem"] for n in names})
+              f"{first.model}: {level} accuracy, mean +- SEM over {len(first.seeds)} seed(s)"
+              f"{partial_note(summaries[names[0]])}", "accuracy", out / "compare_init.png",
+              errors={n: summaries[n][key]["sem"] for n in names},
+              points={n: summaries[n][key]["values"] for n in names}, chance=chance,
+              synthetic=synthetic)
     plot_curves({n: summaries[n]["per_epoch_accuracy"]["mean"] for n in names},
                 f"{first.model}: {level} test accuracy per epoch", "epoch", "accuracy",
                 out / "compare_init_epochs.png",
-                bands={n: summaries[n]["per_epoch_accuracy"]["sem"] for n in names})
+                bands={n: summaries[n]["per_epoch_accuracy"]["sem"] for n in names},
+                chance=chance, synthetic=synthetic)
     return write_json(summaries, out / "compare_init.json")
+
+
+def write_translocation(result: TranslocationResult, out: Path | str) -> Path:
+    """Field and well readouts, the scores, and the dose-response plot."""
+    out = ensure_writable_dir(Path(out))
+    write_csv(result.fields, out / "translocation_fields.csv")
+    write_csv(result.wells, out / "translocation_wells.csv")
+    plot_dose_response(result.wells, RATIO, out / "translocation_dose_response.png",
+                       title="nuclear / cytoplasmic reporter intensity per well",
+                       synthetic=sc.is_synthetic(result.wells))
+    return write_json({"settings": vars(result.settings), **result.scores},
+                      out / "translocation.json")
+
+
+def write_h5ad_profiles(result: ProfileResult, out: Path | str) -> list[Path]:
+    """``profiles_<level>.h5ad`` (AnnData) beside the Parquet tables."""
+    out = Path(out)
+    return [write_h5ad(table, out / f"profiles_{name}.h5ad") for name, table in
+            (("image", result.images), ("well", result.wells),
+             ("treatment", result.treatments))]

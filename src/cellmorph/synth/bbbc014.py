@@ -1,7 +1,9 @@
 """Synthetic BBBC014: one 96-well plate, NF-kB translocation with TNF-alpha, 8-bit BMPs.
 
-Rows A-D are MCF7, rows E-H A549; column 1 has the highest TNF-alpha concentration and
-column 12 none (the layout of :data:`cellmorph.datasets.bbbc014.DEFAULT_LAYOUT`).
+The official naming and channel order: ``Channel 1-NN-R-CC-00.Bmp`` is FITC (the reporter),
+``Channel 2-...`` DAPI. Rows A-D are MCF7, rows E-H A549; column 1 has the highest
+TNF-alpha concentration and column 12 the lowest (the layout of
+:data:`cellmorph.datasets.bbbc014.DEFAULT_LAYOUT`); a plate map file gives the concentrations.
 """
 
 from __future__ import annotations
@@ -12,7 +14,12 @@ import numpy as np
 from PIL import Image
 
 from cellmorph.atomic import atomic_path, ensure_writable_dir, write_text
-from cellmorph.datasets.bbbc014 import DEFAULT_LAYOUT, IMAGE_FOLDER
+from cellmorph.datasets.bbbc014 import (
+    DEFAULT_LAYOUT,
+    IMAGE_FOLDER,
+    PLATEMAP_FILE,
+    documented_concentrations,
+)
 from cellmorph.log import progress as progress_bar
 from cellmorph.synth.bbbc021 import stable_seed
 from cellmorph.synth.render import Phenotype, PlateEffect, render_field, to_uint
@@ -39,9 +46,12 @@ def synthesize_bbbc014(out: Path | str, *, size: tuple[int, int] = (256, 340), s
         pheno = Phenotype(**{**CELL_LINES[line].__dict__, "nuclear_signal": nuclear})
         rng = np.random.default_rng(stable_seed(seed, row, col))
         planes = render_field(pheno, size, rng, channels=("DAPI", "FITC"), plate=plate)
-        for ch_index, ch in ((1, "DAPI"), (2, "FITC")):
-            name = f"Channel{ch_index}-{i + 1:02d}-{row}-{col:02d}.Bmp"
+        for ch_index, ch in ((1, "FITC"), (2, "DAPI")):
+            name = f"Channel {ch_index}-{i + 1:02d}-{row}-{col:02d}-00.Bmp"
             with atomic_path(folder / name) as tmp:
                 Image.fromarray(to_uint(planes[ch], np.uint8, 200.0)).save(tmp, format="BMP")
     write_text(NOTE + f"seed={seed} size={size[0]}x{size[1]}\n", Path(out) / "SYNTHETIC.txt")
+    doses = [f"{c:.2e}".replace("e", "x10^").replace("+", "") for c in documented_concentrations()]
+    write_text("TNF-alpha concentration (M), SYNTHETIC plate\n" + "\n".join(doses * 8) + "\n",
+               Path(out) / PLATEMAP_FILE)
     return folder

@@ -31,15 +31,17 @@ from safetensors.torch import load_file, save_file
 
 from cellmorph import schema as sc
 from cellmorph.atomic import atomic_path, ensure_writable_dir, write_json, write_parquet
-from cellmorph.backbones import create_backbone, default_input_size
+from cellmorph.backbones import check_model, create_backbone, default_input_size
 from cellmorph.cache import TileCache, TileStore, build_tile_cache, safe_name
 from cellmorph.config import TrainConfig, save_config
 from cellmorph.datasets.index import read_index
 from cellmorph.log import get_logger, progress
+from cellmorph.runs import fingerprint, open_run, table_digest
 from cellmorph.runtime import (
     Runtime,
     freeze,
     make_input_spec,
+    n_stages,
     resolve_runtime,
     split_model,
 )
@@ -77,6 +79,7 @@ class TrainingRun:
     folds_total: int
     seeds: list[SeedRun] = field(default_factory=list)
     runtime: dict[str, str | bool] = field(default_factory=dict)
+    trained: str = ""  # which layers were trained, in words
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,16 @@ class FoldJob:
     def done(self) -> bool:
         """True when the fold's predictions are on disk (a rerun skips it)."""
         return (self.output / "predictions.parquet").is_file()
+
+
+def trained_layers(cfg: TrainConfig) -> str:
+    """Which layers a run trains, in words (for the summary and comparisons)."""
+    if cfg.freeze_stages == 0:
+        return "the whole network"
+    total = n_stages(create_backbone(cfg.model, "random", num_classes=2))
+    how = ", trunk cached" if cfg.cached_trunk else ""
+    return (f"stages {cfg.freeze_stages + 1}-{total} and the head (stem and stages "
+            f"1-{cfg.freeze_stages} frozen{how})")
 
 
 def fold_seed(seed: int, fold: str) -> int:
@@ -181,12 +194,11 @@ class _Plan:
     folds: list[Fold]
     classes: list[str]
     channels: list[str]
+    folds_total: int
 
 
-def plan_folds(cfg: TrainConfig, *, progress_bars: bool = True) -> _Plan:
+def plan_folds(cfg: TrainConfig, index: pd.DataFrame, *, progress_bars: bool = True) -> _Plan:
     """Build the tile cache and the folds of a run (no training yet)."""
-    index = read_index(cfg.index)
-    make_folds(index, by=cfg.fold_by, only=cfg.folds)  # bad folds fail before preprocessing
     channels = sc.channels_of(index)
     tile_size = cfg.preprocess.tile_size or default_input_size(cfg.model)
     cache = build_tile_cache(index, cfg.preprocess, cfg.cache_dir or cfg.output / "cache",
@@ -194,7 +206,8 @@ def plan_folds(cfg: TrainConfig, *, progress_bars: bool = True) -> _Plan:
     store = TileStore(cache)
     folds = make_folds(store.table, by=cfg.fold_by, only=cfg.folds)
     classes = sorted(sc.treatments(store.table)[sc.MOA].astype(str).unique())
-    return _Plan(cache, store, folds, classes, channels)
+    total = len(make_folds(store.table, by=cfg.fold_by)) if cfg.folds else len(folds)
+    return _Plan(cache, store, folds, classes, channels, total)
 
 
 def seed_jobs(cfg: TrainConfig, plan: _Plan, seed: int, seed_folder: Path,
@@ -252,30 +265,43 @@ def run_sequentially(jobs: Sequence[FoldJob], runtime: Runtime, *,
     return outputs
 
 
-def run_folds(cfg: TrainConfig, *, progress_bars: bool = True) -> TrainingRun:
+TRAIN_ARTIFACTS = ("seed*", "metrics.json", "accuracy_per_epoch.png", "config.yaml",
+                   "report.html", "figures", "ensemble*", "conformal*")
+
+
+def run_folds(cfg: TrainConfig, *, progress_bars: bool = True,
+              overwrite: bool = False) -> TrainingRun:
     """Train and predict every fold of every seed; returns their outputs.
 
     Every fold starts from the seed's saved initial weights; finished folds are skipped, so
-    an interrupted run resumes where it stopped.
+    an interrupted run resumes where it stopped. The run folder must have been made with the
+    same configuration (more folds or seeds may be added); ``overwrite`` starts afresh.
     """
     torch.use_deterministic_algorithms(True, warn_only=True)
-    out = ensure_writable_dir(cfg.output)
     runtime = resolve_runtime(cfg.device, cfg.precision)
-    read_index(cfg.index)  # a clear error before anything is written
-    save_config(cfg, out / "config.yaml")
-    plan = plan_folds(cfg, progress_bars=progress_bars)
-    run = TrainingRun(cfg, plan.classes, len(plan.folds), runtime=runtime.describe())
-    for seed in cfg.seeds:
-        rep = ensure_writable_dir(out / f"seed{seed}")
-        model = initial_model(cfg, len(plan.classes), seed, rep / "init.safetensors")
-        trunk_cache = None
-        jobs = seed_jobs(cfg, plan, seed, rep)
-        if cfg.cached_trunk and any(not job.done for job in jobs):
-            trunk_cache = prepare_trunk_cache(cfg, plan, model, runtime,
-                                              rep / "trunk_cache.npy",
-                                              progress_bars=progress_bars)
-            jobs = seed_jobs(cfg, plan, seed, rep, trunk_cache)
-        outputs = run_sequentially(jobs, runtime, progress_bars=progress_bars,
-                                   desc=f"folds (seed {seed})")
-        run.seeds.append(SeedRun(seed, rep, outputs))
+    check_model(cfg.model, cfg.weights)
+    index = read_index(cfg.index)
+    make_folds(index, by=cfg.fold_by, only=cfg.folds)  # bad folds fail before preprocessing
+    digest = table_digest(index)
+    described = runtime.describe()
+    with open_run(cfg.output, kind="train", overwrite=overwrite, artifacts=TRAIN_ARTIFACTS,
+                  fingerprint=fingerprint(cfg, "train", described, digest),
+                  runtime=described, index_digest=digest) as out:
+        log.info("training on %s", runtime.summary())
+        save_config(cfg, out / "config.yaml")
+        plan = plan_folds(cfg, index, progress_bars=progress_bars)
+        run = TrainingRun(cfg, plan.classes, plan.folds_total, runtime=described,
+                          trained=trained_layers(cfg))
+        for seed in cfg.seeds:
+            rep = ensure_writable_dir(out / f"seed{seed}")
+            model = initial_model(cfg, len(plan.classes), seed, rep / "init.safetensors")
+            jobs = seed_jobs(cfg, plan, seed, rep)
+            if cfg.cached_trunk and any(not job.done for job in jobs):
+                trunk_cache = prepare_trunk_cache(cfg, plan, model, runtime,
+                                                  rep / "trunk_cache.npy",
+                                                  progress_bars=progress_bars)
+                jobs = seed_jobs(cfg, plan, seed, rep, trunk_cache)
+            outputs = run_sequentially(jobs, runtime, progress_bars=progress_bars,
+                                       desc=f"folds (seed {seed})")
+            run.seeds.append(SeedRun(seed, rep, outputs))
     return run

@@ -123,7 +123,7 @@ class FoldTrainer:
                     loss = criterion(self.rest(x).float(), y)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(f"training diverged in fold {name} at epoch "
-                                           f"{epoch + 1} (loss {float(loss)}); lower lr")
+                                           f"{epoch + 1} (loss {float(loss.detach())}); lower lr")
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)

@@ -1,0 +1,76 @@
+"""Scoring the translocation readout as a classifier of positive vs negative wells: AUC,
+Z'-factor, and the accuracy of a threshold fitted on the other cell line(s) (the same
+leave-one-cell-line-out protocol the deep models of Kensert et al. are scored with)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from cellmorph import schema as sc
+from cellmorph.errors import CellmorphError
+from cellmorph.profiling.translocation import RATIO, TranslocationSettings
+
+
+@dataclass
+class TranslocationResult:
+    """The readout per field and per well, and how well it separates the classes."""
+
+    settings: TranslocationSettings
+    fields: pd.DataFrame
+    wells: pd.DataFrame
+    scores: dict = field(default_factory=dict)
+
+
+def z_prime(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Zhang et al. 1999: 1 - 3 (sd+ + sd-) / |mean+ - mean-| (above 0.5: an excellent assay)."""
+    gap = abs(positive.mean() - negative.mean())
+    if gap == 0:
+        return float("-inf")
+    return float(1 - 3 * (positive.std(ddof=1) + negative.std(ddof=1)) / gap)
+
+
+def score_readout(wells: pd.DataFrame, positive: str, *,
+                  group_by: str | None = sc.CELL_LINE) -> dict:
+    """AUC, Z'-factor and hold-out threshold accuracy of the well ratios.
+
+    ``positive`` is the label of translocated wells; every other label counts as negative.
+    With two or more groups (cell lines), each group is predicted with the threshold fitted
+    on the others (midway between the class medians); scores that need more wells than there
+    are come out as None, with a note.
+    """
+    lab = sc.treatments(wells).dropna(subset=[RATIO])
+    if positive not in set(lab[sc.MOA]):
+        raise CellmorphError(f"translocation: no labelled well is {positive!r} (labels: "
+                             f"{sorted(set(lab[sc.MOA]))}); name the positive label")
+    y = (lab[sc.MOA] == positive).to_numpy()
+    x = lab[RATIO].to_numpy(float)
+    scores: dict = {"positive": positive, "n_positive": int(y.sum()),
+                    "n_negative": int((~y).sum()),
+                    "median_ratio_positive": float(np.median(x[y])),
+                    "median_ratio_negative": float(np.median(x[~y])) if (~y).any() else None}
+    if y.sum() < 2 or (~y).sum() < 2:
+        scores["note"] = "fewer than two wells in a class: AUC, Z' and accuracy need more"
+        return scores
+    scores["auc"] = float(roc_auc_score(y, x))
+    scores["z_prime"] = z_prime(x[y], x[~y])
+    if group_by and group_by in lab.columns and lab[group_by].nunique() > 1:
+        correct = []
+        for group in sorted(lab[group_by].unique()):
+            test = (lab[group_by] == group).to_numpy()
+            train_pos, train_neg = x[~test & y], x[~test & ~y]
+            if len(train_pos) == 0 or len(train_neg) == 0:
+                continue
+            threshold = (np.median(train_pos) + np.median(train_neg)) / 2
+            high_is_positive = np.median(train_pos) > np.median(train_neg)
+            predicted = (x[test] > threshold) == high_is_positive
+            correct.extend(predicted == y[test])
+        scores["holdout"] = group_by
+        scores["accuracy"] = float(np.mean(correct)) if correct else None
+    else:
+        scores["note"] = ("one group only: no hold-out threshold accuracy (it would be "
+                          "fitted and scored on the same wells)")
+    return scores
