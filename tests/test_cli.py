@@ -22,6 +22,15 @@ def _run(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
+def _call(capsys, *args: str) -> subprocess.CompletedProcess:
+    """The console entry point in this process (the same code as ``_run``, without seconds
+    of interpreter start and imports per call)."""
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out.out, out.err)
+
+
 def test_every_command_has_help() -> None:
     for cmd in (["--help"], ["index", "--help"], ["index", "bbbc021", "--help"],
                 ["index", "bbbc014", "--help"], ["index", "platemap", "--help"],
@@ -76,26 +85,27 @@ def test_evaluate_bundled_ljosa_prints_nsc_and_nscb(tmp_path: Path) -> None:
     assert (tmp_path / "ev" / "evaluate_config.yaml").is_file()
 
 
-def test_evaluate_bad_tables(tmp_path: Path) -> None:
+def test_evaluate_bad_tables(tmp_path: Path, capsys) -> None:
     pd.DataFrame({"plate": ["p"], "well": ["A01"], "f": [1.0]}).to_csv(tmp_path / "a.csv",
                                                                        index=False)
-    res = _run("evaluate", str(tmp_path / "a.csv"))
+    res = _call(capsys, "evaluate", str(tmp_path / "a.csv"))
     assert res.returncode == 2 and "no Metadata_Plate/Metadata_Well" in res.stderr
     pd.DataFrame({"Metadata_Plate": ["p"], "Metadata_Well": ["A01"], "Metadata_Compound": ["c"],
                   "Metadata_Role": ["treatment"], "Metadata_MoA": ["m"],
                   "Metadata_Treatment": ["c@1"], "Metadata_Batch": ["b"],
                   "f": ["x"]}).to_csv(tmp_path / "b.csv", index=False)
-    res = _run("evaluate", str(tmp_path / "b.csv"))
+    res = _call(capsys, "evaluate", str(tmp_path / "b.csv"))
     assert res.returncode == 2 and "non-numeric feature columns ['f']" in res.stderr
 
 
-def test_profile_config_errors(tmp_path: Path) -> None:
+def test_profile_config_errors(tmp_path: Path, capsys) -> None:
     (tmp_path / "c.yaml").write_text("index: i.parquet\noutput: out\nmodle: resnet50\n")
-    res = _run("profile", str(tmp_path / "c.yaml"))
+    res = _call(capsys, "profile", str(tmp_path / "c.yaml"))
     assert res.returncode == 2 and "modle: Extra inputs are not permitted" in res.stderr
-    res = _run("profile", "--output", str(tmp_path / "o"))
+    res = _call(capsys, "profile", "--output", str(tmp_path / "o"))
     assert res.returncode == 2 and "index: Field required" in res.stderr
-    res = _run("profile", "--index", str(tmp_path / "none.parquet"), "-o", str(tmp_path / "o"))
+    res = _call(capsys, "profile", "--index", str(tmp_path / "none.parquet"), "-o",
+                str(tmp_path / "o"))
     assert res.returncode == 2 and "none.parquet not found" in res.stderr
 
 

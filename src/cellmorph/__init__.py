@@ -17,6 +17,8 @@ Entry points (the same as the command line's)::
     train(index=, output=)     cross-validated fine-tuning        -> CVResult
     compare_init(config)       ImageNet vs Xavier initialisation  -> {init: CVResult}
     translocation(index)       nuclear/cytoplasmic ratio readout  -> TranslocationResult
+    explain(run)               activation maximisation, Grad-CAM  -> ExplainResult
+    report(run_or_table)       one self-contained HTML page       -> its path
     write_h5ad(table, path)    profiles as AnnData for scverse
 
 Example::
@@ -41,7 +43,7 @@ __version__ = "0.2.0"
 
 _API = ("index_bbbc021", "index_bbbc014", "index_platemap", "index_loaddata", "read_index",
         "read_profiles", "synthesize_bbbc021", "synthesize_bbbc014", "profile", "evaluate",
-        "train", "compare_init", "translocation", "write_h5ad")
+        "train", "compare_init", "translocation", "explain", "report", "write_h5ad")
 __all__ = ["CellmorphError", "__version__", *_API]
 
 

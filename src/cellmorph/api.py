@@ -38,6 +38,7 @@ from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.cv import CVResult, summarise_cv
 from cellmorph.evaluation.pipeline import EvaluationResult, evaluate_profiles
 from cellmorph.evaluation.translocation import TranslocationResult, score_readout
+from cellmorph.explain.run import ExplainResult, explain_run
 from cellmorph.profiling.cellprofiler import read_profiles
 from cellmorph.profiling.pipeline import ProfileResult, profile_screen
 from cellmorph.profiling.translocation import (
@@ -46,10 +47,12 @@ from cellmorph.profiling.translocation import (
     translocation_fields,
 )
 from cellmorph.report.anndata import write_h5ad
+from cellmorph.report.html import write_report
 from cellmorph.report.writers import (
     write_comparison,
     write_cv,
     write_evaluation,
+    write_explain,
     write_h5ad_profiles,
     write_profiles,
     write_translocation,
@@ -58,9 +61,10 @@ from cellmorph.synth.bbbc014 import synthesize_bbbc014
 from cellmorph.synth.bbbc021 import synthesize_bbbc021
 from cellmorph.training.cv import run_folds
 
-__all__ = ["compare_init", "evaluate", "index_bbbc014", "index_bbbc021", "index_loaddata",
-           "index_platemap", "profile", "read_index", "read_profiles", "synthesize_bbbc014",
-           "synthesize_bbbc021", "train", "translocation", "write_h5ad"]
+__all__ = ["compare_init", "evaluate", "explain", "index_bbbc014", "index_bbbc021",
+           "index_loaddata", "index_platemap", "profile", "read_index", "read_profiles",
+           "report", "synthesize_bbbc014", "synthesize_bbbc021", "train", "translocation",
+           "write_h5ad"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -281,3 +285,34 @@ def translocation(index: str | Path | pd.DataFrame, *, output: str | Path | None
     if output is not None:
         write_translocation(result, output)
     return result
+
+
+def explain(run: str | Path, *, output: str | Path | None = None,
+            layers: list[str] | None = None, filters: int = 2, size: int = 128,
+            steps: int = 128, crops_per_moa: int = 2, seed: int = 0, device: str = "auto",
+            progress: bool = True) -> ExplainResult:
+    """What the network of a run sees: activation maximisation of chosen filters (pretrained
+    beside fine-tuned) and Grad-CAM over example crops of each MoA; written to
+    ``RUN/explain`` (or ``output``).
+
+    Examples
+    --------
+    >>> result = explain("runs/bbbc021-loco", steps=64)  # doctest: +SKIP
+    """
+    result = explain_run(run, layers=layers, filters=filters, size=size, steps=steps,
+                         crops_per_moa=crops_per_moa, seed=seed, device=device,
+                         progress_bar=progress)
+    write_explain(result, Path(output) if output is not None else Path(run) / "explain")
+    return result
+
+
+def report(source: str | Path, *, output: str | Path | None = None) -> Path:
+    """One self-contained HTML page for a run folder (profiling, fine-tuning, both, a
+    compare-init folder) or a bare ``predictions_treatment.csv``; returns its path.
+
+    Examples
+    --------
+    >>> report("demo-output")  # doctest: +SKIP
+    PosixPath('demo-output/report.html')
+    """
+    return write_report(source, output)

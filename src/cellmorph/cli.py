@@ -466,6 +466,45 @@ def compare_init_cmd(
     typer.echo(f"plots: {out / 'compare_init.png'}")
 
 
+@app.command("explain")
+def explain_cmd(
+    run: Annotated[Path, typer.Argument(help="A `cellmorph train` (or profile) run folder.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for the "
+                                                "figures (default RUN/explain).")] = None,
+    layer: Annotated[list[str] | None, typer.Option("--layer", help="Layers to visualise "
+                                                    "(repeat; default: the last two feature "
+                                                    "stages).")] = None,
+    filters: Annotated[int, typer.Option(min=1, max=64, help="Filters per layer.")] = 2,
+    size: Annotated[int, typer.Option(min=32, max=512, help="Image size, pixels.")] = 128,
+    steps: Annotated[int, typer.Option(min=1, max=5000, help="Optimisation steps.")] = 128,
+    crops: Annotated[int, typer.Option(min=0, max=20, help="Grad-CAM crops per MoA.")] = 2,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
+) -> None:
+    """What the network sees: activation maximisation (pretrained beside fine-tuned) and
+    Grad-CAM over example crops of each MoA."""
+    from cellmorph.api import explain
+
+    explain(run, output=output, layers=layer, filters=filters, size=size, steps=steps,
+            crops_per_moa=crops, device=device, progress=not quiet)
+    typer.echo(f"figures -> {output or run / 'explain'} (the report shows them)")
+
+
+@app.command("report")
+def report_cmd(
+    source: Annotated[Path, typer.Argument(help="A run folder (profile, train, compare-init, "
+                                           "the demo's) or a predictions_treatment.csv.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file (default "
+                                                "SOURCE/report.html).")] = None,
+    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
+) -> None:
+    """One self-contained HTML page of a run: accuracy, confusion, per-treatment table,
+    conformal sets, maps, Grad-CAM; figures also as PNG beside it."""
+    from cellmorph.api import report
+
+    typer.echo(f"report -> {report(source, output=output)}")
+
+
 # ---------------------------------------------------------------- demo, reference
 @app.command("demo")
 def demo_cmd(
@@ -482,7 +521,8 @@ def demo_cmd(
     typer.echo(format_results(demo.evaluation))
     typer.echo(format_cv(demo.training))
     typer.echo("SYNTHETIC data: these numbers show the pipeline works, not biology.\n"
-               f"Plots and tables: {demo.profiles / 'evaluation'} and {demo.training_folder}")
+               f"Plots and tables: {demo.profiles / 'evaluation'} and {demo.training_folder}\n"
+               f"Report (open it in a browser): {demo.report}")
 
 
 @app.command("config-reference")

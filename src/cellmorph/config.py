@@ -25,6 +25,7 @@ from cellmorph.errors import CellmorphError
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Side = Annotated[int, Field(ge=8)]  # pixels
+Confidence = Annotated[float, Field(gt=0, lt=1)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 Colour = Literal["R", "G", "B"]
 DEFAULT_RGB_MAP: dict[str, Colour] = {"DAPI": "R", "Tubulin": "G", "Actin": "B"}
@@ -172,7 +173,13 @@ class EvaluateConfig(_Strict):
     map_threshold: float = Field(0.05, description="corrected p-value for 'retrieved'")
     drop_nan_rows: bool = Field(False, description="drop wells with missing features "
                                 "instead of stopping")
-    seed: int = Field(0, description="seed of the mAP permutations and PCA")
+    conformal: bool = Field(True, description="conformal nearest-neighbour prediction sets "
+                            "of the treatments (NSC)")
+    confidences: list[Confidence] = Field([0.8, 0.9, 0.95], min_length=1,
+                                          description="confidence levels of the conformal "
+                                          "prediction sets")
+    seed: int = Field(0, description="seed of the mAP permutations, PCA and conformal "
+                      "tie-breaking")
 
 
 @dataclass
@@ -226,6 +233,9 @@ class TrainConfig(_Strict):
     folds: list[str] | None = Field(None, description="run only these folds (default: all)")
     report_level: Literal["treatment", "well", "image"] = Field(
         "treatment", description="level of the headline accuracy and confusion matrix")
+    confidences: list[Confidence] = Field([0.8, 0.9, 0.95], min_length=1,
+                                          description="confidence levels of the conformal "
+                                          "prediction sets (treatment level)")
     seeds: list[int] = Field([0], min_length=1, description="one replicate run per seed")
     freeze_stages: int = Field(0, ge=0, description="stages kept frozen (stem + first N "
                                "stages)")

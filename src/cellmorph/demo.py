@@ -16,7 +16,7 @@ from cellmorph.log import get_logger
 from cellmorph.synth.bbbc021 import synthesize_bbbc021
 
 log = get_logger(__name__)
-STEPS = 5
+STEPS = 7
 
 
 @dataclass
@@ -30,10 +30,12 @@ class DemoResult:
     evaluation: EvaluationResult
     training_folder: Path
     training: CVResult
+    report: Path
 
 
 def run_demo(out: Path | str, *, progress: bool = True) -> DemoResult:
-    """Synthesise, index, profile with ImageNet EfficientNet-Lite0, evaluate, fine-tune."""
+    """Synthesise, index, profile with ImageNet EfficientNet-Lite0, evaluate, fine-tune over
+    two seeds, explain, and write the report."""
     out = Path(out)
     images = out / "synthetic-bbbc021"
     log.info("[1/%d] synthesising a SYNTHETIC BBBC021 set in %s", STEPS, images)
@@ -51,9 +53,13 @@ def run_demo(out: Path | str, *, progress: bool = True) -> DemoResult:
     evaluation = api.evaluate(profiled, EvaluateConfig(map_null_size=2000),
                               output=profiles / "evaluation")
     log.info("[5/%d] fine-tuning EfficientNet-Lite0 with leave-one-compound-out CV "
-             "(short: 2 epochs, 64 px crops)", STEPS)
+             "(short: 2 epochs, 64 px crops, 2 seeds)", STEPS)
     training = out / "loco"
     cv = api.train(index=index_path, output=training, model="tf_efficientnet_lite0",
-                   preset="fast", epochs=2, progress=progress,
+                   preset="fast", epochs=2, progress=progress, seeds=[0, 1],
                    preprocess=PREPROCESS_PRESETS["kensert"].model_copy(update={"tile_size": 64}))
-    return DemoResult(out, images, index_path, profiles, evaluation, training, cv)
+    log.info("[6/%d] what the network sees: activation maximisation and Grad-CAM", STEPS)
+    api.explain(training, size=96, steps=64, filters=2, progress=progress)
+    log.info("[7/%d] writing the report", STEPS)
+    page = api.report(out)
+    return DemoResult(out, images, index_path, profiles, evaluation, training, cv, page)

@@ -83,7 +83,7 @@ def weights_identity(model: str, weights: str) -> str:
 # run started with some folds or seeds may be extended with more.
 _NOT_RESULTS = {"output", "cache_dir", "executor", "ray_address", "num_workers"}
 _NOT_RESULTS_PROFILE = _NOT_RESULTS | {"batch_size"}
-_NOT_RESULTS_TRAIN = _NOT_RESULTS | {"folds", "seeds", "report_level"}
+_NOT_RESULTS_TRAIN = _NOT_RESULTS | {"folds", "seeds", "report_level", "confidences"}
 
 
 def fingerprint(config: BaseModel, kind: str, runtime: dict, index_digest: str) -> dict:

@@ -9,6 +9,8 @@ import pandas as pd
 
 from cellmorph import schema as sc
 from cellmorph.config import TrainConfig
+from cellmorph.evaluation.conformal import ConformalResult, conformal_from_probabilities
+from cellmorph.evaluation.ensemble import EnsembleResult, ensemble_seeds
 from cellmorph.evaluation.predictions import aggregate_probabilities, confusion
 from cellmorph.training.cv import SeedRun, TrainingRun
 
@@ -39,6 +41,8 @@ class CVResult:
     summary: dict
     folds_total: int
     runtime: dict = field(default_factory=dict)
+    ensemble: EnsembleResult | None = None  # the seeds combined (treatment level)
+    conformal: dict[str, ConformalResult] = field(default_factory=dict)  # seed<S>, ensemble
 
     @property
     def folds_done(self) -> int:
@@ -90,7 +94,31 @@ def summarise_cv(run: TrainingRun) -> CVResult:
     summary["per_epoch_accuracy"] = {"mean": curves.mean(0).tolist(),
                                      "sem": [sem(c) for c in curves.T]}
     summary["n_treatments"] = seeds[0].metrics["n_treatments"]
-    return CVResult(cfg, run.classes, seeds, summary, run.folds_total, run.runtime)
+    ensemble = ensemble_seeds([s.levels["treatment"] for s in seeds], [s.seed for s in seeds])
+    summary["ensemble"] = ensemble.summary()
+    conformal = {}
+    if len({f for s in seeds for f in s.folds}) >= 2:  # calibration needs other compounds
+        conformal = {f"seed{s.seed}": conformal_from_probabilities(
+            s.levels["treatment"], confidences=cfg.confidences) for s in seeds}
+        conformal["ensemble"] = conformal_from_probabilities(ensemble.table,
+                                                             confidences=cfg.confidences)
+        summary["conformal"] = conformal_summary(conformal, cfg.confidences)
+    return CVResult(cfg, run.classes, seeds, summary, run.folds_total, run.runtime, ensemble,
+                    conformal)
+
+
+def conformal_summary(results: dict[str, ConformalResult], confidences) -> dict:
+    """Coverage and set size per confidence: mean over seeds, and of the ensemble."""
+    per_seed = [r.summary()["levels"] for k, r in results.items() if k != "ensemble"]
+    out: dict = {"scheme": next(iter(results.values())).scheme, "levels": []}
+    for i, conf in enumerate(confidences):
+        out["levels"].append({
+            "confidence": conf,
+            "coverage_mean_over_seeds": float(np.mean([s[i]["coverage"] for s in per_seed])),
+            "set_size_mean_over_seeds": float(np.mean([s[i]["mean_set_size"] for s in per_seed])),
+            "ensemble_coverage": results["ensemble"].summary()["levels"][i]["coverage"],
+            "ensemble_set_size": results["ensemble"].summary()["levels"][i]["mean_set_size"]})
+    return out
 
 
 def sem(values: np.ndarray) -> float | None:
@@ -119,6 +147,14 @@ def format_cv(result: CVResult | dict) -> str:
              f"{partial_note(summary)}:"]
     for key in ("treatment_accuracy", "well_accuracy", "image_accuracy", "crop_accuracy"):
         lines.append(f"  {key.replace('_', ' '):<20}{format_accuracy(summary[key])}")
+    if summary.get("n_seeds", 1) > 1 and "ensemble" in summary:
+        e = summary["ensemble"]
+        lines.append(f"  ensemble of the seeds: {e['ensemble_accuracy']:.1%} "
+                     f"({e['n_disagreements']} of {e['n']} treatments where seeds disagree)")
+    for level in summary.get("conformal", {}).get("levels", []):
+        lines.append(f"  conformal {level['confidence']:.0%}: coverage "
+                     f"{level['coverage_mean_over_seeds']:.1%}, mean set size "
+                     f"{level['set_size_mean_over_seeds']:.2f} MoAs")
     if summary.get("trained"):
         lines.append(f"  trained: {summary['trained']}")
     return "\n".join(lines)

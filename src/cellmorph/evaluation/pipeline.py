@@ -13,6 +13,7 @@ import pandas as pd
 from cellmorph import schema as sc
 from cellmorph.config import EvaluateConfig
 from cellmorph.errors import CellmorphError
+from cellmorph.evaluation.conformal import ConformalResult, conformal_from_profiles
 from cellmorph.evaluation.knn import NNResult, nn_accuracy
 from cellmorph.evaluation.map import moa_consistency, phenotypic_activity, summarize_map
 from cellmorph.evaluation.predictions import confusion
@@ -39,6 +40,7 @@ class EvaluationResult:
     notes: dict = field(default_factory=dict)
     map_activity: pd.DataFrame | None = None
     map_consistency: pd.DataFrame | None = None
+    conformal: ConformalResult | None = None
 
     @property
     def n_wells(self) -> int:
@@ -75,6 +77,8 @@ class EvaluationResult:
                 self.map_consistency[sc.MOA],
                 self.map_consistency["mean_average_precision"].round(4), strict=True))
             out["map_moa_consistency"] = consistency
+        if self.conformal is not None:
+            out["conformal"] = self.conformal.summary()
         return out
 
 
@@ -147,6 +151,13 @@ def evaluate_profiles(wells: pd.DataFrame, cfg: EvaluateConfig | None = None) ->
                                                   threshold=cfg.map_threshold, seed=cfg.seed)
         result.map_consistency = moa_consistency(treatments, null_size=cfg.map_null_size,
                                                  threshold=cfg.map_threshold, seed=cfg.seed)
+    if cfg.conformal:
+        try:
+            result.conformal = conformal_from_profiles(treatments, metric=cfg.metrics[0],
+                                                       confidences=cfg.confidences,
+                                                       seed=cfg.seed)
+        except CellmorphError as exc:
+            result.notes["conformal_not_evaluated"] = str(exc)
     return result
 
 
@@ -161,6 +172,10 @@ def format_results(result: EvaluationResult) -> str:
                      f"{r['n_treatments']:>5}  {', '.join(r['dropped_moas']) or '-'}")
     if "nscb_not_evaluated" in m:
         lines.append(f"NSCB not evaluated: {m['nscb_not_evaluated']}")
+    for level in m.get("conformal", {}).get("levels", []):
+        lines.append(f"conformal {level['confidence']:.0%} ({m['conformal']['method']}): "
+                     f"coverage {level['coverage']:.1%}, mean set size "
+                     f"{level['mean_set_size']:.2f} MoAs")
     if "map_activity" in m:
         a, c = m["map_activity"], m["map_moa_consistency"]
         lines.append(f"mAP activity vs DMSO: {a['mean_map']:.3f} "

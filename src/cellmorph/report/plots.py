@@ -100,10 +100,9 @@ def plot_bars(values: Mapping[str, float], title: str, ylabel: str, path: Path |
         ax.legend(fontsize=7, loc="lower right")
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1.08)
-    ax.set_title(title, fontsize=9)
     if pvalues:
-        ax.annotate(f"* p < {threshold:g} (corrected, permutation test)", (0, -0.02),
-                    xycoords="figure fraction", fontsize=7)
+        title += f"\n* p < {threshold:g}, ** p < 0.01, *** p < 0.001 (corrected permutation test)"
+    ax.set_title(title, fontsize=9)
     return save(fig, path, synthetic)
 
 
@@ -208,4 +207,33 @@ def plot_ranked(values: Sequence[float], significant: Sequence[bool], title: str
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
+    return save(fig, path, synthetic)
+
+
+def plot_coverage(validity: pd.DataFrame, efficiency: pd.DataFrame, path: Path | str, *,
+                  title: str = "", synthetic: bool = False) -> Path:
+    """Conformal validity (empirical vs nominal coverage, overall and per MoA) beside
+    efficiency (mean prediction-set size)."""
+    fig = Figure(figsize=(8, 3.3))
+    ax, bx = fig.subplots(1, 2)
+    overall = validity[validity["moa"] == "all"]
+    per_moa = validity[validity["moa"] != "all"]
+    ax.plot([0.5, 1], [0.5, 1], ls=":", color="grey", lw=1, label="nominal")
+    ax.scatter(per_moa["confidence"], per_moa["coverage"], s=10, color="#bbbbbb",
+               label="one MoA")
+    ax.plot(overall["confidence"], overall["coverage"], marker="o", color="#4c72b0",
+            label="all treatments")
+    ax.set_xlim(0.5, 1.0)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("confidence asked for")
+    ax.set_ylabel("coverage (true MoA in the set)")
+    ax.legend(fontsize=7)
+    bx.bar([f"{c:.0%}" for c in efficiency["confidence"]], efficiency["mean_set_size"],
+           color="#55a868", label="mean set size")
+    bx.plot([f"{c:.0%}" for c in efficiency["confidence"]], efficiency["single_label_rate"],
+            marker="o", color="black", label="single-label sets (rate)")
+    bx.set_xlabel("confidence")
+    bx.set_ylabel("MoAs in the set / rate")
+    bx.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
     return save(fig, path, synthetic)

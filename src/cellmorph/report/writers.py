@@ -9,20 +9,26 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+
 from cellmorph import schema as sc
 from cellmorph.atomic import ensure_writable_dir, write_csv, write_json, write_parquet
 from cellmorph.config import save_config
+from cellmorph.evaluation.conformal import ConformalResult
 from cellmorph.evaluation.cv import CVResult, partial_note
 from cellmorph.evaluation.pipeline import EvaluationResult
 from cellmorph.evaluation.translocation import TranslocationResult
+from cellmorph.explain.run import ExplainResult, overlays
 from cellmorph.profiling.pipeline import ProfileResult
 from cellmorph.profiling.translocation import RATIO
 from cellmorph.report.anndata import write_h5ad
 from cellmorph.report.plots import (
     plot_bars,
     plot_confusion,
+    plot_coverage,
     plot_curves,
     plot_dose_response,
+    plot_image_grid,
     plot_ranked,
 )
 
@@ -68,7 +74,19 @@ def write_evaluation(result: EvaluationResult, out: Path | str) -> Path:
                     "Phenotypic activity mAP (copairs): each treatment's replicates vs DMSO",
                     "mAP", out / "map_activity.png", threshold=threshold, synthetic=synthetic)
     write_csv(result.nn_predictions(), out / "nn_predictions.csv")
+    if result.conformal is not None:
+        write_conformal(result.conformal, out, "conformal", synthetic=synthetic)
     return write_json(result.metrics(), out / "metrics.json")
+
+
+def write_conformal(result: ConformalResult, out: Path, stem: str, *,
+                    synthetic: bool = False) -> Path:
+    """``<stem>_treatment.csv`` (p-values, sets), validity and efficiency tables, a plot."""
+    write_csv(result.table, out / f"{stem}_treatment.csv")
+    write_csv(result.validity(), out / f"{stem}_validity.csv")
+    write_csv(result.efficiency(), out / f"{stem}_efficiency.csv")
+    return plot_coverage(result.validity(), result.efficiency(), out / f"{stem}.png",
+                         title=f"conformal prediction: {result.method}", synthetic=synthetic)
 
 
 def write_cv(result: CVResult, out: Path | str) -> Path:
@@ -87,6 +105,13 @@ def write_cv(result: CVResult, out: Path | str) -> Path:
                        f"{level}-level accuracy {acc:.1%} over {len(final)} {level}s{partial}",
                        rep / "confusion.png", synthetic=synthetic)
         write_json(seed.metrics, rep / "metrics.json")
+        if f"seed{seed.seed}" in result.conformal:
+            write_csv(result.conformal[f"seed{seed.seed}"].table,
+                      rep / "conformal_treatment.csv")
+    if result.ensemble is not None:
+        write_csv(result.ensemble.table, out / "ensemble_treatment.csv")
+    if "ensemble" in result.conformal:
+        write_conformal(result.conformal["ensemble"], out, "conformal", synthetic=synthetic)
     path = write_json(result.summary, out / "metrics.json")
     curves = {f"seed {s.seed}": s.per_epoch_accuracy for s in result.seeds}
     plot_curves(curves, f"{level}-level test accuracy per epoch{partial}", "epoch", "accuracy",
@@ -137,3 +162,37 @@ def write_h5ad_profiles(result: ProfileResult, out: Path | str) -> list[Path]:
     return [write_h5ad(table, out / f"profiles_{name}.h5ad") for name, table in
             (("image", result.images), ("well", result.wells),
              ("treatment", result.treatments))]
+
+
+def write_explain(result: ExplainResult, out: Path | str) -> dict[str, Path]:
+    """``actmax.png`` (networks side by side), ``gradcam.png`` and ``explain.json``."""
+    out = ensure_writable_dir(Path(out))
+    paths: dict[str, Path] = {}
+    networks = list(result.actmax)
+    if networks:
+        panels = list(zip(*[result.actmax[n] for n in networks], strict=True))
+        images = [a.image for row in panels for a in row]
+        titles = [f"{n}\n{a.layer} #{a.channel}" for row in panels
+                  for n, a in zip(networks, row, strict=True)]
+        paths["actmax"] = plot_image_grid(
+            images, titles, out / "actmax.png", columns=len(networks) * min(2, len(panels)),
+            title=f"{result.model}: images that excite each filter most",
+            synthetic=result.synthetic)
+    if result.crops:
+        images, titles = [], []
+        for crop, over in zip(result.crops, overlays(result), strict=True):
+            images += [np.clip(crop.image / max(float(crop.image.max()), 1e-6), 0, 1), over]
+            titles += [f"{crop.moa}\n{crop.treatment}", f"Grad-CAM, p={crop.probability:.2f}\n"
+                       f"(fold {crop.fold})"]
+        paths["gradcam"] = plot_image_grid(images, titles, out / "gradcam.png", columns=4,
+                                           title="where the network looks (Grad-CAM)",
+                                           synthetic=result.synthetic)
+    summary = {"model": result.model,
+               "actmax": {n: [{"layer": a.layer, "channel": a.channel,
+                               "start_activation": a.start_activation,
+                               "final_activation": a.final_activation}
+                              for a in result.actmax[n]] for n in networks},
+               "crops": [{"moa": c.moa, "treatment": c.treatment, "fold": c.fold,
+                          "probability": c.probability} for c in result.crops]}
+    paths["json"] = write_json(summary, out / "explain.json")
+    return paths

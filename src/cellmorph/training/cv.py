@@ -178,11 +178,11 @@ def _prediction_table(table: pd.DataFrame, job: FoldJob, probs: np.ndarray) -> p
     return pd.concat([meta.assign(**{sc.FOLD: job.fold}), values], axis=1)
 
 
-def load_fold(job: FoldJob) -> FoldOutput:
+def load_fold(folder: Path) -> FoldOutput:
     """The outputs of a finished fold, read back from its folder."""
-    history = json.loads((job.output / "history.json").read_text())
-    return FoldOutput(job.fold, pd.read_parquet(job.output / "predictions.parquet"),
-                      np.load(job.output / "epoch_probs.npy"), history["train_loss"])
+    history = json.loads((folder / "history.json").read_text())
+    return FoldOutput(history["fold"], pd.read_parquet(folder / "predictions.parquet"),
+                      np.load(folder / "epoch_probs.npy"), history["train_loss"])
 
 
 @dataclass
@@ -258,7 +258,7 @@ def run_sequentially(jobs: Sequence[FoldJob], runtime: Runtime, *,
     outputs = []
     for job in progress(jobs, desc=desc, unit="fold", enabled=progress_bars):
         if job.done:
-            outputs.append(load_fold(job))
+            outputs.append(load_fold(job.output))
             continue
         outputs.append(run_fold(job, runtime, progress_bars=progress_bars))
         log.info("fold %s (seed %d) done", job.fold, job.seed)

@@ -1,0 +1,332 @@
+"""``cellmorph report``: one self-contained HTML page for a run (or a bare prediction table).
+
+The page is rendered from a jinja2 template (``templates/report.html.j2``) on the typed
+results of :mod:`cellmorph.report.load`; every figure is written beside it as PNG
+(``figures/``) and embedded in the page as base64, so the file opens offline and can be sent
+to a colleague on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import pandas as pd
+
+from cellmorph import __version__
+from cellmorph import schema as sc
+from cellmorph.atomic import ensure_writable_dir, write_text
+from cellmorph.evaluation.conformal import ConformalResult
+from cellmorph.evaluation.cv import CVResult, format_accuracy, partial_note
+from cellmorph.report.load import RunBundle, load_bundle
+from cellmorph.report.plots import (
+    plot_bars,
+    plot_confusion,
+    plot_coverage,
+    plot_curves,
+    plot_embedding,
+    plot_ranked,
+)
+
+LOW_CONFIDENCE = 0.5  # a top probability below this is marked in the treatment table
+
+
+@dataclass
+class Figure:
+    """One figure of the report: a title, a caption and the PNG."""
+
+    key: str
+    title: str
+    caption: str
+    path: Path
+
+    @property
+    def data_uri(self) -> str:
+        """The PNG, embedded."""
+        return "data:image/png;base64," + base64.b64encode(self.path.read_bytes()).decode()
+
+
+@dataclass
+class Report:
+    """What the template renders."""
+
+    title: str
+    source: str
+    synthetic: bool
+    kinds: list[str]
+    overview: list[tuple[str, str]]
+    configs: dict[str, str]
+    versions: dict[str, str]
+    dataset: list[tuple[str, str]]
+    accuracy: list[dict] = field(default_factory=list)
+    accuracy_note: str = ""
+    ensemble: dict | None = None
+    profiling: list[dict] = field(default_factory=list)
+    profiling_notes: list[str] = field(default_factory=list)
+    conformal: list[dict] = field(default_factory=list)  # title, scheme, rows, figure key
+    treatments: dict | None = None  # columns, rows (dicts with "_class")
+    figures: dict[str, list[Figure]] = field(default_factory=dict)
+
+    def add(self, section: str, figure: Figure) -> None:
+        """Put a figure in a section."""
+        self.figures.setdefault(section, []).append(figure)
+
+
+def build_report(bundle: RunBundle, figures: Path) -> Report:
+    """Compute the report's tables and draw its figures (into ``figures``)."""
+    figures = ensure_writable_dir(figures)
+    synthetic = bundle.synthetic
+    kinds = [k for k, present in (("profiling", bundle.profile), ("fine-tuning",
+                                                                  bundle.training),
+                                  ("comparison of initialisations", bundle.comparison),
+                                  ("prediction table", bundle.table)) if present]
+    prov = bundle.provenance or {}
+    runtime = prov.get("runtime", {})
+    overview = [("source", str(bundle.source)), ("kind", ", ".join(kinds))]
+    if runtime:
+        precision = runtime.get("precision", "?")
+        native = runtime.get("cpu_native_bf16")
+        if runtime.get("device") == "cpu" and precision == "bf16":
+            precision += " (native on that CPU)" if native else " (emulated)"
+        overview += [("device", f"{runtime.get('device')} {runtime.get('gpu', '')}".strip()),
+                     ("precision actually used", precision)]
+    for key in ("time", "host", "cpu", "index_digest"):
+        if prov.get(key):
+            overview.append((key.replace("_", " "), str(prov[key])))
+    if prov.get("command"):
+        overview.append(("command", " ".join(map(str, prov["command"]))))
+    report = Report(
+        title="cellmorph report" + (" (SYNTHETIC data)" if synthetic else ""),
+        source=str(bundle.source), synthetic=synthetic, kinds=kinds, overview=overview,
+        configs=bundle.configs, versions=prov.get("versions", {"cellmorph": __version__}),
+        dataset=[(k.replace("_", " "), ", ".join(v) if isinstance(v, list) else str(v))
+                 for k, v in (bundle.dataset or {}).items()])
+    if bundle.training is not None:
+        _training(report, bundle.training, figures, synthetic)
+    if bundle.comparison:
+        _comparison(report, bundle.comparison, figures, synthetic)
+    if bundle.evaluation is not None:
+        _profiling(report, bundle, figures, synthetic)
+    if bundle.table is not None:
+        _table(report, bundle, figures, synthetic)
+    for key, title in (("gradcam", "Grad-CAM: where the network looks"),
+                       ("actmax", "Activation maximisation: pretrained beside fine-tuned")):
+        if key in bundle.figures:
+            target = figures / f"{key}.png"
+            target.write_bytes(bundle.figures[key].read_bytes())
+            report.add("explain", Figure(key, title, _EXPLAIN_CAPTIONS[key], target))
+    return report
+
+
+_EXPLAIN_CAPTIONS = {
+    "gradcam": "The most confidently and correctly predicted crops of each MoA, each explained "
+               "by the fold model that never saw its compound (captum's LayerGradCam).",
+    "actmax": "Images optimised to excite chosen filters (Fourier parametrisation with "
+              "jitter, scale and rotation), for the ImageNet network and after fine-tuning.",
+}
+
+
+def _training(report: Report, cv: CVResult, figures: Path, synthetic: bool) -> None:
+    s = cv.summary
+    for key in ("treatment_accuracy", "well_accuracy", "image_accuracy", "crop_accuracy"):
+        report.accuracy.append({"level": key.split("_")[0], "value": format_accuracy(s[key]),
+                                "seeds": ", ".join(f"{v:.1%}" for v in s[key]["values"])})
+    report.accuracy_note = (f"{s['model']} ({s['weights']}), {s['n_seeds']} seed(s)"
+                            f"{partial_note(s)}; trained: {s.get('trained', '?')}")
+    if s["n_seeds"] > 1 and cv.ensemble is not None:
+        e = cv.ensemble.summary()
+        report.ensemble = {"accuracy": f"{e['ensemble_accuracy']:.1%}",
+                           "mean": f"{e['seed_accuracy_mean']:.1%}",
+                           "sem": f"{e['seed_accuracy_sem']:.1%}",
+                           "disagree": ", ".join(e["disagreements"]) or "none"}
+    level = cv.config.report_level
+    report.add("accuracy", Figure("confusion", f"Confusion matrix ({level} level, seed "
+                                  f"{cv.seeds[0].seed})", "Rows: true MoA; columns: predicted.",
+                                  plot_confusion(cv.confusion(0), f"{level}-level predictions",
+                                                 figures / "confusion.png",
+                                                 synthetic=synthetic)))
+    chance = 1 / max(1, len(cv.classes))
+    curves = {f"seed {seed.seed}": seed.per_epoch_accuracy for seed in cv.seeds}
+    report.add("accuracy", Figure("epochs", "Test accuracy after each epoch",
+                                  f"{level} level; dashed: chance (1/{len(cv.classes)}).",
+                                  plot_curves(curves, f"{level}-level accuracy per epoch",
+                                              "epoch", "accuracy", figures / "epochs.png",
+                                              chance=chance, synthetic=synthetic)))
+    if "ensemble" in cv.conformal:
+        _conformal(report, cv.conformal["ensemble"], figures, synthetic,
+                   "Fine-tuning: the ensemble of the seeds' out-of-fold treatment predictions",
+                   "conformal_training")
+    table = cv.ensemble.table if cv.ensemble is not None else cv.seeds[0].levels["treatment"]
+    conf = cv.conformal.get("ensemble")
+    report.treatments = _treatment_rows(table, conf)
+    if cv.ensemble is not None and len(cv.ensemble.table) >= 5:
+        probs = cv.ensemble.table[sc.prob_columns(cv.ensemble.table)].to_numpy()
+        report.add("map", Figure("map", "Treatments in prediction space (t-SNE)",
+                                 "Each treatment's mean class probabilities, coloured by MoA.",
+                                 plot_embedding(_tsne(probs), cv.ensemble.table[sc.MOA],
+                                                figures / "map_predictions.png",
+                                                synthetic=synthetic)))
+
+
+def _comparison(report: Report, results: dict[str, CVResult], figures: Path,
+                synthetic: bool) -> None:
+    names = list(results)
+    key = f"{results[names[0]].config.report_level}_accuracy"
+    summary = {n: results[n].summary for n in names}
+    path = plot_bars({n: summary[n][key]["mean"] for n in names},
+                     "accuracy by initialisation, mean +- SEM", "accuracy",
+                     figures / "compare_init.png",
+                     errors={n: summary[n][key]["sem"] for n in names},
+                     points={n: summary[n][key]["values"] for n in names},
+                     chance=1 / max(1, len(results[names[0]].classes)), synthetic=synthetic)
+    trained = "; ".join(f"{n}: {summary[n].get('trained', '?')}" for n in names)
+    report.add("comparison", Figure("compare_init", "Pretrained vs Xavier initialisation",
+                                    f"Each dot is one seed. Trained: {trained}.", path))
+
+
+def _profiling(report: Report, bundle: RunBundle, figures: Path, synthetic: bool) -> None:
+    ev = bundle.evaluation
+    for res in ev.nn:
+        report.profiling.append({"holdout": res.holdout.upper(), "metric": res.metric,
+                                 "accuracy": f"{res.accuracy:.1%}", "n": res.n_treatments,
+                                 "dropped": ", ".join(res.dropped_moas) or "-"})
+    report.profiling_notes = [f"{k.replace('_', ' ')}: {v}" for k, v in ev.notes.items()]
+    first = ev.nn[0]
+    report.add("profiling", Figure(
+        "confusion_nsc", f"{first.holdout.upper()} 1-NN confusion ({first.metric})",
+        "Treatment profiles, nearest neighbour among other compounds.",
+        plot_confusion(ev.confusion(first.holdout, first.metric), "1-NN predictions",
+                       figures / "confusion_nsc.png", synthetic=synthetic)))
+    if ev.map_consistency is not None and ev.map_activity is not None:
+        moa = ev.map_consistency.sort_values("mean_average_precision", ascending=False)
+        report.add("profiling", Figure(
+            "map_moa", "MoA consistency mAP (copairs)",
+            "Stars: corrected permutation p-value below the threshold.",
+            plot_bars(dict(zip(moa[sc.MOA], moa["mean_average_precision"], strict=True)),
+                      "mAP per MoA", "mAP", figures / "map_moa.png",
+                      pvalues=dict(zip(moa[sc.MOA], moa["corrected_p_value"], strict=True)),
+                      threshold=ev.config.map_threshold, synthetic=synthetic)))
+        act = ev.map_activity
+        report.add("profiling", Figure(
+            "map_activity", "Phenotypic activity mAP (copairs)",
+            "Each treatment's replicate wells retrieved against DMSO, ranked.",
+            plot_ranked(act["mean_average_precision"].to_numpy(),
+                        act["below_corrected_p"].to_numpy(bool), "activity mAP", "mAP",
+                        figures / "map_activity.png", threshold=ev.config.map_threshold,
+                        synthetic=synthetic)))
+    if len(ev.treatments) >= 5:
+        report.add("map", Figure("map_profiles", "Treatment profiles (t-SNE)",
+                                 "Normalised treatment profiles, coloured by MoA.",
+                                 plot_embedding(_tsne(sc.to_matrix(ev.treatments)),
+                                                ev.treatments[sc.MOA],
+                                                figures / "map_profiles.png",
+                                                synthetic=synthetic)))
+    if ev.conformal is not None:
+        _conformal(report, ev.conformal, figures, synthetic,
+                   "Profiles: nearest-neighbour scores of the treatment profiles",
+                   "conformal_profiles")
+    if report.treatments is None:
+        nsc = first.predictions
+        report.treatments = _treatment_rows(nsc, ev.conformal)
+
+
+def _table(report: Report, bundle: RunBundle, figures: Path, synthetic: bool) -> None:
+    t = bundle.table
+    report.accuracy.append({"level": "treatment", "value": f"{t.accuracy:.1%}",
+                            "seeds": "-"})
+    report.accuracy_note = f"{len(t.table)} treatments from {t.source.name}"
+    report.add("accuracy", Figure("confusion", "Confusion matrix", "Rows: true MoA.",
+                                  plot_confusion(t.confusion(), "treatment predictions",
+                                                 figures / "confusion.png",
+                                                 synthetic=synthetic)))
+    if t.conformal is not None:
+        _conformal(report, t.conformal, figures, synthetic,
+                   f"The probabilities of {t.source.name}", "conformal_table")
+    report.treatments = _treatment_rows(t.table, t.conformal)
+
+
+def _conformal(report: Report, result: ConformalResult, figures: Path, synthetic: bool,
+               title: str, key: str) -> None:
+    validity, efficiency = result.validity(), result.efficiency()
+    overall = validity[validity["moa"] == "all"].set_index("confidence")
+    rows = [{"confidence": f"{row['confidence']:.0%}",
+             "coverage": f"{overall.loc[row['confidence'], 'coverage']:.1%}",
+             "size": f"{row['mean_set_size']:.2f}",
+             "single": f"{row['single_label_rate']:.0%}", "empty": f"{row['empty_rate']:.0%}"}
+            for _, row in efficiency.iterrows()]
+    report.conformal.append({"title": title, "scheme": f"{result.scheme}.", "rows": rows,
+                             "key": key})
+    report.add(key, Figure(key, "Validity and efficiency",
+                           "Left: coverage against the confidence asked for (dots: one MoA "
+                           "each). Right: prediction-set size.",
+                           plot_coverage(validity, efficiency, figures / f"{key}.png",
+                                         title=result.method, synthetic=synthetic)))
+
+
+def _treatment_rows(table: pd.DataFrame, conformal: ConformalResult | None) -> dict:
+    """The per-treatment table: prediction, confidence, conformal set, with flags."""
+    df = table.copy()
+    probs = sc.prob_columns(df)
+    if probs:
+        p = df[probs].to_numpy(float)
+        classes = np.asarray(sc.classes_of(df))
+        df["predicted"] = classes[p.argmax(1)]
+        df["top probability"] = p.max(1)
+    if conformal is not None:
+        sets = conformal.table.set_index(sc.TREATMENT)
+        column = conformal.set_column(0.9 if 0.9 in conformal.confidences
+                                      else conformal.confidences[0])
+        df["set"] = df[sc.TREATMENT].map(sets[column])
+        df["set size"] = df[sc.TREATMENT].map(sets[column.replace("Set_", "SetSize_")])
+    columns = [c for c in (sc.TREATMENT, sc.MOA, "predicted", "top probability", "set",
+                           "set size", "seeds_agree", "neighbour", "distance") if c in df]
+    rows = []
+    for _, r in df.iterrows():
+        flags = []
+        if "top probability" in df and r["top probability"] < LOW_CONFIDENCE:
+            flags.append("low")
+        if "set size" in df and pd.notna(r.get("set size")) and r["set size"] > 1:
+            flags.append("multi")
+        if str(r.get("predicted")) != str(r[sc.MOA]):
+            flags.append("wrong")
+        rows.append({"cells": [_cell(r[c]) for c in columns], "flags": " ".join(flags)})
+    return {"columns": [c.removeprefix("Metadata_") for c in columns], "rows": rows,
+            "set_confidence": "90 %"}
+
+
+def _cell(value) -> str:
+    if isinstance(value, float | np.floating):
+        return f"{value:.3f}" if np.isfinite(value) else ""
+    return "" if value is None else str(value)
+
+
+def _tsne(values: np.ndarray) -> np.ndarray:
+    from sklearn.manifold import TSNE
+
+    perplexity = float(max(2, min(30, (len(values) - 1) // 3)))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0,
+                max_iter=500).fit_transform(np.asarray(values, dtype=np.float64))
+
+
+def render(report: Report) -> str:
+    """The report's HTML text, from the package's template."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resources.files("cellmorph") / "report" /
+                                           "templates")),
+        autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
+    return env.get_template("report.html.j2").render(r=report)
+
+
+def write_report(source: Path | str, out: Path | str | None = None) -> Path:
+    """Build and write the report of ``source`` (a run folder or a prediction table);
+    returns the HTML file. Figures go beside it in ``figures/``."""
+    bundle = load_bundle(source)
+    source = Path(source)
+    html = Path(out) if out is not None else (
+        source / "report.html" if source.is_dir() else source.with_suffix(".report.html"))
+    report = build_report(bundle, html.parent / "figures")
+    return write_text(render(report), html)

@@ -1,0 +1,186 @@
+"""Reading a run folder (or a bare prediction table) back into the typed results a report is
+built from: scores are recomputed from the durable outputs (fold predictions, profile
+tables), never parsed out of summaries."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from cellmorph import schema as sc
+from cellmorph.config import EvaluateConfig, ProfileConfig, TrainConfig, config_yaml, load_config
+from cellmorph.datasets.index import read_index, summarize
+from cellmorph.errors import CellmorphError
+from cellmorph.evaluation.conformal import ConformalResult, conformal_from_probabilities
+from cellmorph.evaluation.cv import CVResult, summarise_cv
+from cellmorph.evaluation.pipeline import EvaluationResult, evaluate_profiles
+from cellmorph.evaluation.predictions import confusion
+from cellmorph.profiling.pipeline import ProfileResult
+from cellmorph.runs import RUN_RECORD, read_provenance
+from cellmorph.training.cv import SeedRun, TrainingRun, load_fold, trained_layers
+
+
+@dataclass
+class PredictionTable:
+    """A bare per-treatment prediction table (from cellmorph or any other model or paper)."""
+
+    source: Path
+    table: pd.DataFrame
+    conformal: ConformalResult | None
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction of treatments whose most probable MoA is the true one."""
+        classes = sc.classes_of(self.table)
+        predicted = [classes[i] for i in self.table[sc.prob_columns(self.table)].to_numpy()
+                     .argmax(1)]
+        return float((pd.Series(predicted, index=self.table.index)
+                      == self.table[sc.MOA].astype(str)).mean())
+
+    def confusion(self) -> pd.DataFrame:
+        """True vs predicted MoA."""
+        classes = sc.classes_of(self.table)
+        predicted = pd.Series([classes[i] for i in self.table[sc.prob_columns(self.table)]
+                               .to_numpy().argmax(1)], index=self.table.index)
+        return confusion(self.table[sc.MOA], predicted)
+
+
+@dataclass
+class RunBundle:
+    """Everything found under a folder: runs of any kind, their provenance and extras."""
+
+    source: Path
+    profile: ProfileResult | None = None
+    evaluation: EvaluationResult | None = None
+    training: CVResult | None = None
+    comparison: dict[str, CVResult] = field(default_factory=dict)
+    table: PredictionTable | None = None
+    provenance: dict | None = None
+    configs: dict[str, str] = field(default_factory=dict)  # name -> YAML text
+    dataset: dict | None = None
+    figures: dict[str, Path] = field(default_factory=dict)  # extra PNGs (explain, ...)
+
+    @property
+    def synthetic(self) -> bool:
+        """Made from SYNTHETIC images?"""
+        tables = [self.profile.wells if self.profile else None,
+                  self.table.table if self.table else None]
+        if self.training is not None:
+            tables += [s.crops for s in self.training.seeds]
+        return any(sc.is_synthetic(t) for t in tables)
+
+
+def _kind(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / RUN_RECORD).read_text()).get("kind")
+    except (OSError, ValueError):
+        return None
+
+
+def load_training(folder: Path) -> CVResult:
+    """A training run's fold outputs, scored again."""
+    cfg = load_config(folder / "config.yaml", TrainConfig)
+    seeds = []
+    for seed in cfg.seeds:
+        seed_dir = folder / f"seed{seed}"
+        done = [load_fold(p.parent) for p in (seed_dir / "folds").glob("*/predictions.parquet")]
+        if done:  # in fold order, as the run made them
+            seeds.append(SeedRun(seed, seed_dir, sorted(done, key=lambda f: f.name)))
+    if not seeds:
+        raise CellmorphError(f"{folder}: no finished fold to report; train first")
+    metrics = folder / "metrics.json"
+    total = json.loads(metrics.read_text()).get("folds_total") if metrics.is_file() else None
+    classes = sc.classes_of(seeds[0].folds[0].predictions)
+    run = TrainingRun(cfg, classes, total or len(seeds[0].folds), seeds,
+                      (read_provenance(folder) or {}).get("runtime", {}), trained_layers(cfg))
+    return summarise_cv(run)
+
+
+def load_profiling(folder: Path) -> tuple[ProfileResult, EvaluationResult | None]:
+    """A profiling run's tables, and their evaluation with the settings it was run with."""
+    cfg = load_config(folder / "config.yaml", ProfileConfig)
+    tables = {}
+    for level in ("image", "well", "treatment"):
+        path = folder / f"profiles_{level}.parquet"
+        if not path.is_file():
+            raise CellmorphError(f"{path} not found; the profiling run is unfinished")
+        tables[level] = pd.read_parquet(path)
+    timings = folder / "timings.json"
+    result = ProfileResult(cfg, tables["image"], tables["well"], tables["treatment"],
+                           (read_provenance(folder) or {}).get("runtime", {}),
+                           json.loads(timings.read_text()) if timings.is_file() else {})
+    settings = folder / "evaluation" / "evaluate_config.yaml"
+    ecfg = load_config(settings, EvaluateConfig) if settings.is_file() else EvaluateConfig()
+    try:
+        evaluation = evaluate_profiles(result.wells, ecfg)
+    except CellmorphError:
+        evaluation = None  # e.g. no controls or a single MoA: profiles only
+    return result, evaluation
+
+
+def load_table(path: Path) -> PredictionTable:
+    """A per-treatment prediction table: compound, MoA and ``Prob_<MoA>`` columns."""
+    try:
+        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except Exception as exc:  # pandas raises many types for damaged files
+        raise CellmorphError(f"{path}: cannot be read as a table ({exc})") from exc
+    if not sc.prob_columns(table) or sc.MOA not in table.columns:
+        raise CellmorphError(f"{path}: not a prediction table (needs Metadata_MoA and "
+                             "Prob_<MoA> columns, as in predictions_treatment.csv)")
+    conformal = None
+    if sc.COMPOUND in table.columns and table[sc.COMPOUND].nunique() > 1:
+        conformal = conformal_from_probabilities(table)
+    return PredictionTable(path, table, conformal)
+
+
+def load_bundle(source: Path | str) -> RunBundle:
+    """Whatever is at ``source``: a profile or train run folder, a compare-init folder, a
+    folder holding runs (the demo's), or a prediction table."""
+    source = Path(source)
+    if not source.exists():
+        raise CellmorphError(f"{source} not found; give a run folder or a prediction table")
+    bundle = RunBundle(source)
+    if source.is_file():
+        bundle.table = load_table(source)
+        return bundle
+    folders = [source] if _kind(source) else sorted(
+        p for p in source.iterdir() if p.is_dir() and _kind(p))
+    if (source / "compare_init.json").is_file():
+        for name in json.loads((source / "compare_init.json").read_text()):
+            if _kind(source / name) == "train":
+                bundle.comparison[name] = load_training(source / name)
+        folders = [f for f in folders if f.name not in bundle.comparison]
+    for folder in folders:
+        kind = _kind(folder)
+        if kind == "profile" and bundle.profile is None:
+            bundle.profile, bundle.evaluation = load_profiling(folder)
+            bundle.configs["profile"] = config_yaml(bundle.profile.config)
+        elif kind == "train" and bundle.training is None:
+            bundle.training = load_training(folder)
+            bundle.configs["train"] = config_yaml(bundle.training.config)
+        bundle.provenance = bundle.provenance or read_provenance(folder)
+        for name in ("actmax", "gradcam"):
+            png = folder / "explain" / f"{name}.png"
+            if png.is_file():
+                bundle.figures[name] = png
+    if bundle.comparison and bundle.training is None:
+        bundle.training = next(iter(bundle.comparison.values()))
+        bundle.configs["train"] = config_yaml(bundle.training.config)
+        bundle.provenance = bundle.provenance or read_provenance(
+            source / next(iter(bundle.comparison)))
+    if not (bundle.profile or bundle.training):
+        raise CellmorphError(f"{source} holds no cellmorph run (no run.json here or one level "
+                             "down) and is not a prediction table")
+    bundle.dataset = _dataset(bundle)
+    return bundle
+
+
+def _dataset(bundle: RunBundle) -> dict | None:
+    config = (bundle.training.config if bundle.training else bundle.profile.config)
+    try:
+        return summarize(read_index(config.index))
+    except CellmorphError:
+        return None

@@ -1,0 +1,127 @@
+"""Conformal prediction: p-values equal crepes called directly on the same scores, sets cover
+the true MoA at the asked-for rate on SYNTHETIC LOCO runs, profiles get a kNN version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from crepes import ConformalClassifier
+from crepes.extras import hinge
+
+from cellmorph import schema as sc
+from cellmorph.api import train
+from cellmorph.atomic import write_parquet
+from cellmorph.cli import main
+from cellmorph.datasets.bbbc021 import index_bbbc021
+from cellmorph.errors import CellmorphError
+from cellmorph.evaluation.conformal import (
+    conformal_from_probabilities,
+    conformal_from_profiles,
+    mondrian_pvalues,
+)
+from cellmorph.synth.bbbc021 import synthesize_bbbc021
+
+
+def _table(seed: int = 0, n_compounds: int = 12) -> pd.DataFrame:
+    """Out-of-fold-like probabilities: 3 MoAs, several compounds each, some mistakes."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(n_compounds):
+        moa = c % 3
+        for conc in (1, 3):
+            logits = rng.normal(0, 1, 3)
+            logits[moa] += 1.5
+            p = np.exp(logits) / np.exp(logits).sum()
+            rows.append({sc.TREATMENT: f"c{c}@{conc}", sc.COMPOUND: f"c{c}",
+                         sc.CONCENTRATION: conc, sc.MOA: f"m{moa}",
+                         **{f"Prob_m{k}": p[k] for k in range(3)}})
+    return pd.DataFrame(rows)
+
+
+def test_pvalues_equal_crepes_called_directly() -> None:
+    table = _table()
+    ours = conformal_from_probabilities(table, seed=3)
+    probs = table[["Prob_m0", "Prob_m1", "Prob_m2"]].to_numpy()
+    labels = table[sc.MOA].str[1].astype(int).to_numpy()
+    test = (table[sc.COMPOUND] == "c4").to_numpy()
+    alphas_cal = hinge(probs[~test], np.arange(3), labels[~test])  # crepes' own recipe
+    cc = ConformalClassifier().fit(alphas_cal, bins=labels[~test], seed=3)
+    alphas_test = hinge(probs[test])
+    expected = np.array([cc.predict_p(alphas_test, bins=np.full(test.sum(), c),
+                                      seed=3)[:, c] for c in range(3)]).T
+    got = ours.table.loc[test, ["P_m0", "P_m1", "P_m2"]].to_numpy()
+    np.testing.assert_allclose(got, expected)
+    np.testing.assert_allclose(mondrian_pvalues(alphas_cal, labels[~test], alphas_test, 3,
+                                                seed=3), expected)
+
+
+def test_sets_validity_and_efficiency() -> None:
+    result = conformal_from_probabilities(_table())
+    assert list(result.table.columns[-6:]) == ["Set_80", "SetSize_80", "Set_90", "SetSize_90",
+                                               "Set_95", "SetSize_95"]
+    eff = result.efficiency().set_index("confidence")
+    assert eff.loc[0.95, "mean_set_size"] >= eff.loc[0.8, "mean_set_size"]
+    validity = result.validity()
+    assert set(validity["moa"]) == {"all", "m0", "m1", "m2"}
+    sizes = result.table["SetSize_90"]
+    assert ((sizes >= 0) & (sizes <= 3)).all()
+    with pytest.raises(CellmorphError, match="lacks Metadata_Compound"):
+        conformal_from_probabilities(_table().drop(columns=[sc.COMPOUND]))
+
+
+def test_knn_conformal_on_profiles() -> None:
+    rng = np.random.default_rng(0)
+    rows = []
+    for c in range(9):
+        moa = c % 3
+        centre = np.eye(3)[moa] * 3
+        for conc in (1, 2):
+            rows.append({sc.TREATMENT: f"c{c}@{conc}", sc.COMPOUND: f"c{c}", sc.MOA: f"m{moa}",
+                         sc.ROLE: sc.ROLE_TREATMENT, sc.BATCH: "b",
+                         **{f"f{k}": centre[k] + rng.normal(0, 0.3) for k in range(3)}})
+    result = conformal_from_profiles(pd.DataFrame(rows))
+    summary = {lvl["confidence"]: lvl for lvl in result.summary()["levels"]}
+    assert summary[0.9]["coverage"] >= 0.85
+    assert summary[0.8]["mean_set_size"] < 2  # well separated: mostly single MoAs
+
+
+@pytest.fixture(scope="module")
+def loco_two_seeds(tmp_path_factory) -> tuple[Path, object]:
+    """A fast SYNTHETIC LOCO run over two seeds (cached trunk, one epoch)."""
+    root = tmp_path_factory.mktemp("conformal")
+    synthesize_bbbc021(root / "images", moas=["Actin disruptors", "Microtubule stabilizers",
+                                              "Protein synthesis"], size=(96, 120),
+                       progress=False)
+    index = write_parquet(index_bbbc021(root / "images", moa_subset=True),
+                          root / "index.parquet")
+    result = train(index=index, output=root / "run", model="tf_efficientnet_lite0",
+                   preset="fast", epochs=1, seeds=[0, 1], freeze_stages=5, cached_trunk=True,
+                   progress=False, preprocess={"illumination": False, "anscombe": True,
+                                               "control_normalise": True, "rescale": "image",
+                                               "grid": [2, 2], "tile_size": 64})
+    return root / "run", result
+
+
+def test_coverage_on_synthetic_loco_runs(loco_two_seeds) -> None:
+    run, result = loco_two_seeds
+    levels = {lvl["confidence"]: lvl for lvl in result.summary["conformal"]["levels"]}
+    assert levels[0.9]["coverage_mean_over_seeds"] >= 0.85
+    assert levels[0.9]["set_size_mean_over_seeds"] > 0  # set sizes are reported
+    assert set(result.conformal) == {"seed0", "seed1", "ensemble"}
+    assert (run / "conformal_treatment.csv").is_file()
+    assert (run / "seed1" / "conformal_treatment.csv").is_file()
+    assert result.summary["ensemble"]["n"] == result.summary["n_treatments"]
+
+
+def test_report_of_a_bare_treatment_table(loco_two_seeds, tmp_path, capsys) -> None:
+    run, _ = loco_two_seeds
+    table = tmp_path / "predictions_treatment.csv"
+    table.write_bytes((run / "seed0" / "predictions_treatment.csv").read_bytes())
+    assert main(["report", str(table)]) == 0
+    html = (tmp_path / "predictions_treatment.report.html").read_text()
+    for text in ('id="accuracy"', 'data-figure="confusion"', 'id="conformal"',
+                 "Mondrian (class-conditional) conformal", "coverage"):
+        assert text in html, text
