@@ -9,9 +9,13 @@ and the index, and built plate by plate, so an interrupted build resumes.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import multiprocessing
 import os
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +55,7 @@ CACHE_FORMAT = 2  # bump when the tiles of the same settings would change
 # Plate statistics are estimated on every 7th pixel in both directions (2 % of pixels):
 # accurate to well under 1 % and keeps one plate's worth of samples small in memory.
 _STRIDE = 7
+HELD_FIELDS_BYTES = 512 * 2**20  # decoded fields of one plate kept between the two passes
 
 
 @dataclass(frozen=True)
@@ -141,48 +146,110 @@ def _file_stamp(path: str) -> tuple[int, int]:
 
 
 def build_tile_cache(index: pd.DataFrame, cfg: PreprocessConfig, cache_root: Path | str, *,
-                     tile_size: int, progress: bool = True) -> TileCache:
+                     tile_size: int, workers: int = 0, progress: bool = True) -> TileCache:
     """Preprocess every field of ``index`` into tiles (skipping plates already cached)."""
+    ready = list(iter_tile_cache(index, cfg, cache_root, tile_size=tile_size, workers=workers,
+                                 progress=progress))
+    return ready[-1][0]
+
+
+def iter_tile_cache(index: pd.DataFrame, cfg: PreprocessConfig, cache_root: Path | str, *,
+                    tile_size: int, workers: int = 0,
+                    progress: bool = True) -> Iterator[tuple[TileCache, str]]:
+    """Yield ``(cache, plate)`` as each plate's tiles are ready, plates already cached first.
+
+    With ``workers`` > 0, plates are decoded and preprocessed in that many worker processes
+    while the caller works on the plates that are ready (inference overlapping with
+    preprocessing); with 0, each plate is preprocessed here when the caller asks for it.
+    Either way the tiles are the same.
+    """
     channels = sc.channels_of(index)
     index = index.reset_index(drop=True)
-    folder = ensure_writable_dir(Path(cache_root) / cache_key(index, cfg, tile_size))
+    folder = ensure_writable_dir(Path(cache_root).absolute() / cache_key(index, cfg, tile_size))
     with folder_lock(folder, wait=True):  # two runs sharing a cache entry build it once
-        return _build(index, cfg, folder, channels, tile_size, progress)
+        remove_partial_files(folder)
+        plates = tuple(sorted(index[sc.PLATE].unique()))
+        write_text(json.dumps({"preprocess": cfg.model_dump(mode="json"),
+                               "tile_size": tile_size, "channels": channels,
+                               "plates": list(plates)}, indent=2), folder / "settings.json")
+        cache = TileCache(folder, plates, tuple(channels))
+        todo = [p for p in plates if not (folder / f"{safe_name(p)}.parquet").is_file()]
+        for plate in plates:
+            if plate not in todo:
+                yield cache, plate
+        bar = progress_bar(total=len(todo), desc="preprocessing plates", unit="plate",
+                           enabled=progress)
+        if workers <= 0:
+            for plate in todo:
+                cache_plate(folder, index[index[sc.PLATE] == plate], channels, cfg, tile_size)
+                bar.update()
+                yield cache, plate
+        else:
+            context = multiprocessing.get_context("spawn")  # fork is unsafe with torch threads
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                     initializer=_single_thread) as pool:
+                futures = [pool.submit(cache_plate, folder, index[index[sc.PLATE] == plate],
+                                       channels, cfg, tile_size, threads=1) for plate in todo]
+                for future in as_completed(futures):
+                    plate = future.result()
+                    bar.update()
+                    yield cache, plate
+        bar.close()
 
 
-def _build(index: pd.DataFrame, cfg: PreprocessConfig, folder: Path, channels: list[str],
-           tile_size: int, progress: bool) -> TileCache:
-    remove_partial_files(folder)
-    plates = tuple(sorted(index[sc.PLATE].unique()))
-    write_text(json.dumps({"preprocess": cfg.model_dump(mode="json"), "tile_size": tile_size,
-                           "channels": channels, "plates": list(plates)}, indent=2),
-               folder / "settings.json")
-    todo = [p for p in plates if not (folder / f"{safe_name(p)}.parquet").is_file()]
-    for plate in progress_bar(todo, desc="preprocessing plates", unit="plate", enabled=progress):
-        rows = index[index[sc.PLATE] == plate]
-        tiles, table, stats = preprocess_plate(rows, channels, cfg, tile_size)
-        np.save(folder / f"{safe_name(plate)}.illum.npy", stats["illumination"])
-        with atomic_path(folder / f"{safe_name(plate)}.npy") as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, tiles)
-        # The table is written last: its presence marks the plate as done.
-        write_parquet(table, folder / f"{safe_name(plate)}.parquet")
-    return TileCache(folder, plates, tuple(channels))
+def _single_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def cache_plate(folder: Path, rows: pd.DataFrame, channels: list[str], cfg: PreprocessConfig,
+                tile_size: int, *, threads: int = 0) -> str:
+    """Preprocess one plate's fields into ``folder``; returns the plate's name."""
+    plate = str(rows[sc.PLATE].iloc[0])
+    tiles, table, stats = preprocess_plate(rows, channels, cfg, tile_size, threads=threads)
+    for suffix, array in ((".illum.npy", stats["illumination"]), (".npy", tiles)):
+        with atomic_path(folder / f"{safe_name(plate)}{suffix}") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, array)
+    # The table is written last: its presence marks the plate as done.
+    write_parquet(table, folder / f"{safe_name(plate)}.parquet")
+    return plate
 
 
 def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessConfig,
-                     tile_size: int) -> tuple[np.ndarray, pd.DataFrame, dict]:
-    """Tiles of one plate's fields: two passes, plate statistics first, then the tiles."""
+                     tile_size: int, *, threads: int = 0) -> tuple[np.ndarray, pd.DataFrame, dict]:
+    """Tiles of one plate's fields: two passes, plate statistics first, then the tiles.
+
+    Fields are decoded and corrected in ``threads`` threads (0: up to 4, one per core);
+    the tiles are the same for every number of threads.
+    """
     fields = [r for _, r in rows.iterrows()]
-    dtype = shape = None
+    threads = threads or min(4, os.cpu_count() or 1)
+    first = read_field(fields[0], channels)  # fixes the dtype and shape the others must have
+    dtype, shape = first.dtype, first.shape[1:]
+
+    def read(i: int) -> np.ndarray:
+        return read_field(fields[i], channels, dtype=dtype, shape=shape)
+
     sums = None
     samples, is_control = [], []
-    for r in fields:  # pass 1: illumination sums and a pixel sample for plate statistics
-        img = read_field(r, channels, dtype=dtype, shape=shape)
-        dtype, shape = img.dtype, img.shape[1:]
-        sums = img.astype(np.float64) if sums is None else sums + img
+    # Fields read in pass 1 are kept for pass 2 up to a memory budget: decoding is a fifth of
+    # the preprocessing time, and a plate larger than the budget is read twice, not held.
+    kept: dict[int, np.ndarray] = {}
+    kept_bytes = 0
+    # pass 1: illumination sums and a pixel sample for the plate statistics
+    for i, img in enumerate(itertools.chain([first], ordered_map(read, range(1, len(fields)),
+                                                                 threads))):
+        if sums is None:
+            sums = img.astype(np.float64)
+        else:
+            np.add(sums, img, out=sums)
         samples.append(img[:, ::_STRIDE, ::_STRIDE].astype(np.float32))
-        is_control.append(r[sc.ROLE] == sc.ROLE_CONTROL)
+        is_control.append(fields[i][sc.ROLE] == sc.ROLE_CONTROL)
+        if kept_bytes + img.nbytes <= HELD_FIELDS_BYTES:
+            kept[i] = img
+            kept_bytes += img.nbytes
+    del first
     _check_tiling(cfg, shape, rows)
     n = len(fields)
     if cfg.illumination:
@@ -212,16 +279,20 @@ def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessCon
         low, high = np.percentile(stacked, cfg.rescale_percentiles, axis=1)
     del samples, tsamples
 
-    all_tiles, records = [], []
-    rng = np.random.default_rng(cfg.seed)
-    for i, r in enumerate(fields):  # pass 2: tiles
-        x = transform(read_field(r, channels, dtype=dtype, shape=shape), illum)
+    def field_uint8(i: int) -> np.ndarray:
+        """One field, corrected and rescaled to 8 bits (run in the thread pool)."""
+        img = kept.pop(i, None)
+        x = transform(read(i) if img is None else img, illum)
         if mean is not None:
             x = normalise_to_controls(x, mean, std)
         img8 = rescale_to_uint8(x, per_channel=False) if cfg.rescale == "image" else \
             rescale_to_uint8(x, low=low, high=high)
-        if cfg.resize is not None:
-            img8 = resize_stack(img8, tuple(cfg.resize))
+        return img8 if cfg.resize is None else resize_stack(img8, tuple(cfg.resize))
+
+    all_tiles, records = [], []
+    rng = np.random.default_rng(cfg.seed)  # drawn here, in field order, whatever the threads
+    # pass 2: tiles
+    for i, img8 in enumerate(ordered_map(field_uint8, range(len(fields)), threads)):
         if cfg.tiles == "grid":
             t = grid_tiles(img8, *cfg.grid)
         else:
@@ -238,6 +309,27 @@ def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessCon
     table = table.join(meta, on=ROW)
     stats = {"illumination": illum, "control_mean": mean, "control_std": std}
     return np.concatenate(all_tiles), table, stats
+
+
+def ordered_map(fn: Callable[[int], np.ndarray], items: Iterable[int],
+                threads: int) -> Iterator[np.ndarray]:
+    """``map(fn, items)`` on a thread pool, in order, with at most ``2 * threads`` in flight.
+
+    Written here because ``Executor.map`` submits every item at once and holds all results:
+    a whole plate of decoded fields in memory. NumPy, tifffile and torch release the GIL, so
+    the threads decode and correct fields on every core.
+    """
+    if threads <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _check_tiling(cfg: PreprocessConfig, shape: tuple[int, int], rows: pd.DataFrame) -> None:

@@ -303,6 +303,8 @@ def profile_cmd(
     precision: Annotated[str | None, _opt(_P, "precision", "--precision")] = None,
     h5ad: Annotated[bool, typer.Option("--h5ad", help="Also write the profiles as AnnData "
                                        "(profiles_<level>.h5ad) for scverse tools.")] = False,
+    executor: Annotated[str | None, _opt(_P, "executor", "--executor")] = None,
+    ray_address: Annotated[str | None, _opt(_P, "ray_address", "--ray-address")] = None,
     overwrite: Overwrite = False,
     debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
@@ -311,8 +313,8 @@ def profile_cmd(
 
     result = profile(config, index=index, output=output, model=model, weights=weights,
                      channel_mode=channel_mode, preprocess=preprocess, batch_size=batch_size,
-                     device=device, precision=precision, h5ad=h5ad, overwrite=overwrite,
-                     progress=not quiet)
+                     device=device, precision=precision, h5ad=h5ad, executor=executor,
+                     ray_address=ray_address, overwrite=overwrite, progress=not quiet)
     out = result.config.output
     typer.echo(f"profiles: {out / 'profiles_well.parquet'} (wells), "
                f"{out / 'profiles_treatment.parquet'} (treatments); config saved as "
@@ -420,9 +422,11 @@ def train_cmd(
     seed: Annotated[list[int] | None, _opt(_T, "seeds", "--seed")] = None,
     fold_by: Annotated[str | None, _opt(_T, "fold_by", "--fold-by")] = None,
     fold: Annotated[list[str] | None, _opt(_T, "folds", "--fold")] = None,
-    freeze_stages: Annotated[int | None, _opt(_T, "freeze_stages", "--freeze-stages")] = None,
+    freeze_stages: Annotated[str | None, _opt(_T, "freeze_stages", "--freeze-stages")] = None,
     device: Annotated[str | None, _opt(_T, "device", "--device")] = None,
     precision: Annotated[str | None, _opt(_T, "precision", "--precision")] = None,
+    executor: Annotated[str | None, _opt(_T, "executor", "--executor")] = None,
+    ray_address: Annotated[str | None, _opt(_T, "ray_address", "--ray-address")] = None,
     overwrite: Overwrite = False,
     debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
@@ -433,8 +437,8 @@ def train_cmd(
     result = train(config, index=index, output=output, model=model, weights=weights,
                    preset=preset, preprocess=preprocess, epochs=epochs, batch_size=batch_size,
                    seeds=seed, fold_by=fold_by, folds=fold, freeze_stages=freeze_stages,
-                   device=device, precision=precision, overwrite=overwrite,
-                   progress=not quiet)
+                   device=device, precision=precision, executor=executor,
+                   ray_address=ray_address, overwrite=overwrite, progress=not quiet)
     typer.echo(format_cv(result))
     typer.echo(f"run folder: {result.config.output}")
 

@@ -24,6 +24,7 @@ from cellmorph.atomic import write_text
 from cellmorph.errors import CellmorphError
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Executor = Literal["local", "ray"]
 Side = Annotated[int, Field(ge=8)]  # pixels
 Confidence = Annotated[float, Field(gt=0, lt=1)]
 Percent = Annotated[float, Field(ge=0, le=100)]
@@ -138,11 +139,19 @@ class ProfileConfig(_Strict):
     aggregate: Literal["mean", "median"] = Field("mean", description="tile -> image -> well -> "
                                                  "treatment aggregation")
     batch_size: int = Field(64, ge=1, description="images per forward pass")
+    preprocess_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description="processes decoding and preprocessing plates while the network "
+        "embeds finished ones; auto: all cores but one beside a GPU, none on a CPU")
     precision: Precision = Field("auto", description="auto (bf16 where native), fp32, bf16, "
                                  "fp16")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
     channels_last: bool = Field(True, description="channels-last memory format (faster on "
                                 "most hardware)")
+    executor: Executor = Field("local", description="local: plates one after the other here; "
+                               "ray: plates on a Ray actor pool (pip install 'cellmorph[ray]')")
+    ray_address: str | None = Field(None, description="Ray cluster to use (auto: the one `ray "
+                                    "start` runs here; ray://HOST:10001); default: start a "
+                                    "local Ray")
     seed: int = Field(0, description="seed for random weights")
 
     @model_validator(mode="after")
@@ -237,8 +246,9 @@ class TrainConfig(_Strict):
                                           description="confidence levels of the conformal "
                                           "prediction sets (treatment level)")
     seeds: list[int] = Field([0], min_length=1, description="one replicate run per seed")
-    freeze_stages: int = Field(0, ge=0, description="stages kept frozen (stem + first N "
-                               "stages)")
+    freeze_stages: Annotated[int, Field(ge=0)] | Literal["all"] = Field(
+        0, description="stages kept frozen (stem + first N stages); all: the whole network "
+        "but the classifier (a linear probe on pooled features)")
     cached_trunk: bool = Field(False, description="compute the frozen trunk once for all "
                                "folds (needs freeze_stages > 0, dihedral-only augmentation)")
     trunk_cache_dtype: Literal["float16", "float32"] = Field(
@@ -249,11 +259,17 @@ class TrainConfig(_Strict):
     channels_last: bool = Field(True, description="channels-last memory format")
     compile: bool = Field(False, description="torch.compile the trained part")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    executor: Executor = Field("local", description="local: folds one after the other here; "
+                               "ray: every fold of every seed a Ray task, one GPU each where "
+                               "there are GPUs (pip install 'cellmorph[ray]')")
+    ray_address: str | None = Field(None, description="Ray cluster to use (auto: the one `ray "
+                                    "start` runs here; ray://HOST:10001); default: start a "
+                                    "local Ray")
 
     @model_validator(mode="after")
     def _checks(self) -> TrainConfig:
         self.preprocess = resolve_preprocess(self.preprocess)
-        if self.cached_trunk and self.freeze_stages == 0:
+        if self.cached_trunk and self.freeze_stages in (0, "0"):
             raise ValueError("cached_trunk needs freeze_stages > 0")
         if self.cached_trunk and not self.augment.dihedral_only:
             raise ValueError("cached_trunk reproduces dihedral augmentation only; set "

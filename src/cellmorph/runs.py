@@ -82,7 +82,7 @@ def weights_identity(model: str, weights: str) -> str:
 # fingerprint either: each fold of each seed is computed independently of the others, so a
 # run started with some folds or seeds may be extended with more.
 _NOT_RESULTS = {"output", "cache_dir", "executor", "ray_address", "num_workers"}
-_NOT_RESULTS_PROFILE = _NOT_RESULTS | {"batch_size"}
+_NOT_RESULTS_PROFILE = _NOT_RESULTS | {"batch_size", "preprocess_workers"}
 _NOT_RESULTS_TRAIN = _NOT_RESULTS | {"folds", "seeds", "report_level", "confidences"}
 
 
@@ -196,7 +196,7 @@ def open_run(folder: Path | str, *, kind: str, fingerprint: dict[str, Any],
         remove_leftovers(folder)
         write_json(record, existing)
         _append_provenance(folder / PROVENANCE, provenance(kind, runtime, index_digest))
-        yield folder
+        yield folder.absolute()  # absolute: jobs may run where the current folder differs
 
 
 def _read_record(path: Path) -> dict:

@@ -57,6 +57,14 @@ class Runtime:
         return info
 
 
+_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def runtime_from_names(device: str, precision: str) -> Runtime:
+    """A runtime resolved elsewhere (the driver of a distributed run), by its names."""
+    return Runtime(torch.device(device), _PRECISIONS[precision])
+
+
 def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     """The device and precision a config asks for, checked before any work starts."""
     dev = resolve_device(device)
@@ -146,7 +154,11 @@ def tiles_to_input(tiles: torch.Tensor, mixing: torch.Tensor | None, mean: torch
         x = torch.einsum("kc,nchw->nkhw", mixing, x)
     else:
         x = x.expand(-1, 3, -1, -1)
-    return ((x - mean) / std).contiguous(memory_format=memory_format)
+    # Normalised straight into the output layout: one pass fewer than (x - mean) / std
+    # followed by a copy to channels-last, with the same float operations.
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format)
+    torch.sub(x, mean, out=out)
+    return out.div_(std)
 
 
 @dataclass
@@ -179,6 +191,22 @@ def make_input_spec(model: nn.Module, channels: Sequence[str] | None,
 
 
 # ---------------------------------------------------------------- trunk and rest
+class _Pooled(nn.Module):
+    """The whole feature extractor and the pooling: pre-logit features. Every part of the
+    model but the classifier is registered (so freezing the trunk leaves the classifier)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        classifier = model.get_classifier()
+        self.parts = nn.ModuleList([m for m in model.children() if m is not classifier])
+        self.model = [model]  # a list, so the classifier is not registered here
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled pre-logit features (timm's ``forward_head(pre_logits=True)``)."""
+        model = self.model[0]
+        return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
 class _Rest(nn.Module):
     """The units after the trunk, then the model's own pooling and classifier."""
 
@@ -241,9 +269,11 @@ def n_stages(model: nn.Module) -> int:
     return len({s for _, _, s in units if s > 0})
 
 
-def split_model(model: nn.Module, stages: int, *, check: bool = True) -> tuple[nn.Module, nn.Module]:
+def split_model(model: nn.Module, stages: int | str, *,
+                check: bool = True) -> tuple[nn.Module, nn.Module]:
     """``(trunk, rest)`` with ``rest(trunk(x)) == model(x)``; the trunk holds the stem and the
-    first ``stages`` stages (timm's coarse parameter groups).
+    first ``stages`` stages (timm's coarse parameter groups); ``"all"``: everything up to the
+    pooled pre-logit features, the rest being the classifier alone (a linear probe).
 
     With ``check``, the split is verified once on a small input, so a model whose forward is
     not its children in order (a transformer adding position embeddings, say) is refused
@@ -251,6 +281,16 @@ def split_model(model: nn.Module, stages: int, *, check: bool = True) -> tuple[n
     """
     if stages == 0:
         return nn.Identity(), model
+    if stages == "all":
+        if not hasattr(model, "get_classifier") or not hasattr(model, "forward_head"):
+            raise CellmorphError(f"{type(model).__name__}: freeze_stages: all needs a timm "
+                                 "model with forward_head and get_classifier")
+        trunk, rest = _Pooled(model), model.get_classifier()
+        key = (type(model).__name__, "all")
+        if check and key not in _CHECKED_SPLITS:
+            _check_split(model, trunk, rest)
+            _CHECKED_SPLITS.add(key)
+        return trunk, rest
     units = stage_units(model)
     available = n_stages(model)
     if stages >= available:

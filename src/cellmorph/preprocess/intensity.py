@@ -44,11 +44,18 @@ def rescale_to_uint8(image: np.ndarray, *, per_channel: bool = False,
     ``per_channel`` rescales each channel separately; explicit ``low``/``high`` (scalars or
     per-channel arrays) fix the range across images, e.g. plate-wide percentiles.
     """
-    x = image.astype(np.float32)
+    x = np.asarray(image, np.float32)
     axes = (1, 2) if per_channel else None
     lo = np.asarray(x.min(axis=axes, keepdims=per_channel) if low is None else low, np.float32)
     hi = np.asarray(x.max(axis=axes, keepdims=per_channel) if high is None else high, np.float32)
     if lo.ndim == 1:
         lo, hi = lo[:, None, None], hi[:, None, None]
     span = np.maximum(hi - lo, 1e-6)
-    return np.clip(np.round((x - lo) / span * 255.0), 0, 255).astype(np.uint8)
+    # In place on one scratch array: the same float32 operations in the same order as
+    # round(clip((x - lo) / span * 255)), at a third of the memory traffic.
+    y = np.subtract(x, lo, dtype=np.float32)
+    y /= span
+    y *= np.float32(255.0)
+    np.round(y, out=y)
+    np.clip(y, 0, 255, out=y)
+    return y.astype(np.uint8)

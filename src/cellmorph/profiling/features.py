@@ -46,8 +46,11 @@ class TileEmbedder:
         out = []
         n_stains = tiles.shape[1]
         step = max(1, batch_size // (n_stains if self.mode == "greyscale" else 1))
+        pin = self.runtime.device.type == "cuda"  # page-locked: the copy overlaps the GPU
         for start in range(0, len(tiles), step):
             batch = torch.from_numpy(np.ascontiguousarray(tiles[start : start + step]))
+            if pin:
+                batch = batch.pin_memory()
             feats = self.forward_input(self.to_model_input(batch))
             if self.mode == "greyscale":
                 feats = feats.reshape(len(batch), -1)

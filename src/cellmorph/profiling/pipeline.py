@@ -10,6 +10,7 @@ The run returns a :class:`ProfileResult`; writing the tables is a separate step
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,14 +23,15 @@ import torch
 from cellmorph import schema as sc
 from cellmorph.atomic import ensure_writable_dir, write_parquet
 from cellmorph.backbones import check_model, create_backbone, default_input_size
-from cellmorph.cache import KEEP, TILE, TileCache, build_tile_cache, safe_name
+from cellmorph.cache import KEEP, TILE, TileCache, build_tile_cache, iter_tile_cache, safe_name
 from cellmorph.config import ProfileConfig, save_config
 from cellmorph.datasets.index import read_index
 from cellmorph.errors import CellmorphError
+from cellmorph.executors import map_actors
 from cellmorph.log import get_logger, progress
 from cellmorph.profiling.features import TileEmbedder, feature_names
 from cellmorph.runs import fingerprint, open_run, table_digest
-from cellmorph.runtime import Runtime, make_input_spec, resolve_runtime
+from cellmorph.runtime import Runtime, make_input_spec, resolve_runtime, runtime_from_names
 
 log = get_logger(__name__)
 
@@ -128,11 +130,61 @@ class PlateJob:
         return images
 
 
+class PlateWorker:
+    """A Ray actor (through Ray Data's ``map_batches``): loads the model once, then profiles
+    the plate of every batch (one job a batch) and writes its table, as the local path does."""
+
+    def __init__(self, config: dict, channels: list[str], device: str, precision: str,
+                 threads: int) -> None:
+        torch.set_num_threads(threads)
+        self.embedder = make_embedder(ProfileConfig(**config), channels,
+                                      runtime_from_names(device, precision))
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """Run the batch's plate jobs; returns their plates and output paths."""
+        for row in batch.to_dict("records"):
+            job = PlateJob(row["plate"], Path(row["cache_folder"]), Path(row["output"]),
+                           tuple(row["channels"]), row["method"], int(row["batch_size"]))
+            job.run(self.embedder)
+        return batch[["plate", "output", "_order"]]
+
+
+def run_plate_jobs(cfg: ProfileConfig, jobs: Sequence[PlateJob], channels: Sequence[str],
+                   runtime: Runtime, *, progress_bars: bool = True) -> dict[str, pd.DataFrame]:
+    """Run plate jobs with the configured executor; returns the tables computed here."""
+    if cfg.executor == "local":
+        computed = {}
+        embedder = make_embedder(cfg, channels, runtime)
+        for job in progress(jobs, desc="profiling plates", unit="plate", enabled=progress_bars):
+            computed[job.plate] = job.run(embedder)
+        return computed
+    device = "cuda" if runtime.device.type == "cuda" else str(runtime.device)
+    rows = [{"plate": j.plate, "cache_folder": str(j.cache_folder), "output": str(j.output),
+             "channels": list(j.channels), "method": j.method, "batch_size": j.batch_size}
+            for j in jobs]
+    log.info("profiling %d plate(s) on a Ray actor pool", len(rows))
+    map_actors(PlateWorker, rows, threads=torch.get_num_threads(),
+               use_gpu=runtime.device.type == "cuda", address=cfg.ray_address,
+               constructor={"config": cfg.model_dump(mode="json"), "channels": list(channels),
+                            "device": device, "precision": runtime.precision_name})
+    return {}  # the workers wrote every plate's table; it is read back like a finished one
+
+
 def plate_jobs(cfg: ProfileConfig, cache: TileCache, channels: Sequence[str],
-               folder: Path) -> list[PlateJob]:
-    """One job per plate of the cache, writing ``folder/<plate>.parquet``."""
+               folder: Path, plates: Sequence[str] | None = None) -> list[PlateJob]:
+    """One job per plate of the cache (or of ``plates``), writing ``folder/<plate>.parquet``."""
     return [PlateJob(p, cache.folder, folder / f"{safe_name(p)}.parquet", tuple(channels),
-                     cfg.aggregate, cfg.batch_size) for p in cache.plates]
+                     cfg.aggregate, cfg.batch_size) for p in (plates or cache.plates)]
+
+
+def resolve_workers(workers: int | str, runtime: Runtime) -> int:
+    """Preprocessing worker processes: ``auto`` uses all cores but one beside a GPU, and none
+    on a CPU-only machine (there the network already keeps every core busy)."""
+    if workers != "auto":
+        return int(workers)
+    if runtime.device.type == "cuda":
+        return max(1, min(8, (os.cpu_count() or 2) - 1))
+    return 0
 
 
 PROFILE_ARTIFACTS = ("plates", "profiles_*.parquet", "timings.json", "evaluation", "config.yaml",
@@ -166,19 +218,35 @@ def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True,
         save_config(cfg, out / "config.yaml")
         channels = sc.channels_of(index)
         tile_size = cfg.preprocess.tile_size or default_input_size(cfg.model)
-        with timer("read_preprocess_cache"):
-            cache = build_tile_cache(index, cfg.preprocess, cfg.cache_dir or out / "cache",
-                                     tile_size=tile_size, progress=progress_bars)
-        jobs = plate_jobs(cfg, cache, channels, ensure_writable_dir(out / "plates"))
-        todo = [job for job in jobs if not job.done]
+        plates_dir = ensure_writable_dir(out / "plates")
+        workers = resolve_workers(cfg.preprocess_workers, runtime)
+        cache_args = dict(tile_size=tile_size, workers=workers, progress=progress_bars)
         computed: dict[str, pd.DataFrame] = {}
-        if todo:
-            with timer("load_model"):
-                embedder = make_embedder(cfg, channels, runtime)
+        if cfg.executor == "ray":  # the actors read finished caches: build them first
+            with timer("read_preprocess_cache"):
+                cache = build_tile_cache(index, cfg.preprocess, cfg.cache_dir or out / "cache",
+                                         **cache_args)
+            todo = [j for j in plate_jobs(cfg, cache, channels, plates_dir) if not j.done]
             with timer("infer"):
-                for job in progress(todo, desc="profiling plates", unit="plate",
-                                    enabled=progress_bars):
-                    computed[job.plate] = job.run(embedder)
+                run_plate_jobs(cfg, todo, channels, runtime, progress_bars=progress_bars)
+        else:  # each plate is embedded as soon as its tiles are ready
+            todo, embedder = [], None
+            ready = iter_tile_cache(index, cfg.preprocess, cfg.cache_dir or out / "cache",
+                                    **cache_args)
+            while True:
+                with timer("read_preprocess_cache"):  # waiting for tiles (or making them)
+                    item = next(ready, None)
+                if item is None:
+                    break
+                cache, plate = item
+                job = plate_jobs(cfg, cache, channels, plates_dir, [plate])[0]
+                if job.done:
+                    continue
+                with timer("infer"):
+                    embedder = embedder or make_embedder(cfg, channels, runtime)
+                    computed[plate] = job.run(embedder)
+                todo.append(job)
+        jobs = plate_jobs(cfg, cache, channels, plates_dir)
         with timer("aggregate"):
             images = pd.concat([computed[job.plate] if job.plate in computed
                                 else pd.read_parquet(job.output) for job in jobs],

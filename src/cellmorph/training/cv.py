@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from cellmorph.backbones import check_model, create_backbone, default_input_size
 from cellmorph.cache import TileCache, TileStore, build_tile_cache, safe_name
 from cellmorph.config import TrainConfig, save_config
 from cellmorph.datasets.index import read_index
+from cellmorph.executors import map_tasks
 from cellmorph.log import get_logger, progress
 from cellmorph.runs import fingerprint, open_run, table_digest
 from cellmorph.runtime import (
@@ -43,6 +44,7 @@ from cellmorph.runtime import (
     make_input_spec,
     n_stages,
     resolve_runtime,
+    runtime_from_names,
     split_model,
 )
 from cellmorph.training.folds import Fold, make_folds
@@ -96,6 +98,8 @@ class FoldJob:
     init_weights: Path
     output: Path
     trunk_cache: Path | None = None
+    device: str = "cpu"  # resolved by the driver, so every worker computes alike
+    precision: str = "fp32"
 
     @property
     def done(self) -> bool:
@@ -105,12 +109,15 @@ class FoldJob:
 
 def trained_layers(cfg: TrainConfig) -> str:
     """Which layers a run trains, in words (for the summary and comparisons)."""
+    how = ", trunk cached" if cfg.cached_trunk else ""
     if cfg.freeze_stages == 0:
         return "the whole network"
+    if cfg.freeze_stages == "all":
+        return f"the classifier only (a linear probe on frozen pooled features{how})"
     total = n_stages(create_backbone(cfg.model, "random", num_classes=2))
-    how = ", trunk cached" if cfg.cached_trunk else ""
-    return (f"stages {cfg.freeze_stages + 1}-{total} and the head (stem and stages "
-            f"1-{cfg.freeze_stages} frozen{how})")
+    trained = (f"stage {total}" if cfg.freeze_stages + 1 == total
+               else f"stages {cfg.freeze_stages + 1}-{total}")
+    return f"{trained} and the head (stem and stages 1-{cfg.freeze_stages} frozen{how})"
 
 
 def fold_seed(seed: int, fold: str) -> int:
@@ -135,7 +142,7 @@ def run_fold(job: FoldJob, runtime: Runtime | None = None, *,
              progress_bars: bool = False) -> FoldOutput:
     """Train one fold from the seed's initial weights and write its outputs."""
     cfg = job.config
-    runtime = runtime or resolve_runtime(cfg.device, cfg.precision)
+    runtime = runtime or runtime_from_names(job.device, job.precision)
     torch.use_deterministic_algorithms(True, warn_only=True)
     cache = TileCache.open(job.cache_folder)
     store = TileStore(cache)
@@ -210,12 +217,14 @@ def plan_folds(cfg: TrainConfig, index: pd.DataFrame, *, progress_bars: bool = T
     return _Plan(cache, store, folds, classes, channels, total)
 
 
-def seed_jobs(cfg: TrainConfig, plan: _Plan, seed: int, seed_folder: Path,
+def seed_jobs(cfg: TrainConfig, plan: _Plan, seed: int, seed_folder: Path, runtime: Runtime,
               trunk_cache: Path | None = None) -> list[FoldJob]:
     """The fold jobs of one seed."""
+    device = "cuda" if runtime.device.type == "cuda" else str(runtime.device)
     return [FoldJob(cfg, seed, f.name, np.flatnonzero(f.train), np.flatnonzero(f.test),
                     tuple(plan.classes), plan.cache.folder, seed_folder / "init.safetensors",
-                    fold_dir(seed_folder, f.name), trunk_cache) for f in plan.folds]
+                    fold_dir(seed_folder, f.name), trunk_cache, device,
+                    runtime.precision_name) for f in plan.folds]
 
 
 def initial_model(cfg: TrainConfig, n_classes: int, seed: int, path: Path) -> torch.nn.Module:
@@ -249,7 +258,19 @@ def prepare_trunk_cache(cfg: TrainConfig, plan: _Plan, model: torch.nn.Module,
     return path
 
 
-Executor = Callable[[Sequence[FoldJob], Runtime], list[FoldOutput]]
+def run_jobs(cfg: TrainConfig, jobs: Sequence[FoldJob], runtime: Runtime, *,
+             progress_bars: bool = True, desc: str = "folds") -> list[FoldOutput]:
+    """Run the unfinished fold jobs with the configured executor; finished ones are read
+    back. Outputs come in job order."""
+    if cfg.executor == "local":
+        return run_sequentially(jobs, runtime, progress_bars=progress_bars, desc=desc)
+    todo = [job for job in jobs if not job.done]
+    log.info("%s: %d fold job(s) on Ray", desc, len(todo))
+    computed = dict(zip([j.fold for j in todo], map_tasks(
+        run_fold, todo, threads=torch.get_num_threads(),
+        use_gpu=runtime.device.type == "cuda", address=cfg.ray_address), strict=True))
+    return [computed[job.fold] if job.fold in computed else load_fold(job.output)
+            for job in jobs]
 
 
 def run_sequentially(jobs: Sequence[FoldJob], runtime: Runtime, *,
@@ -295,13 +316,13 @@ def run_folds(cfg: TrainConfig, *, progress_bars: bool = True,
         for seed in cfg.seeds:
             rep = ensure_writable_dir(out / f"seed{seed}")
             model = initial_model(cfg, len(plan.classes), seed, rep / "init.safetensors")
-            jobs = seed_jobs(cfg, plan, seed, rep)
+            jobs = seed_jobs(cfg, plan, seed, rep, runtime)
             if cfg.cached_trunk and any(not job.done for job in jobs):
                 trunk_cache = prepare_trunk_cache(cfg, plan, model, runtime,
                                                   rep / "trunk_cache.npy",
                                                   progress_bars=progress_bars)
-                jobs = seed_jobs(cfg, plan, seed, rep, trunk_cache)
-            outputs = run_sequentially(jobs, runtime, progress_bars=progress_bars,
-                                       desc=f"folds (seed {seed})")
+                jobs = seed_jobs(cfg, plan, seed, rep, runtime, trunk_cache)
+            outputs = run_jobs(cfg, jobs, runtime, progress_bars=progress_bars,
+                               desc=f"folds (seed {seed})")
             run.seeds.append(SeedRun(seed, rep, outputs))
     return run

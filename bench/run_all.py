@@ -1,0 +1,347 @@
+"""The benchmark suite: every speed figure of cellmorph beside the bare model or the baseline
+it replaces, in one table. All data are SYNTHETIC. About 5-8 minutes on 2 CPU cores.
+
+    bench/run_all [--repeats 3] [--quick]
+
+Timings on a shared machine are noisy: every comparison interleaves its runs (pipeline, bare,
+pipeline, bare, ...) and the table gives the median ratio with its range over the repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from cellmorph import api
+from cellmorph import schema as sc
+from cellmorph.atomic import write_parquet
+from cellmorph.backbones import create_backbone
+from cellmorph.cache import KEEP, TileCache, TileStore, build_tile_cache
+from cellmorph.config import PREPROCESS_PRESETS, AugmentConfig, PreprocessConfig, TrainConfig
+from cellmorph.datasets.bbbc021 import index_bbbc021
+from cellmorph.log import set_progress
+from cellmorph.profiling.pipeline import make_embedder
+from cellmorph.runtime import (
+    autocast,
+    cpu_has_native_bf16,
+    freeze,
+    make_input_spec,
+    resolve_runtime,
+    split_model,
+)
+from cellmorph.synth.bbbc021 import MOA_PHENOTYPES, synthesize_bbbc021
+from cellmorph.training.trainer import FoldTrainer, compute_trunk_cache
+
+HERE = Path(__file__).parent
+BBBC021_CROPS, FOLDS, PAPER_EPOCHS = 1208 * 4, 38, 10
+MODEL = "tf_efficientnet_lite0"  # the only ImageNet weights available offline
+DEVICE = "cpu"  # set by --device
+
+
+class Table:
+    """Rows of figure, value and ratio, printed at the end."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def add(self, what: str, value: str, baseline: str, ratio: str) -> None:
+        self.rows.append((what, value, baseline, ratio))
+        print(f"  {what}: {value} | {baseline} | {ratio}", flush=True)
+
+    def print(self) -> None:
+        widths = [max(len(r[i]) for r in [HEADER, *self.rows]) for i in range(4)]
+        for row in [HEADER, tuple("-" * w for w in widths), *self.rows]:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+HEADER = ("figure", "value", "baseline", "ratio (median, range)")
+
+
+def spread(ratios: list[float]) -> str:
+    """``1.02 (0.97-1.05)``: the median and range of repeated ratios."""
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
+def synth_index(root: Path, *, plates: list[str] | None, size: tuple[int, int], sites: int,
+                moas: list[str] | None = None, controls: int = 2) -> Path:
+    synthesize_bbbc021(root, moas=moas or sorted(MOA_PHENOTYPES), plates=plates, size=size,
+                       sites=sites, max_concentrations=None if plates else 2,
+                       controls_per_plate=controls, progress=False)
+    return write_parquet(index_bbbc021(root, moa_subset=True), root / "index.parquet")
+
+
+# ---------------------------------------------------------------- profiling
+def bare_forward(embedder, tiles: np.ndarray, batch: int) -> float:
+    """Seconds of ``model(x)`` alone on input already prepared (after a warm-up)."""
+    per = max(1, batch // tiles.shape[1])
+    inputs = [embedder.to_model_input(torch.from_numpy(np.ascontiguousarray(tiles[i:i + per])))
+              for i in range(0, len(tiles), per)]
+    embedder.forward_input(inputs[0])
+    synchronize(embedder.runtime.device)
+    start = time.perf_counter()
+    for x in inputs:
+        embedder.forward_input(x)
+    synchronize(embedder.runtime.device)
+    return time.perf_counter() - start
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a timer sees it (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def profiling(table: Table, work: Path, repeats: int, size: tuple[int, int]) -> float:
+    """Pipeline and inference loop against the bare forward; returns bare seconds per tile."""
+    index = synth_index(work / "p", plates=["Week1_22123"], size=size, sites=4)
+    n_fields = len(api.read_index(index))
+    settings = dict(model=MODEL, preprocess=PreprocessConfig(grid=(2, 2)), batch_size=48,
+                    progress=False, write=True, device=DEVICE)
+    # A warm-up run (not timed) gives the tiles and the model for the bare forward.
+    result = api.profile(index=index, output=work / "prof_warmup", **settings)
+    cache = TileCache.open(next((work / "prof_warmup" / "cache").iterdir()))
+    plate = cache.plates[0]
+    tiles = np.array(cache.tiles(plate)[cache.table(plate)[KEEP].to_numpy()])
+    embedder = make_embedder(result.config, list(cache.channels),
+                             resolve_runtime(DEVICE, "auto"))
+    pipeline, bare, loops = [], [], []
+    for r in range(repeats):
+        # bare, pipeline, loop, bare: each ratio uses the bare forwards timed on either side
+        # of it, so drift on a shared machine hits both sides of a ratio alike.
+        before = bare_forward(embedder, tiles, 48)
+        start = time.perf_counter()
+        api.profile(index=index, output=work / f"prof{r}", **settings)
+        pipeline.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        embedder(tiles, batch_size=48)
+        loops.append(time.perf_counter() - start)
+        bare.append((before + bare_forward(embedder, tiles, 48)) / 2)
+    n = len(tiles)
+    table.add(f"profiling pipeline, {n_fields} fields {size[0]}x{size[1]} -> {n} tiles "
+              "(read, preprocess, cache, infer, aggregate, write)",
+              f"{n / statistics.median(pipeline):.1f} tiles/s",
+              f"bare forward {n / statistics.median(bare):.1f} tiles/s",
+              spread([b / p for p, b in zip(pipeline, bare, strict=True)]))
+    table.add("profiling inference loop alone (uint8 tiles -> features)",
+              f"{n / statistics.median(loops):.1f} tiles/s", "bare forward",
+              spread([b / p for p, b in zip(loops, bare, strict=True)]))
+    return statistics.median(bare) / n
+
+
+def _child_profile(index: str, out: str, device: str) -> None:
+    """Run in a child process: profile, print wall seconds, tiles and peak memory (JSON)."""
+    start = time.perf_counter()
+    result = api.profile(index=index, output=out, model=MODEL, progress=False, device=device,
+                         preprocess={"grid": [2, 2]})
+    seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "tiles": result.timings["tiles_embedded"],
+                      "peak_mb": peak_kb / 1024}))
+
+
+def profiling_scaling(table: Table, work: Path, bare_per_tile: float) -> None:
+    plates = ["Week1_22123", "Week1_22141", "Week1_22161", "Week2_24121"]
+    index = synth_index(work / "s", plates=plates, size=(256, 320), sites=2)
+    full = api.read_index(index)
+    rows = []
+    for n in (1, 2, 4):
+        sub = full[full[sc.PLATE].isin(plates[:n])]
+        path = write_parquet(sub, work / f"scale{n}.parquet")
+        code = ("import sys; sys.path.insert(0, 'bench'); from run_all import _child_profile; "
+                f"_child_profile({str(path)!r}, {str(work / f'scale{n}')!r}, {DEVICE!r})")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, cwd=HERE.parent).stdout.strip().splitlines()[-1]
+        rows.append((n, len(sub), json.loads(out)))
+    per_image = [r[2]["seconds"] / r[1] for r in rows]
+    table.add("profiling cost per image, 1 / 2 / 4 plates ("
+              + " / ".join(str(r[1]) for r in rows) + " images)",
+              " / ".join(f"{p * 1000:.0f}" for p in per_image) + " ms",
+              "1 plate", " / ".join(f"{p / per_image[0]:.2f}" for p in per_image))
+    # What one more image costs once the fixed costs (start-up, model, writing the wide
+    # tables) are paid: the slope from 1 to 4 plates, against the bare forward of its tiles.
+    first, last = rows[0][2], rows[-1][2]
+    marginal = (last["seconds"] - first["seconds"]) / (last["tiles"] - first["tiles"])
+    table.add("profiling marginal cost per tile (slope from 1 to 4 plates)",
+              f"{marginal * 1000:.0f} ms", f"bare forward {bare_per_tile * 1000:.0f} ms",
+              f"{bare_per_tile / marginal:.2f}")
+    table.add("profiling peak memory, 1 / 2 / 4 plates",
+              " / ".join(f"{r[2]['peak_mb']:.0f}" for r in rows) + " MB", "1 plate",
+              " / ".join(f"{r[2]['peak_mb'] / rows[0][2]['peak_mb']:.2f}" for r in rows))
+
+
+# ---------------------------------------------------------------- training
+def training_store(work: Path, size: int) -> TileStore:
+    index = synth_index(work / "t", plates=None, size=(2 * size, int(2.5 * size)), sites=1)
+    cfg = PREPROCESS_PRESETS["kensert"].model_copy(update={"tile_size": size})
+    return TileStore(build_tile_cache(api.read_index(index), cfg, work / "tcache",
+                                      tile_size=size, progress=False))
+
+
+def _model(classes: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = create_backbone(MODEL, "random", num_classes=classes)
+    return model.to(resolve_runtime(DEVICE, "auto").device, memory_format=torch.channels_last)
+
+
+def bare_step(model, spec, store, positions, labels, batch, runtime) -> float:
+    """Crops/s of forward + backward + step on batches prepared in advance."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    crit = torch.nn.CrossEntropyLoss()
+    device = runtime.device
+    batches = [(spec(torch.from_numpy(store.take(positions[i:i + batch])).to(device)),
+                torch.from_numpy(labels[positions[i:i + batch]]).long().to(device))
+               for i in range(0, len(positions), batch)]
+    model.train()
+
+    def epoch(items) -> None:
+        for x, y in items:
+            with autocast(runtime.device, runtime.precision):
+                loss = crit(model(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    epoch(batches[:1])
+    synchronize(device)
+    start = time.perf_counter()
+    epoch(batches)
+    synchronize(device)
+    return len(positions) / (time.perf_counter() - start)
+
+
+def training(table: Table, work: Path, repeats: int, crops: int, depth) -> None:
+    runtime = resolve_runtime(DEVICE, "auto")
+    store = training_store(work, 224)
+    rng = np.random.default_rng(0)
+    positions = rng.choice(len(store), size=min(crops, len(store)), replace=False)
+    labels = rng.integers(0, 12, len(store))
+    cfg = TrainConfig(index=work / "i", output=work / "o", model=MODEL, weights="random",
+                      preset="fast", epochs=1, device=DEVICE)
+    hyper = cfg.hyper()
+
+    def fit_rate(trainer) -> float:
+        start = time.perf_counter()
+        trainer.fit(store, labels, positions, np.array([], int), 12, 0)
+        return len(positions) / (time.perf_counter() - start)
+
+    model = _model(12)
+    spec = make_input_spec(model, ["DAPI", "Tubulin", "Actin"], cfg.rgb_map, runtime.device)
+    trunk, rest = split_model(model, 0)
+    full = FoldTrainer(model, trunk, rest, spec, hyper, AugmentConfig(intensity=0.1), runtime)
+    fit_rate(full)  # warm-up
+    pipe, bare = [], []
+    for _ in range(repeats):
+        pipe.append(fit_rate(full))
+        bare.append(bare_step(model, spec, store, positions, labels, hyper.batch_size,
+                              runtime))
+    table.add(f"training pipeline, {MODEL} at 224 px (cache -> loader -> augment -> step)",
+              f"{statistics.median(pipe):.1f} crops/s",
+              f"bare train step {statistics.median(bare):.1f} crops/s",
+              spread([p / b for p, b in zip(pipe, bare, strict=True)]))
+    # Cached trunk at the depth of configs/bbbc021-loco-cpu.yaml, against full fine-tuning.
+    cached_model = _model(12)
+    trunk, rest = split_model(cached_model, depth)
+    freeze(trunk)
+    for p in rest.parameters():
+        p.requires_grad_(True)
+    speedups, cache_s, cached_rates = [], [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        cache = compute_trunk_cache(trunk, store, positions, spec, runtime, progress_bar=False)
+        cache_s.append((time.perf_counter() - start) / len(positions))
+        trainer = FoldTrainer(cached_model, trunk, rest, spec, hyper, AugmentConfig(), runtime,
+                              trunk_cache=cache)
+        fit_rate(trainer)
+        cached_rates.append(fit_rate(trainer))
+        full_rate = fit_rate(full)
+        train_crops = FOLDS * PAPER_EPOCHS * BBBC021_CROPS * (FOLDS - 1) / FOLDS
+        speedups.append((train_crops / full_rate)
+                        / (cache_s[-1] * BBBC021_CROPS + train_crops / cached_rates[-1]))
+    full_h = FOLDS * PAPER_EPOCHS * BBBC021_CROPS * (FOLDS - 1) / FOLDS / statistics.median(pipe)
+    cached_h = full_h / statistics.median(speedups)
+    cost = _accuracy_cost(depth)
+    table.add(f"full BBBC021 LOCO (38 folds x 10 epochs), cached trunk freeze {depth} "
+              "(configs/bbbc021-loco-cpu.yaml)", f"{cached_h / 3600:.2f} h extrapolated",
+              f"full fine-tuning {full_h / 3600:.1f} h", spread(speedups) + f"; {cost}")
+
+
+def _accuracy_cost(depth) -> str:
+    path = HERE / "cached_trunk.json"
+    if not path.is_file():
+        return "accuracy cost: run bench/cached_trunk.py"
+    runs = json.loads(path.read_text())["runs"]
+    costs = [r["accuracy_cost_points"] for r in runs
+             if str(r["depth"]) == str(depth) and "accuracy_cost_points" in r]
+    if not costs:
+        return "accuracy cost: not measured for this depth"
+    return f"accuracy cost {statistics.mean(costs):+.1f} points (bench/cached_trunk.json)"
+
+
+def loco_scaling(table: Table, work: Path, depth) -> None:
+    index = synth_index(work / "l", plates=None, size=(128, 160), sites=1)
+    compounds = sorted(set(sc.treatments(api.read_index(index))[sc.COMPOUND]))
+    settings = dict(model=MODEL, preset="fast", epochs=1, progress=False, device=DEVICE,
+                    cache_dir=work / "lcache",
+                    preprocess={"illumination": False, "anscombe": True,
+                                "control_normalise": True, "rescale": "image", "grid": [2, 2],
+                                "tile_size": 64})
+    times = {"full": [], "cached": []}
+    counts = (2, 4, 8)
+    for n in counts:
+        for kind in ("full", "cached"):
+            extra = ({"freeze_stages": depth, "cached_trunk": True} if kind == "cached" else {})
+            start = time.perf_counter()
+            api.train(index=index, output=work / f"loco-{kind}-{n}", folds=compounds[:n],
+                      **settings, **extra)
+            times[kind].append(time.perf_counter() - start)
+    for kind in ("full", "cached"):
+        per_fold = [t / n for t, n in zip(times[kind], counts, strict=True)]
+        table.add(f"LOCO cost per fold, {kind}, 2 / 4 / 8 folds (64 px, 1 epoch)",
+                  " / ".join(f"{p:.1f}" for p in per_fold) + " s", "2 folds",
+                  " / ".join(f"{p / per_fold[0]:.2f}" for p in per_fold))
+
+
+def main() -> None:
+    global DEVICE
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the GPU figures)")
+    args = p.parse_args()
+    DEVICE = args.device
+    set_progress(False)
+    depth = yaml.safe_load((HERE.parent / "configs" / "bbbc021-loco-cpu.yaml").read_text())[
+        "freeze_stages"]
+    cpu = platform.processor() or platform.machine()
+    runtime = resolve_runtime(DEVICE, "auto")
+    where = torch.cuda.get_device_name() if runtime.device.type == "cuda" else \
+        f"{torch.get_num_threads()} CPU threads, {cpu}, native bf16: {cpu_has_native_bf16()}"
+    print(f"cellmorph benchmarks on {where}, precision auto = {runtime.precision_name}; "
+          f"torch {torch.__version__}; {time.strftime('%Y-%m-%d')}; SYNTHETIC data", flush=True)
+    table = Table()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        size = (256, 320) if args.quick else (512, 640)
+        bare_per_tile = profiling(table, work, args.repeats, size)
+        training(table, work, max(2, args.repeats - 1), 48 if args.quick else 96, depth)
+        profiling_scaling(table, work, bare_per_tile)
+        loco_scaling(table, work, depth)
+    print(f"\nall figures ({time.perf_counter() - start:.0f} s):")
+    table.print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""The tile cache: keyed by everything that decides the tiles, resumable, and the same tiles
+whether plates are preprocessed here or in worker processes beside the network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cellmorph import cache as cache_module
+from cellmorph import schema as sc
+from cellmorph.cache import (
+    TileCache,
+    build_tile_cache,
+    cache_key,
+    iter_tile_cache,
+    ordered_map,
+    preprocess_plate,
+)
+from cellmorph.config import PreprocessConfig
+from cellmorph.datasets.index import read_index
+
+CFG = PreprocessConfig(grid=(2, 2), drop_empty=False)
+
+
+@pytest.fixture()
+def index(tiny021: Path):
+    return read_index(tiny021)
+
+
+def test_workers_give_the_same_tiles(index, tmp_path: Path) -> None:
+    here = build_tile_cache(index, CFG, tmp_path / "a", tile_size=32, progress=False)
+    ready = [plate for _, plate in iter_tile_cache(index, CFG, tmp_path / "b", tile_size=32,
+                                                   workers=2, progress=False)]
+    assert sorted(ready) == sorted(here.plates)  # every plate, as it became ready
+    there = TileCache.open(next((tmp_path / "b").iterdir()))
+    for plate in here.plates:
+        np.testing.assert_array_equal(here.tiles(plate), there.tiles(plate))
+        assert here.table(plate).equals(there.table(plate))
+
+
+def test_cache_is_keyed_by_settings_fields_and_files(index, tmp_path: Path) -> None:
+    key = cache_key(index, CFG, 32)
+    assert cache_key(index, CFG, 48) != key
+    assert cache_key(index, CFG.model_copy(update={"anscombe": True}), 32) != key
+    assert cache_key(index.iloc[1:], CFG, 32) != key
+    path = index[sc.path_column("DAPI")].iloc[0]
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the image was re-exported
+    try:
+        assert cache_key(index, CFG, 32) != key
+    finally:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_plate_cached_before_is_not_redone(index, tmp_path: Path) -> None:
+    cache = build_tile_cache(index, CFG, tmp_path, tile_size=32, progress=False)
+    table = cache.folder / f"{cache.plates[0]}.parquet"
+    stamp = table.stat().st_mtime_ns
+    (cache.folder / f"{cache.plates[1]}.parquet").unlink()  # as if interrupted there
+    again = build_tile_cache(index, CFG, tmp_path, tile_size=32, progress=False)
+    assert table.stat().st_mtime_ns == stamp
+    assert (again.folder / f"{cache.plates[1]}.parquet").is_file()
+    assert TileCache.open(again.folder).channels == ("DAPI", "Tubulin", "Actin")
+
+
+@pytest.mark.parametrize("cfg", [
+    CFG,
+    PreprocessConfig(tiles="random", random_count=3, random_size=(24, 24), resize=(48, 60),
+                     anscombe=True, control_normalise=True, rescale="image"),
+], ids=["grid", "random-resized"])
+def test_threads_and_held_fields_do_not_change_the_tiles(index, cfg, monkeypatch) -> None:
+    plate = index[index[sc.PLATE] == sorted(index[sc.PLATE].unique())[0]]
+    channels = sc.channels_of(index)
+    tiles, table, _ = preprocess_plate(plate, channels, cfg, 32, threads=1)
+    for threads, held in ((3, cache_module.HELD_FIELDS_BYTES), (2, 0)):
+        monkeypatch.setattr(cache_module, "HELD_FIELDS_BYTES", held)  # 0: read every field twice
+        other, other_table, _ = preprocess_plate(plate, channels, cfg, 32, threads=threads)
+        np.testing.assert_array_equal(tiles, other)
+        assert table.equals(other_table)
+
+
+def test_ordered_map_keeps_order_and_bounds_what_is_in_flight() -> None:
+    started: list[int] = []
+
+    def slow_square(i: int) -> int:
+        started.append(i)
+        return i * i
+
+    results = ordered_map(slow_square, range(50), threads=3)
+    assert next(results) == 0
+    assert len(started) <= 2 * 3 + 1  # not every item submitted at once
+    assert [0, *results] == [i * i for i in range(50)]
