@@ -76,20 +76,25 @@ def test_pretrained_beats_xavier(imagenet_run: CVResult, data: Path) -> None:
     gain = pretrained["treatment_accuracy"]["mean"] - xavier["treatment_accuracy"]["mean"]
     assert gain >= 0.25, (pretrained["treatment_accuracy"], xavier["treatment_accuracy"])
 
-
-def test_killed_run_resumes_to_the_same_predictions(imagenet_run: CVResult, data: Path) -> None:
-    cfg = _cfg(data, "killed")
-    save_config(cfg, data / "killed.yaml")
-    proc = subprocess.Popen([sys.executable, "-m", "cellmorph.cli", "train",
-                             str(data / "killed.yaml")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    folds_dir = data / "killed" / "seed0" / "folds"
+def _train_until_two_folds(config: Path, folds_dir: Path, **popen: object) -> subprocess.Popen:
+    """Start ``cellmorph train config`` and return once two folds are finished (or it ended)."""
+    proc = subprocess.Popen([sys.executable, "-m", "cellmorph.cli", "train", str(config)],
+                            **popen)
     deadline = time.time() + 300
     while time.time() < deadline:
         done = list(folds_dir.glob("*/predictions.parquet")) if folds_dir.exists() else []
         if len(done) >= 2 or proc.poll() is not None:
             break
-        time.sleep(0.2)
+        time.sleep(0.1)
+    return proc
+
+
+def test_killed_run_resumes_to_the_same_predictions(imagenet_run: CVResult, data: Path) -> None:
+    cfg = _cfg(data, "killed")
+    save_config(cfg, data / "killed.yaml")
+    folds_dir = data / "killed" / "seed0" / "folds"
+    proc = _train_until_two_folds(data / "killed.yaml", folds_dir, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
     os.killpg(proc.pid, signal.SIGKILL)  # a real kill, mid-run
     proc.wait()
     done = sorted(folds_dir.glob("*/predictions.parquet"))
@@ -178,7 +183,7 @@ def test_partial_runs_and_single_seeds_say_so(data: Path) -> None:
     assert (result.summary["folds_done"], result.summary["folds_total"]) == (2, 9)
     text = format_cv(result)
     assert "(2 of 9 folds)" in text
-    assert "+-" not in text  # one seed: the spread is undefined, not zero
+    assert "±" not in text  # one seed: the spread is undefined, not zero
     assert result.summary["treatment_accuracy"]["sem"] is None
     assert "the whole network" in text
 
@@ -197,16 +202,9 @@ def test_sigint_during_train_exits_130_and_resumes_identically(imagenet_run: CVR
     folds = ["anisomycin", "cytochalasin B", "emetine", "latrunculin B", "taxol"]
     cfg = _cfg(data, "interrupted", folds=folds)
     save_config(cfg, data / "interrupted.yaml")
-    proc = subprocess.Popen([sys.executable, "-m", "cellmorph.cli", "train",
-                             str(data / "interrupted.yaml")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
     folds_dir = data / "interrupted" / "seed0" / "folds"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        done = list(folds_dir.glob("*/predictions.parquet")) if folds_dir.exists() else []
-        if len(done) >= 2 or proc.poll() is not None:
-            break
-        time.sleep(0.1)
+    proc = _train_until_two_folds(data / "interrupted.yaml", folds_dir, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

@@ -18,7 +18,8 @@ import json
 import platform
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,12 @@ from cellmorph.atomic import (
     remove_partial_files,
     write_json,
 )
-from cellmorph.backbones import efficientnet_lite
+from cellmorph.backbones import check_model, efficientnet_lite
+from cellmorph.config import save_config
+from cellmorph.datasets.index import read_index
 from cellmorph.errors import CellmorphError
 from cellmorph.log import get_logger
+from cellmorph.runtime import Runtime, resolve_runtime
 
 log = get_logger(__name__)
 
@@ -223,3 +227,35 @@ def read_provenance(folder: Path | str) -> dict | None:
         return json.loads(path.read_text()).get("latest")
     except (OSError, ValueError):
         return None
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    """What a profiling or training run works with once its folder is taken."""
+
+    folder: Path
+    runtime: Runtime
+    index: pd.DataFrame
+    described: dict  # the runtime as recorded (device, precision, native bf16)
+
+
+@contextlib.contextmanager
+def start_run(cfg: BaseModel, *, kind: str, artifacts: Sequence[str], overwrite: bool = False,
+              check_index: Callable[[pd.DataFrame], object] | None = None,
+              ) -> Iterator[StartedRun]:
+    """The opening every run shares, in an order that fails early: resolve the device, check
+    the model and weights, read the index (and ``check_index`` it), all before anything is
+    written; then take the run folder (:func:`open_run`) and save the config in it."""
+    runtime = resolve_runtime(cfg.device, cfg.precision)
+    check_model(cfg.model, cfg.weights)
+    index = read_index(cfg.index)
+    if check_index is not None:
+        check_index(index)
+    digest = table_digest(index)
+    described = runtime.describe()
+    with open_run(cfg.output, kind=kind, overwrite=overwrite, artifacts=artifacts,
+                  fingerprint=fingerprint(cfg, kind, described, digest),
+                  runtime=described, index_digest=digest) as folder:
+        log.info("%s run on %s", kind, runtime.summary())
+        save_config(cfg, folder / "config.yaml")
+        yield StartedRun(folder, runtime, index, described)

@@ -33,7 +33,7 @@ class SeedResult:
 
 @dataclass
 class CVResult:
-    """A scored cross-validation run: every seed, and mean +- SEM over seeds."""
+    """A scored cross-validation run: every seed, and mean ± SEM over seeds."""
 
     config: TrainConfig
     classes: list[str]
@@ -79,7 +79,7 @@ def score_seed(seed: SeedRun, level: str) -> SeedResult:
 
 
 def summarise_cv(run: TrainingRun) -> CVResult:
-    """Score every seed of a run and summarise over seeds (mean +- SEM; the SEM of a single
+    """Score every seed of a run and summarise over seeds (mean ± SEM; the SEM of a single
     seed is undefined and given as None)."""
     cfg = run.config
     seeds = [score_seed(s, cfg.report_level) for s in run.seeds]
@@ -134,14 +134,14 @@ def partial_note(summary: dict) -> str:
 
 
 def format_accuracy(value: dict) -> str:
-    """``87.0 % +- 1.2 %`` over seeds, or ``87.0 %`` for one seed."""
+    """``87.0 % ± 1.2 %`` over seeds, or ``87.0 %`` for one seed."""
     if value.get("sem") is None:
         return f"{value['mean']:.1%}"
-    return f"{value['mean']:.1%} +- {value['sem']:.1%}"
+    return f"{value['mean']:.1%} ± {value['sem']:.1%}"
 
 
 def format_cv(result: CVResult | dict) -> str:
-    """Accuracies as mean +- SEM over seeds, for the terminal."""
+    """Accuracies as mean ± SEM over seeds, for the terminal."""
     summary = result.summary if isinstance(result, CVResult) else result
     lines = [f"{summary['model']} ({summary['weights']}), {summary['n_seeds']} seed(s)"
              f"{partial_note(summary)}:"]

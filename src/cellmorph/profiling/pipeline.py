@@ -22,15 +22,14 @@ import torch
 
 from cellmorph import schema as sc
 from cellmorph.atomic import ensure_writable_dir, write_parquet
-from cellmorph.backbones import check_model, create_backbone, default_input_size
+from cellmorph.backbones import create_backbone, default_input_size
 from cellmorph.cache import KEEP, TILE, TileCache, build_tile_cache, iter_tile_cache, safe_name
-from cellmorph.config import ProfileConfig, save_config
-from cellmorph.datasets.index import read_index
+from cellmorph.config import ProfileConfig
 from cellmorph.errors import CellmorphError
 from cellmorph.executors import map_actors
 from cellmorph.log import get_logger, progress
 from cellmorph.profiling.features import TileEmbedder, feature_names
-from cellmorph.runs import fingerprint, open_run, table_digest
+from cellmorph.runs import start_run
 from cellmorph.runtime import Runtime, make_input_spec, resolve_runtime, runtime_from_names
 
 log = get_logger(__name__)
@@ -206,16 +205,9 @@ def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True,
     ... # doctest: +SKIP
     """
     timer = StageTimer()
-    runtime = resolve_runtime(cfg.device, cfg.precision)
-    check_model(cfg.model, cfg.weights)
-    index = read_index(cfg.index)
-    digest = table_digest(index)
-    described = runtime.describe()
-    with open_run(cfg.output, kind="profile", overwrite=overwrite, artifacts=PROFILE_ARTIFACTS,
-                  fingerprint=fingerprint(cfg, "profile", described, digest),
-                  runtime=described, index_digest=digest) as out:
-        log.info("profiling on %s", runtime.summary())
-        save_config(cfg, out / "config.yaml")
+    with start_run(cfg, kind="profile", artifacts=PROFILE_ARTIFACTS,
+                   overwrite=overwrite) as run:
+        out, runtime, index, described = run.folder, run.runtime, run.index, run.described
         channels = sc.channels_of(index)
         tile_size = cfg.preprocess.tile_size or default_input_size(cfg.model)
         plates_dir = ensure_writable_dir(out / "plates")

@@ -178,7 +178,7 @@ def _comparison(report: Report, results: dict[str, CVResult], figures: Path,
     key = f"{results[names[0]].config.report_level}_accuracy"
     summary = {n: results[n].summary for n in names}
     path = plot_bars({n: summary[n][key]["mean"] for n in names},
-                     "accuracy by initialisation, mean +- SEM", "accuracy",
+                     "accuracy by initialisation, mean ± SEM", "accuracy",
                      figures / "compare_init.png",
                      errors={n: summary[n][key]["sem"] for n in names},
                      points={n: summary[n][key]["values"] for n in names},

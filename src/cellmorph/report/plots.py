@@ -70,7 +70,7 @@ def plot_bars(values: Mapping[str, float], title: str, ylabel: str, path: Path |
               points: Mapping[str, Sequence[float]] | None = None,
               pvalues: Mapping[str, float] | None = None, threshold: float = 0.05,
               synthetic: bool = False) -> Path:
-    """A labelled bar chart: optional +- error bars (SEM), each replicate's value as a dot,
+    """A labelled bar chart: optional ± error bars (SEM), each replicate's value as a dot,
     stars for p-values below ``threshold``, and a chance line."""
     names = list(values)
     fig = Figure(figsize=(1.4 + 0.55 * len(names), 3.4))
@@ -79,7 +79,7 @@ def plot_bars(values: Mapping[str, float], title: str, ylabel: str, path: Path |
     if errors and any(errors.get(k) is not None for k in names):
         yerr = [errors.get(k) or 0 for k in names]
     ax.bar(range(len(names)), [values[k] for k in names], yerr=yerr, capsize=3,
-           color="#4c72b0", alpha=0.85, label="mean +- SEM" if yerr else None)
+           color="#4c72b0", alpha=0.85, label="mean ± SEM" if yerr else None)
     if points:
         for i, k in enumerate(names):
             ys = list(points.get(k, []))
@@ -109,7 +109,7 @@ def plot_bars(values: Mapping[str, float], title: str, ylabel: str, path: Path |
 def plot_curves(curves: Mapping[str, Sequence[float]], title: str, xlabel: str, ylabel: str,
                 path: Path | str, bands: Mapping[str, Sequence[float | None]] | None = None,
                 *, chance: float | None = None, synthetic: bool = False) -> Path:
-    """Lines over a shared integer x axis (e.g. accuracy per epoch), optional +- bands and a
+    """Lines over a shared integer x axis (e.g. accuracy per epoch), optional ± bands and a
     chance line."""
     fig = Figure(figsize=(5, 3.3))
     ax = fig.subplots()

@@ -135,7 +135,7 @@ def write_comparison(results: dict[str, CVResult], out: Path | str) -> Path:
     synthetic = any(sc.is_synthetic(s.crops) for r in results.values() for s in r.seeds)
     chance = 1 / max(1, len(results[names[0]].classes))
     plot_bars({n: summaries[n][key]["mean"] for n in names},
-              f"{first.model}: {level} accuracy, mean +- SEM over {len(first.seeds)} seed(s)"
+              f"{first.model}: {level} accuracy, mean ± SEM over {len(first.seeds)} seed(s)"
               f"{partial_note(summaries[names[0]])}", "accuracy", out / "compare_init.png",
               errors={n: summaries[n][key]["sem"] for n in names},
               points={n: summaries[n][key]["values"] for n in names}, chance=chance,

@@ -31,19 +31,17 @@ from safetensors.torch import load_file, save_file
 
 from cellmorph import schema as sc
 from cellmorph.atomic import atomic_path, ensure_writable_dir, write_json, write_parquet
-from cellmorph.backbones import check_model, create_backbone, default_input_size
+from cellmorph.backbones import create_backbone, default_input_size
 from cellmorph.cache import TileCache, TileStore, build_tile_cache, safe_name
-from cellmorph.config import TrainConfig, save_config
-from cellmorph.datasets.index import read_index
+from cellmorph.config import TrainConfig
 from cellmorph.executors import map_tasks
 from cellmorph.log import get_logger, progress
-from cellmorph.runs import fingerprint, open_run, table_digest
+from cellmorph.runs import start_run
 from cellmorph.runtime import (
     Runtime,
     freeze,
     make_input_spec,
     n_stages,
-    resolve_runtime,
     runtime_from_names,
     split_model,
 )
@@ -299,17 +297,12 @@ def run_folds(cfg: TrainConfig, *, progress_bars: bool = True,
     same configuration (more folds or seeds may be added); ``overwrite`` starts afresh.
     """
     torch.use_deterministic_algorithms(True, warn_only=True)
-    runtime = resolve_runtime(cfg.device, cfg.precision)
-    check_model(cfg.model, cfg.weights)
-    index = read_index(cfg.index)
-    make_folds(index, by=cfg.fold_by, only=cfg.folds)  # bad folds fail before preprocessing
-    digest = table_digest(index)
-    described = runtime.describe()
-    with open_run(cfg.output, kind="train", overwrite=overwrite, artifacts=TRAIN_ARTIFACTS,
-                  fingerprint=fingerprint(cfg, "train", described, digest),
-                  runtime=described, index_digest=digest) as out:
-        log.info("training on %s", runtime.summary())
-        save_config(cfg, out / "config.yaml")
+    # Bad folds fail before preprocessing.
+    with start_run(cfg, kind="train", artifacts=TRAIN_ARTIFACTS, overwrite=overwrite,
+                   check_index=lambda index: make_folds(index, by=cfg.fold_by,
+                                                        only=cfg.folds)) as started:
+        out, runtime, index, described = (started.folder, started.runtime, started.index,
+                                          started.described)
         plan = plan_folds(cfg, index, progress_bars=progress_bars)
         run = TrainingRun(cfg, plan.classes, plan.folds_total, runtime=described,
                           trained=trained_layers(cfg))
