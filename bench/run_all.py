@@ -1,10 +1,11 @@
 """The benchmark suite: every speed figure of cellmorph beside the bare model or the baseline
-it replaces, in one table. All data are SYNTHETIC. About 5-8 minutes on 2 CPU cores.
+it replaces, in one table. All data are SYNTHETIC. About 8 1/2 minutes on 2 CPU cores
+(--quick: about 6).
 
-    bench/run_all [--repeats 3] [--quick]
+    bench/run_all [--repeats 3] [--quick] [--device cuda]
 
-Timings on a shared machine are noisy: every comparison interleaves its runs (pipeline, bare,
-pipeline, bare, ...) and the table gives the median ratio with its range over the repeats.
+Timings on a shared machine are noisy: every comparison interleaves its runs (bare, pipeline,
+loop, bare, ...) and the table gives the median ratio with its range over the repeats.
 """
 
 from __future__ import annotations
