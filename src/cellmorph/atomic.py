@@ -157,6 +157,13 @@ def write_csv(df: pd.DataFrame, path: Path | str) -> Path:
     return Path(path)
 
 
+def write_npy(array: np.ndarray, path: Path | str) -> Path:
+    """Write a NumPy array (``.npy``) atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
+    return Path(path)
+
+
 def write_text(text: str, path: Path | str) -> Path:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:

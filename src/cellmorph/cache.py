@@ -24,10 +24,10 @@ import pandas as pd
 
 from cellmorph import schema as sc
 from cellmorph.atomic import (
-    atomic_path,
     ensure_writable_dir,
     folder_lock,
     remove_partial_files,
+    write_npy,
     write_parquet,
     write_text,
 )
@@ -208,9 +208,8 @@ def cache_plate(folder: Path, rows: pd.DataFrame, channels: list[str], cfg: Prep
     """Preprocess one plate's fields into ``folder``; returns the plate's name."""
     plate = str(rows[sc.PLATE].iloc[0])
     tiles, table, stats = preprocess_plate(rows, channels, cfg, tile_size, threads=threads)
-    for suffix, array in ((".illum.npy", stats["illumination"]), (".npy", tiles)):
-        with atomic_path(folder / f"{safe_name(plate)}{suffix}") as tmp, open(tmp, "wb") as fh:
-            np.save(fh, array)
+    write_npy(stats["illumination"], folder / f"{safe_name(plate)}.illum.npy")
+    write_npy(tiles, folder / f"{safe_name(plate)}.npy")
     # The table is written last: its presence marks the plate as done.
     write_parquet(table, folder / f"{safe_name(plate)}.parquet")
     return plate

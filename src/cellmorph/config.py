@@ -269,7 +269,7 @@ class TrainConfig(_Strict):
     @model_validator(mode="after")
     def _checks(self) -> TrainConfig:
         self.preprocess = resolve_preprocess(self.preprocess)
-        if self.cached_trunk and self.freeze_stages in (0, "0"):
+        if self.cached_trunk and self.freeze_stages == 0:
             raise ValueError("cached_trunk needs freeze_stages > 0")
         if self.cached_trunk and not self.augment.dihedral_only:
             raise ValueError("cached_trunk reproduces dihedral augmentation only; set "

@@ -34,6 +34,12 @@ class Runtime:
         """``fp32``, ``bf16`` or ``fp16``: what ``precision: auto`` resolved to."""
         return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.precision]
 
+    @property
+    def device_name(self) -> str:
+        """The device as a name that another process resolves alike: ``cuda`` for any GPU
+        (a Ray worker sees only the GPU it was given, as its first one), else ``cpu``."""
+        return "cuda" if self.device.type == "cuda" else str(self.device)
+
     def summary(self) -> str:
         """One line for the log: the device and the precision actually used."""
         if self.device.type == "cuda":

@@ -123,6 +123,12 @@ def classes_of(predictions: pd.DataFrame) -> list[str]:
     return [c[len(PROB_PREFIX):] for c in prob_columns(predictions)]
 
 
+def predicted_classes(predictions: pd.DataFrame) -> np.ndarray:
+    """The most probable class of every row (the argmax of its probability columns)."""
+    probs = predictions[prob_columns(predictions)].to_numpy(float)
+    return np.asarray(classes_of(predictions))[probs.argmax(axis=1)]
+
+
 def is_synthetic(table: pd.DataFrame | None) -> bool:
     """True when a table was made from SYNTHETIC images (its figures must say so)."""
     return table is not None and SYNTHETIC in table.columns and bool(table[SYNTHETIC].any())

@@ -72,9 +72,8 @@ def score_seed(seed: SeedRun, level: str) -> SeedResult:
         epoch[prob_cols] = np.concatenate([f.epoch_probs[e] for f in seed.folds])
         per_epoch.append(float(aggregate_probabilities(epoch, level)["correct"].mean()))
     metrics["per_epoch_accuracy"] = per_epoch
-    classes = sc.classes_of(crops)
-    metrics["crop_accuracy"] = float((crops[prob_cols].to_numpy().argmax(1) == [
-        classes.index(m) for m in crops[sc.MOA].astype(str)]).mean())
+    metrics["crop_accuracy"] = float(
+        (sc.predicted_classes(crops) == crops[sc.MOA].astype(str).to_numpy()).mean())
     return SeedResult(seed.seed, crops, levels, metrics, [f.name for f in seed.folds])
 
 

@@ -3,7 +3,6 @@ et al. 2019), accuracy at a level, confusion matrices."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from cellmorph import schema as sc
@@ -26,8 +25,7 @@ def aggregate_probabilities(crops: pd.DataFrame, level: str,
                     if c not in finer or c in sc.LEVEL_KEYS[lvl]]
         df = sc.aggregate(df, sc.LEVEL_KEYS[lvl], method, values=probs, metadata=metadata,
                           count=False)
-    classes = sc.classes_of(df)
-    df["predicted"] = np.asarray(classes)[df[probs].to_numpy().argmax(axis=1)]
+    df["predicted"] = sc.predicted_classes(df)
     df["correct"] = df["predicted"] == df[sc.MOA].astype(str)
     return df
 

@@ -131,8 +131,7 @@ def _explain_crops(cfg: TrainConfig, seed_dir: Path, crops: pd.DataFrame, classe
     truth = crops[sc.MOA].astype(str)
     probs = crops[sc.prob_columns(crops)].to_numpy()
     p_true = probs[np.arange(len(crops)), [classes.index(m) for m in truth]]
-    predicted = np.asarray(classes)[probs.argmax(1)]
-    crops = crops.assign(_p=p_true, _correct=predicted == truth.to_numpy())
+    crops = crops.assign(_p=p_true, _correct=sc.predicted_classes(crops) == truth.to_numpy())
     chosen = (crops[crops["_correct"]].sort_values("_p", ascending=False)
               .groupby(sc.MOA, sort=True).head(per_moa))
     models: dict[str, torch.nn.Module] = {}

@@ -148,16 +148,11 @@ class PlateWorker:
         return batch[["plate", "output", "_order"]]
 
 
-def run_plate_jobs(cfg: ProfileConfig, jobs: Sequence[PlateJob], channels: Sequence[str],
-                   runtime: Runtime, *, progress_bars: bool = True) -> dict[str, pd.DataFrame]:
-    """Run plate jobs with the configured executor; returns the tables computed here."""
-    if cfg.executor == "local":
-        computed = {}
-        embedder = make_embedder(cfg, channels, runtime)
-        for job in progress(jobs, desc="profiling plates", unit="plate", enabled=progress_bars):
-            computed[job.plate] = job.run(embedder)
-        return computed
-    device = "cuda" if runtime.device.type == "cuda" else str(runtime.device)
+def run_plate_jobs_on_ray(cfg: ProfileConfig, jobs: Sequence[PlateJob],
+                          channels: Sequence[str], runtime: Runtime) -> None:
+    """Run plate jobs on a Ray actor pool (``cfg.ray_address``); each writes its plate's
+    table, which is then read back like that of a finished plate. (The local path embeds
+    each plate as its tiles become ready, in :func:`profile_screen`.)"""
     rows = [{"plate": j.plate, "cache_folder": str(j.cache_folder), "output": str(j.output),
              "channels": list(j.channels), "method": j.method, "batch_size": j.batch_size}
             for j in jobs]
@@ -165,8 +160,8 @@ def run_plate_jobs(cfg: ProfileConfig, jobs: Sequence[PlateJob], channels: Seque
     map_actors(PlateWorker, rows, threads=torch.get_num_threads(),
                use_gpu=runtime.device.type == "cuda", address=cfg.ray_address,
                constructor={"config": cfg.model_dump(mode="json"), "channels": list(channels),
-                            "device": device, "precision": runtime.precision_name})
-    return {}  # the workers wrote every plate's table; it is read back like a finished one
+                            "device": runtime.device_name,
+                            "precision": runtime.precision_name})
 
 
 def plate_jobs(cfg: ProfileConfig, cache: TileCache, channels: Sequence[str],
@@ -220,9 +215,13 @@ def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True,
                                          **cache_args)
             todo = [j for j in plate_jobs(cfg, cache, channels, plates_dir) if not j.done]
             with timer("infer"):
-                run_plate_jobs(cfg, todo, channels, runtime, progress_bars=progress_bars)
+                run_plate_jobs_on_ray(cfg, todo, channels, runtime)
         else:  # each plate is embedded as soon as its tiles are ready
             todo, embedder = [], None
+            pending = sum(not (plates_dir / f"{safe_name(p)}.parquet").is_file()
+                          for p in index[sc.PLATE].unique())
+            bar = progress(total=pending, desc="profiling plates", unit="plate",
+                           enabled=progress_bars)
             ready = iter_tile_cache(index, cfg.preprocess, cfg.cache_dir or out / "cache",
                                     **cache_args)
             while True:
@@ -238,6 +237,8 @@ def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True,
                     embedder = embedder or make_embedder(cfg, channels, runtime)
                     computed[plate] = job.run(embedder)
                 todo.append(job)
+                bar.update()
+            bar.close()
         jobs = plate_jobs(cfg, cache, channels, plates_dir)
         with timer("aggregate"):
             images = pd.concat([computed[job.plate] if job.plate in computed

@@ -272,10 +272,8 @@ def _treatment_rows(table: pd.DataFrame, conformal: ConformalResult | None) -> d
     df = table.copy()
     probs = sc.prob_columns(df)
     if probs:
-        p = df[probs].to_numpy(float)
-        classes = np.asarray(sc.classes_of(df))
-        df["predicted"] = classes[p.argmax(1)]
-        df["top probability"] = p.max(1)
+        df["predicted"] = sc.predicted_classes(df)
+        df["top probability"] = df[probs].to_numpy(float).max(1)
     if conformal is not None:
         sets = conformal.table.set_index(sc.TREATMENT)
         column = conformal.set_column(0.9 if 0.9 in conformal.confidences

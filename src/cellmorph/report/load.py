@@ -34,17 +34,12 @@ class PredictionTable:
     @property
     def accuracy(self) -> float:
         """Fraction of treatments whose most probable MoA is the true one."""
-        classes = sc.classes_of(self.table)
-        predicted = [classes[i] for i in self.table[sc.prob_columns(self.table)].to_numpy()
-                     .argmax(1)]
-        return float((pd.Series(predicted, index=self.table.index)
-                      == self.table[sc.MOA].astype(str)).mean())
+        truth = self.table[sc.MOA].astype(str).to_numpy()
+        return float((sc.predicted_classes(self.table) == truth).mean())
 
     def confusion(self) -> pd.DataFrame:
         """True vs predicted MoA."""
-        classes = sc.classes_of(self.table)
-        predicted = pd.Series([classes[i] for i in self.table[sc.prob_columns(self.table)]
-                               .to_numpy().argmax(1)], index=self.table.index)
+        predicted = pd.Series(sc.predicted_classes(self.table), index=self.table.index)
         return confusion(self.table[sc.MOA], predicted)
 
 

@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cellmorph import schema as sc
-from cellmorph.atomic import atomic_path, ensure_writable_dir, write_json, write_parquet
+from cellmorph.atomic import atomic_path, ensure_writable_dir, write_json, write_npy, write_parquet
 from cellmorph.backbones import create_backbone, default_input_size
 from cellmorph.cache import TileCache, TileStore, build_tile_cache, safe_name
 from cellmorph.config import TrainConfig
@@ -168,8 +168,7 @@ def run_fold(job: FoldJob, runtime: Runtime | None = None, *,
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                   str(tmp))
     stacked = np.stack(epoch_probs).astype(np.float32)
-    with atomic_path(out / "epoch_probs.npy") as tmp, open(tmp, "wb") as fh:
-        np.save(fh, stacked)
+    write_npy(stacked, out / "epoch_probs.npy")
     write_json({"fold": job.fold, "train_loss": losses, "n_train": len(job.train),
                 "n_test": len(job.test)}, out / "history.json")
     predictions = _prediction_table(store.table, job, epoch_probs[-1])
@@ -218,10 +217,9 @@ def plan_folds(cfg: TrainConfig, index: pd.DataFrame, *, progress_bars: bool = T
 def seed_jobs(cfg: TrainConfig, plan: _Plan, seed: int, seed_folder: Path, runtime: Runtime,
               trunk_cache: Path | None = None) -> list[FoldJob]:
     """The fold jobs of one seed."""
-    device = "cuda" if runtime.device.type == "cuda" else str(runtime.device)
     return [FoldJob(cfg, seed, f.name, np.flatnonzero(f.train), np.flatnonzero(f.test),
                     tuple(plan.classes), plan.cache.folder, seed_folder / "init.safetensors",
-                    fold_dir(seed_folder, f.name), trunk_cache, device,
+                    fold_dir(seed_folder, f.name), trunk_cache, runtime.device_name,
                     runtime.precision_name) for f in plan.folds]
 
 
