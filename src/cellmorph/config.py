@@ -299,7 +299,9 @@ CONFIG_MODELS: dict[str, type[BaseModel]] = {
     "profile": ProfileConfig, "evaluate": EvaluateConfig, "train": TrainConfig,
     "preprocess": PreprocessConfig, "augment": AugmentConfig,
 }
-_MODEL_NAMES = {m.__name__ for m in CONFIG_MODELS.values()} | {"str"}
+# pydantic's names of union members, never YAML keys: models, plain and constrained types.
+_MODEL_NAMES = {m.__name__ for m in CONFIG_MODELS.values()} | {
+    "str", "int", "float", "bool", "constrained-int", "constrained-float"}
 
 
 def first_error(exc: ValidationError) -> str:
