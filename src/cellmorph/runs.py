@@ -39,7 +39,7 @@ from cellmorph.config import save_config
 from cellmorph.datasets.index import read_index
 from cellmorph.errors import CellmorphError
 from cellmorph.log import get_logger
-from cellmorph.runtime import Runtime, resolve_runtime
+from cellmorph.runtime import Runtime, keep_freed_memory, resolve_runtime
 
 log = get_logger(__name__)
 
@@ -252,7 +252,7 @@ def start_run(cfg: BaseModel, *, kind: str, artifacts: Sequence[str], overwrite:
     if check_index is not None:
         check_index(index)
     digest = table_digest(index)
-    described = runtime.describe()
+    described = {**runtime.describe(), "malloc_keeps_freed_memory": keep_freed_memory()}
     with open_run(cfg.output, kind=kind, overwrite=overwrite, artifacts=artifacts,
                   fingerprint=fingerprint(cfg, kind, described, digest),
                   runtime=described, index_digest=digest) as folder:

@@ -1,5 +1,6 @@
 """Backbones through timm: any model name, with weights from the hub, a file or the bundle."""
 
+from cellmorph.backbones.fusion import fold_batchnorm
 from cellmorph.backbones.registry import (
     PAPER_MODELS,
     check_model,
@@ -10,4 +11,4 @@ from cellmorph.backbones.registry import (
 )
 
 __all__ = ["PAPER_MODELS", "check_model", "create_backbone", "data_config", "default_input_size",
-           "load_weights_file"]
+           "fold_batchnorm", "load_weights_file"]

@@ -22,7 +22,7 @@ import torch
 
 from cellmorph import schema as sc
 from cellmorph.atomic import ensure_writable_dir, write_parquet
-from cellmorph.backbones import create_backbone, default_input_size
+from cellmorph.backbones import create_backbone, default_input_size, fold_batchnorm
 from cellmorph.cache import KEEP, TILE, TileCache, build_tile_cache, iter_tile_cache, safe_name
 from cellmorph.config import ProfileConfig
 from cellmorph.errors import CellmorphError
@@ -30,7 +30,13 @@ from cellmorph.executors import map_actors
 from cellmorph.log import get_logger, progress
 from cellmorph.profiling.features import TileEmbedder, feature_names
 from cellmorph.runs import start_run
-from cellmorph.runtime import Runtime, make_input_spec, resolve_runtime, runtime_from_names
+from cellmorph.runtime import (
+    Runtime,
+    keep_freed_memory,
+    make_input_spec,
+    resolve_runtime,
+    runtime_from_names,
+)
 
 log = get_logger(__name__)
 
@@ -72,7 +78,10 @@ def make_embedder(cfg: ProfileConfig, channels: Sequence[str],
     """The frozen backbone wrapped for tiles, as the config says."""
     runtime = runtime or resolve_runtime(cfg.device, cfg.precision)
     torch.manual_seed(cfg.seed)
-    model = create_backbone(cfg.model, cfg.weights, num_classes=0)
+    model = create_backbone(cfg.model, cfg.weights, num_classes=0).eval()
+    if cfg.fold_batchnorm:
+        model, folded = fold_batchnorm(model)
+        log.debug("%d BatchNorm layers folded into their convolutions", folded)
     rgb_map = cfg.rgb_map if cfg.channel_mode == "rgb" else None
     spec = make_input_spec(model, channels, rgb_map, runtime.device, cfg.channels_last)
     return TileEmbedder(model, spec, runtime)
@@ -136,6 +145,7 @@ class PlateWorker:
     def __init__(self, config: dict, channels: list[str], device: str, precision: str,
                  threads: int) -> None:
         torch.set_num_threads(threads)
+        keep_freed_memory()
         self.embedder = make_embedder(ProfileConfig(**config), channels,
                                       runtime_from_names(device, precision))
 

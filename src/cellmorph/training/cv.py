@@ -40,6 +40,7 @@ from cellmorph.runs import start_run
 from cellmorph.runtime import (
     Runtime,
     freeze,
+    keep_freed_memory,
     make_input_spec,
     n_stages,
     runtime_from_names,
@@ -141,6 +142,7 @@ def run_fold(job: FoldJob, runtime: Runtime | None = None, *,
     """Train one fold from the seed's initial weights and write its outputs."""
     cfg = job.config
     runtime = runtime or runtime_from_names(job.device, job.precision)
+    keep_freed_memory()  # a Ray worker process is not the driver that started the run
     torch.use_deterministic_algorithms(True, warn_only=True)
     cache = TileCache.open(job.cache_folder)
     store = TileStore(cache)
