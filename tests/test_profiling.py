@@ -107,7 +107,8 @@ def test_sigint_during_profile_exits_130_and_resumes_identically(imagenet_run, i
 
     from cellmorph.config import save_config
 
-    cfg = ProfileConfig(index=index_path, output=tmp_path / "run", preprocess=FAST)
+    cfg = ProfileConfig(index=index_path, output=tmp_path / "run", preprocess=FAST,
+                        precision="fp32")  # as imagenet_run, which the resumed run must equal
     save_config(cfg, tmp_path / "c.yaml")
     proc = subprocess.Popen([sys.executable, "-m", "cellmorph.cli", "profile",
                              str(tmp_path / "c.yaml")], stdout=subprocess.PIPE,
