@@ -50,6 +50,7 @@ from cellmorph.runtime import (
     autocast,
     cpu_has_native_bf16,
     freeze,
+    keep_freed_memory,
     make_input_spec,
     resolve_runtime,
     split_model,
@@ -116,15 +117,25 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def run_tiles(run: Path) -> tuple[list[str], np.ndarray]:
+    """The channels and kept tiles of the first plate of a profiling run's cache."""
+    cache = TileCache.open(next((run / "cache").iterdir()))
+    plate = cache.plates[0]
+    return list(cache.channels), np.array(cache.tiles(plate)[cache.table(plate)[KEEP].to_numpy()])
+
+
+def timm_embedder(cfg: ProfileConfig, channels: list[str], device: str):
+    """The run's model as timm builds it (no BatchNorm folded), for the bare forward."""
+    return make_embedder(cfg.model_copy(update={"fold_batchnorm": False}), channels,
+                         resolve_runtime(device, "auto"))
+
+
 def _child_bare(run: str, device: str) -> None:
     """Run in a fresh process (glibc's default allocator settings, as a user's own script
     has): print the seconds of the bare forward of the timm model on a run's tiles."""
     cfg = load_config(Path(run) / "config.yaml", ProfileConfig)
-    cache = TileCache.open(next((Path(run) / "cache").iterdir()))
-    plate = cache.plates[0]
-    tiles = np.array(cache.tiles(plate)[cache.table(plate)[KEEP].to_numpy()])
-    embedder = make_embedder(cfg.model_copy(update={"fold_batchnorm": False}),
-                             list(cache.channels), resolve_runtime(device, "auto"))
+    channels, tiles = run_tiles(Path(run))
+    embedder = timm_embedder(cfg, channels, device)
     print(json.dumps({"seconds": bare_forward(embedder, tiles, cfg.batch_size)}))
 
 
@@ -145,16 +156,13 @@ def profiling(table: Table, work: Path, repeats: int, size: tuple[int, int]) -> 
                     progress=False, write=True, device=DEVICE)
     # A warm-up run (not timed) gives the tiles and the model for the bare forward.
     result = api.profile(index=index, output=work / "prof_warmup", **settings)
-    cache = TileCache.open(next((work / "prof_warmup" / "cache").iterdir()))
-    plate = cache.plates[0]
-    tiles = np.array(cache.tiles(plate)[cache.table(plate)[KEEP].to_numpy()])
-    runtime = resolve_runtime(DEVICE, "auto")
+    channels, tiles = run_tiles(work / "prof_warmup")
     # The baseline is the timm model's forward in a fresh process, as a user's own script
     # runs it. A run also folds BatchNorm (fold_batchnorm) and keeps freed memory in the
-    # process (runtime.keep_freed_memory, done by the warm-up run): each is timed alone here.
-    timm_model = make_embedder(result.config.model_copy(update={"fold_batchnorm": False}),
-                               list(cache.channels), runtime)
-    network = make_embedder(result.config, list(cache.channels), runtime)
+    # process (as here): each is timed alone below.
+    keep_freed_memory()
+    timm_model = timm_embedder(result.config, channels, DEVICE)
+    network = make_embedder(result.config, channels, resolve_runtime(DEVICE, "auto"))
     fresh, kept, nets, pipeline, loops = [], [], [], [], []
     for r in range(repeats):
         # Interleaved, so that drift on a shared machine hits both sides of a ratio alike.

@@ -69,7 +69,7 @@ class Runtime:
 # glibc's malloc gives every allocation above its mmap threshold (which grows, up to 32 MB) a
 # fresh mapping and unmaps it on free, and trims the heap's top: so each layer of a CPU forward
 # pass page-faults its activation buffers anew. Keeping freed memory in the process instead
-# made EfficientNet-Lite0 inference 1.7x faster on the development CPU (bench/README.md).
+# made the EfficientNet-Lite0 forward 2.3x faster on the development CPU (bench/README.md).
 # Done by hand because the alternatives (jemalloc, tcmalloc) must be preloaded before Python
 # starts; mallopt can be called at any time.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
