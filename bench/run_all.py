@@ -1,5 +1,5 @@
 """The benchmark suite: every speed figure of cellmorph beside the bare model or the baseline
-it replaces, in one table. All data are SYNTHETIC. About 8 1/2 minutes on 2 CPU cores
+it replaces, in one table. All data are SYNTHETIC. About 7 1/2 to 8 1/2 minutes on 2 CPU cores
 (--quick: about 6).
 
     bench/run_all [--repeats 3] [--quick] [--device cuda]
@@ -154,8 +154,11 @@ def profiling(table: Table, work: Path, repeats: int, size: tuple[int, int]) -> 
     n_fields = len(api.read_index(index))
     settings = dict(model=MODEL, preprocess=PreprocessConfig(grid=(2, 2)), batch_size=48,
                     progress=False, write=True, device=DEVICE)
-    # A warm-up run (not timed) gives the tiles and the model for the bare forward.
+    # A warm-up run (not timed) gives the tiles and the model for the bare forward, and
+    # fills a shared tile cache for the runs that find their tiles made (cache_dir).
+    shared = work / "shared_cache"
     result = api.profile(index=index, output=work / "prof_warmup", **settings)
+    api.profile(index=index, output=work / "prof_cached_warmup", cache_dir=shared, **settings)
     channels, tiles = run_tiles(work / "prof_warmup")
     # The baseline is the timm model's forward in a fresh process, as a user's own script
     # runs it. A run also folds BatchNorm (fold_batchnorm) and keeps freed memory in the
@@ -163,7 +166,7 @@ def profiling(table: Table, work: Path, repeats: int, size: tuple[int, int]) -> 
     keep_freed_memory()
     timm_model = timm_embedder(result.config, channels, DEVICE)
     network = make_embedder(result.config, channels, resolve_runtime(DEVICE, "auto"))
-    fresh, kept, nets, pipeline, loops = [], [], [], [], []
+    fresh, kept, nets, pipeline, cached, loops = [], [], [], [], [], []
     for r in range(repeats):
         # Interleaved, so that drift on a shared machine hits both sides of a ratio alike.
         fresh.append(fresh_bare_forward(work / "prof_warmup"))
@@ -172,6 +175,9 @@ def profiling(table: Table, work: Path, repeats: int, size: tuple[int, int]) -> 
         start = time.perf_counter()
         api.profile(index=index, output=work / f"prof{r}", **settings)
         pipeline.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        api.profile(index=index, output=work / f"prof_cached{r}", cache_dir=shared, **settings)
+        cached.append(time.perf_counter() - start)
         start = time.perf_counter()
         network(tiles, batch_size=48)
         loops.append(time.perf_counter() - start)
@@ -193,6 +199,8 @@ def profiling(table: Table, work: Path, repeats: int, size: tuple[int, int]) -> 
               ratios(pipeline, fresh))
     table.add("profiling pipeline against the network it runs", rate(pipeline),
               f"network {rate(nets)}", ratios(pipeline, nets))
+    table.add("profiling pipeline, tiles already cached (cache_dir shared with an earlier "
+              "run)", rate(cached), f"network {rate(nets)}", ratios(cached, nets))
     table.add("profiling inference loop alone (uint8 tiles -> features)", rate(loops),
               f"network {rate(nets)}", ratios(loops, nets))
     return statistics.median(fresh) / n, statistics.median(nets) / n

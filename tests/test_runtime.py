@@ -21,6 +21,7 @@ from cellmorph.runtime import (
     resolve_precision,
     rgb_mixing,
     split_model,
+    tiles_to_input,
 )
 
 
@@ -75,6 +76,32 @@ def test_rgb_mixing_matches_stains_case_insensitively() -> None:
     np.testing.assert_allclose(mix, np.eye(3))
     with pytest.raises(CellmorphError, match="stain 'mito' has no colour"):
         rgb_mixing(["mito"], {"DAPI": "R"})
+
+
+@pytest.mark.parametrize("mode", ["grey", "rgb"])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last],
+                         ids=["nchw", "nhwc"])
+def test_tiles_to_input_matches_torchvision_normalize(mode: str, layout) -> None:
+    """Reference: torchvision's ToDtype(scale) + Normalize on the grey or mixed RGB image."""
+    from torchvision.transforms.v2 import functional as TF
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    tiles = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 2, 20, 24),
+                                                               dtype=np.uint8))
+    mixing = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]) if mode == "rgb" else None
+    if mixing is None:
+        tiles = tiles[:, :1]
+        image = tiles.expand(-1, 3, -1, -1).float() / 255
+    else:
+        image = torch.einsum("kc,nchw->nkhw", mixing, tiles.float() / 255)
+    expected = TF.normalize(image, list(mean), list(std))
+    out = tiles_to_input(tiles, mixing, torch.tensor(mean).view(1, 3, 1, 1),
+                         torch.tensor(std).view(1, 3, 1, 1), layout)
+    torch.testing.assert_close(out, expected, rtol=0, atol=2e-6)
+    assert out.dtype == torch.float32 and out.is_contiguous(memory_format=layout)
+    as_float = tiles_to_input(tiles.float() / 255, mixing, torch.tensor(mean).view(1, 3, 1, 1),
+                              torch.tensor(std).view(1, 3, 1, 1))
+    torch.testing.assert_close(as_float, expected, rtol=0, atol=2e-6)
 
 
 _FAULTS_OF_REALLOCATION = """

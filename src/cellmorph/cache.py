@@ -51,7 +51,7 @@ from cellmorph.preprocess import (
 TILE = "Metadata_Tile"
 KEEP = "Metadata_TileKept"
 ROW = "Metadata_IndexRow"
-CACHE_FORMAT = 2  # bump when the tiles of the same settings would change
+CACHE_FORMAT = 3  # bump when the tiles of the same settings would change
 # Plate statistics are estimated on every 7th pixel in both directions (2 % of pixels):
 # accurate to well under 1 % and keeps one plate's worth of samples small in memory.
 _STRIDE = 7
@@ -278,25 +278,28 @@ def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessCon
         low, high = np.percentile(stacked, cfg.rescale_percentiles, axis=1)
     del samples, tsamples
 
-    def field_uint8(i: int) -> np.ndarray:
-        """One field, corrected and rescaled to 8 bits (run in the thread pool)."""
+    def field_tiles(i: int) -> np.ndarray:
+        """One field, corrected, rescaled to 8 bits and cut into tiles of ``tile_size`` (run
+        in the thread pool). Random crops draw from the field's own generator (the seed and
+        the field's position), so they do not depend on the threads' order."""
         img = kept.pop(i, None)
         x = transform(read(i) if img is None else img, illum)
         if mean is not None:
             x = normalise_to_controls(x, mean, std)
         img8 = rescale_to_uint8(x, per_channel=False) if cfg.rescale == "image" else \
             rescale_to_uint8(x, low=low, high=high)
-        return img8 if cfg.resize is None else resize_stack(img8, tuple(cfg.resize))
+        if cfg.resize is not None:
+            img8 = resize_stack(img8, tuple(cfg.resize))
+        if cfg.tiles == "grid":
+            tiles = grid_tiles(img8, *cfg.grid)
+        else:
+            tiles = random_tiles(img8, cfg.random_count, tuple(cfg.random_size),
+                                 np.random.default_rng([cfg.seed, i]))
+        return resize_stack(tiles, (tile_size, tile_size))
 
     all_tiles, records = [], []
-    rng = np.random.default_rng(cfg.seed)  # drawn here, in field order, whatever the threads
     # pass 2: tiles
-    for i, img8 in enumerate(ordered_map(field_uint8, range(len(fields)), threads)):
-        if cfg.tiles == "grid":
-            t = grid_tiles(img8, *cfg.grid)
-        else:
-            t = random_tiles(img8, cfg.random_count, tuple(cfg.random_size), rng)
-        t = resize_stack(t, (tile_size, tile_size))
+    for i, t in enumerate(ordered_map(field_tiles, range(len(fields)), threads)):
         keep = nonempty_tiles(t, threshold=cfg.empty_threshold,
                               min_fraction=cfg.empty_min_fraction) if cfg.drop_empty else \
             np.ones(len(t), bool)

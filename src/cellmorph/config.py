@@ -68,7 +68,8 @@ class PreprocessConfig(_Strict):
                                  "above this 8-bit value")
     empty_min_fraction: float = Field(0.002, ge=0, le=1, description="a tile is kept when more "
                                       "than this fraction of its pixels is foreground")
-    seed: int = Field(0, description="seed of the random tile positions")
+    seed: int = Field(0, description="seed of the random tile positions (each field draws "
+                      "from the seed and its place in the plate)")
 
     @model_validator(mode="after")
     def _ordered(self) -> PreprocessConfig:

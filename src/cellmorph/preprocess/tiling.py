@@ -11,16 +11,21 @@ def resize_stack(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize (N,C,H,W) or (C,H,W) images to ``size`` with antialiasing (area-like).
 
     torch's antialiased bilinear interpolation is used because it is several times faster
-    than scikit-image on multi-channel stacks and matches it to within rounding.
+    than scikit-image on multi-channel stacks. uint8 images take torch's fixed-point uint8
+    path in channels-last layout (3x faster than going through float32, and within one grey
+    level of Pillow's BILINEAR resize, which it was written to match); other dtypes are
+    resized in float32 and returned as float32.
     """
     squeeze = images.ndim == 3
     x = torch.from_numpy(np.ascontiguousarray(images[None] if squeeze else images))
-    dtype = x.dtype
     if tuple(x.shape[-2:]) != tuple(size):
-        x = F.interpolate(x.float(), size=tuple(size), mode="bilinear", antialias=True,
-                          align_corners=False)
-        if dtype == torch.uint8:
-            x = x.round().clamp(0, 255).to(torch.uint8)
+        if x.dtype == torch.uint8:
+            x = F.interpolate(x.contiguous(memory_format=torch.channels_last),
+                              size=tuple(size), mode="bilinear", antialias=True,
+                              align_corners=False).contiguous()
+        else:
+            x = F.interpolate(x.float(), size=tuple(size), mode="bilinear", antialias=True,
+                              align_corners=False)
     out = x.numpy()
     return out[0] if squeeze else out
 
