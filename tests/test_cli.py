@@ -271,6 +271,21 @@ def test_no_cuda_is_refused_before_preprocessing(tmp_path: Path, capsys) -> None
     assert not (tmp_path / "run" / "cache").exists()
 
 
+def test_runs_of_two_backbones_share_one_tile_cache(tiny021: Path, tmp_path: Path,
+                                                     capsys) -> None:
+    shared = tmp_path / "tiles"
+    stamps = []
+    for run, model in (("a", "tf_efficientnet_lite0"), ("b", "resnet18")):
+        res = _call(capsys, "profile", "--index", str(tiny021), "-o", str(tmp_path / run),
+                    "--model", model, "--weights", "random", "--cache-dir", str(shared), "-q")
+        assert res.returncode == 0, res.stderr
+        assert not (tmp_path / run / "cache").exists()
+        stamps.append({p: p.stat().st_mtime_ns for p in shared.rglob("*.parquet")})
+    (entry,) = [p for p in shared.iterdir() if p.is_dir()]  # one key: same preprocessing
+    assert stamps[0] and stamps[1] == stamps[0]  # the second run decoded nothing
+    assert all(p.parent == entry for p in stamps[0])
+
+
 def test_control_spelling_and_line_numbers(tmp_path: Path) -> None:
     from cellmorph.datasets.platemap import index_platemap
 

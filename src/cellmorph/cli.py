@@ -305,6 +305,7 @@ def profile_cmd(
                                        "(profiles_<level>.h5ad) for scverse tools.")] = False,
     executor: Annotated[str | None, _opt(_P, "executor", "--executor")] = None,
     ray_address: Annotated[str | None, _opt(_P, "ray_address", "--ray-address")] = None,
+    cache_dir: Annotated[Path | None, _opt(_P, "cache_dir", "--cache-dir")] = None,
     overwrite: Overwrite = False,
     debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
@@ -314,7 +315,8 @@ def profile_cmd(
     result = profile(config, index=index, output=output, model=model, weights=weights,
                      channel_mode=channel_mode, preprocess=preprocess, batch_size=batch_size,
                      device=device, precision=precision, h5ad=h5ad, executor=executor,
-                     ray_address=ray_address, overwrite=overwrite, progress=not quiet)
+                     ray_address=ray_address, cache_dir=cache_dir, overwrite=overwrite,
+                     progress=not quiet)
     out = result.config.output
     typer.echo(f"profiles: {out / 'profiles_well.parquet'} (wells), "
                f"{out / 'profiles_treatment.parquet'} (treatments); config saved as "
@@ -427,6 +429,7 @@ def train_cmd(
     precision: Annotated[str | None, _opt(_T, "precision", "--precision")] = None,
     executor: Annotated[str | None, _opt(_T, "executor", "--executor")] = None,
     ray_address: Annotated[str | None, _opt(_T, "ray_address", "--ray-address")] = None,
+    cache_dir: Annotated[Path | None, _opt(_T, "cache_dir", "--cache-dir")] = None,
     overwrite: Overwrite = False,
     debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
@@ -438,7 +441,8 @@ def train_cmd(
                    preset=preset, preprocess=preprocess, epochs=epochs, batch_size=batch_size,
                    seeds=seed, fold_by=fold_by, folds=fold, freeze_stages=freeze_stages,
                    device=device, precision=precision, executor=executor,
-                   ray_address=ray_address, overwrite=overwrite, progress=not quiet)
+                   ray_address=ray_address, cache_dir=cache_dir, overwrite=overwrite,
+                   progress=not quiet)
     typer.echo(format_cv(result))
     typer.echo(f"run folder: {result.config.output}")
 

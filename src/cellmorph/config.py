@@ -125,7 +125,8 @@ class ProfileConfig(_Strict):
 
     index: Path = Field(description="field-of-view index from `cellmorph index`")
     output: Path = Field(description="run folder")
-    cache_dir: Path | None = Field(None, description="tile cache (default OUTPUT/cache)")
+    cache_dir: Path | None = Field(None, description="tile cache (default OUTPUT/cache); runs "
+                                                    "of the same screen can share one")
     model: str = Field("tf_efficientnet_lite0", description="any timm model name")
     weights: str = Field("imagenet", description="imagenet, random, xavier or a weights file")
     channel_mode: Literal["greyscale", "rgb"] = Field(
@@ -215,7 +216,8 @@ class TrainConfig(_Strict):
 
     index: Path = Field(description="field-of-view index from `cellmorph index`")
     output: Path = Field(description="run folder")
-    cache_dir: Path | None = Field(None, description="tile cache (default OUTPUT/cache)")
+    cache_dir: Path | None = Field(None, description="tile cache (default OUTPUT/cache); runs "
+                                                    "of the same screen can share one")
     model: str = Field("resnet50", description="any timm model name")
     weights: str = Field("imagenet", description="imagenet, xavier, random or a weights file")
     preprocess: PreprocessConfig | str = Field(
