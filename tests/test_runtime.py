@@ -82,7 +82,7 @@ def test_rgb_mixing_matches_stains_case_insensitively() -> None:
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last],
                          ids=["nchw", "nhwc"])
 def test_tiles_to_input_matches_torchvision_normalize(mode: str, layout) -> None:
-    """Reference: torchvision's ToDtype(scale) + Normalize on the grey or mixed RGB image."""
+    """Reference: the image scaled to [0, 1], then torchvision's normalize (grey or mixed RGB)."""
     from torchvision.transforms.v2 import functional as TF
 
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

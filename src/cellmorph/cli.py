@@ -286,14 +286,16 @@ def download_bbbc014_cmd(
 
 # ---------------------------------------------------------------- profile / evaluate
 _P, _T = ProfileConfig, TrainConfig
+# index, output and cache_dir are taken as text: typer would turn an empty argument (an
+# unset shell variable) into Path('.'), where the config refuses it with one line.
 
 
 @app.command("profile")
 def profile_cmd(
     config: Annotated[Path | None, typer.Argument(help="YAML config (see configs/ and "
                                                   "`cellmorph config-reference`).")] = None,
-    index: Annotated[Path | None, _opt(_P, "index", "--index")] = None,
-    output: Annotated[Path | None, _opt(_P, "output", "-o", "--output")] = None,
+    index: Annotated[str | None, _opt(_P, "index", "--index")] = None,
+    output: Annotated[str | None, _opt(_P, "output", "-o", "--output")] = None,
     model: Annotated[str | None, _opt(_P, "model", "--model")] = None,
     weights: Annotated[str | None, _opt(_P, "weights", "--weights")] = None,
     channel_mode: Annotated[str | None, _opt(_P, "channel_mode", "--channel-mode")] = None,
@@ -305,7 +307,7 @@ def profile_cmd(
                                        "(profiles_<level>.h5ad) for scverse tools.")] = False,
     executor: Annotated[str | None, _opt(_P, "executor", "--executor")] = None,
     ray_address: Annotated[str | None, _opt(_P, "ray_address", "--ray-address")] = None,
-    cache_dir: Annotated[Path | None, _opt(_P, "cache_dir", "--cache-dir")] = None,
+    cache_dir: Annotated[str | None, _opt(_P, "cache_dir", "--cache-dir")] = None,
     overwrite: Overwrite = False,
     debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
@@ -413,8 +415,8 @@ def export_cmd(
 def train_cmd(
     config: Annotated[Path | None, typer.Argument(help="YAML TrainConfig (see configs/ and "
                                                   "`cellmorph config-reference`).")] = None,
-    index: Annotated[Path | None, _opt(_T, "index", "--index")] = None,
-    output: Annotated[Path | None, _opt(_T, "output", "-o", "--output")] = None,
+    index: Annotated[str | None, _opt(_T, "index", "--index")] = None,
+    output: Annotated[str | None, _opt(_T, "output", "-o", "--output")] = None,
     model: Annotated[str | None, _opt(_T, "model", "--model")] = None,
     weights: Annotated[str | None, _opt(_T, "weights", "--weights")] = None,
     preset: Annotated[str | None, _opt(_T, "preset", "--preset")] = None,
@@ -429,7 +431,7 @@ def train_cmd(
     precision: Annotated[str | None, _opt(_T, "precision", "--precision")] = None,
     executor: Annotated[str | None, _opt(_T, "executor", "--executor")] = None,
     ray_address: Annotated[str | None, _opt(_T, "ray_address", "--ray-address")] = None,
-    cache_dir: Annotated[Path | None, _opt(_T, "cache_dir", "--cache-dir")] = None,
+    cache_dir: Annotated[str | None, _opt(_T, "cache_dir", "--cache-dir")] = None,
     overwrite: Overwrite = False,
     debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:

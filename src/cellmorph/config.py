@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PositiveInt,
@@ -29,6 +30,17 @@ Side = Annotated[int, Field(ge=8)]  # pixels
 Confidence = Annotated[float, Field(gt=0, lt=1)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 Colour = Literal["R", "G", "B"]
+
+
+def _not_empty(value: Any) -> Any:
+    # pathlib reads "" as the current folder; an empty path is almost always an unset
+    # variable in a script, so it is refused rather than filled with a run's files.
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("an empty path; give a file or folder")
+    return value
+
+
+RunPath = Annotated[Path, BeforeValidator(_not_empty)]
 DEFAULT_RGB_MAP: dict[str, Colour] = {"DAPI": "R", "Tubulin": "G", "Actin": "B"}
 
 
@@ -123,9 +135,9 @@ class AugmentConfig(_Strict):
 class ProfileConfig(_Strict):
     """``cellmorph profile``: images -> deep-feature profiles."""
 
-    index: Path = Field(description="field-of-view index from `cellmorph index`")
-    output: Path = Field(description="run folder")
-    cache_dir: Path | None = Field(None, description="tile cache (default OUTPUT/cache); runs "
+    index: RunPath = Field(description="field-of-view index from `cellmorph index`")
+    output: RunPath = Field(description="run folder")
+    cache_dir: RunPath | None = Field(None, description="tile cache (default OUTPUT/cache); runs "
                                                     "of the same screen can share one")
     model: str = Field("tf_efficientnet_lite0", description="any timm model name")
     weights: str = Field("imagenet", description="imagenet, random, xavier or a weights file")
@@ -214,9 +226,9 @@ class Hyper:
 class TrainConfig(_Strict):
     """``cellmorph train``: fine-tuning with cross-validation (LOCO by default)."""
 
-    index: Path = Field(description="field-of-view index from `cellmorph index`")
-    output: Path = Field(description="run folder")
-    cache_dir: Path | None = Field(None, description="tile cache (default OUTPUT/cache); runs "
+    index: RunPath = Field(description="field-of-view index from `cellmorph index`")
+    output: RunPath = Field(description="run folder")
+    cache_dir: RunPath | None = Field(None, description="tile cache (default OUTPUT/cache); runs "
                                                     "of the same screen can share one")
     model: str = Field("resnet50", description="any timm model name")
     weights: str = Field("imagenet", description="imagenet, xavier, random or a weights file")
@@ -319,7 +331,9 @@ def first_error(exc: ValidationError) -> str:
     keys = [str(k) for k in first["loc"]
             if not any(ch in str(k) for ch in "[(") and str(k) not in _MODEL_NAMES]
     where = ".".join(keys)
-    return f"{where}: {first['msg']}" if where else first["msg"]
+    # A validator's own ValueError reads as its message, without pydantic's "Value error, ".
+    msg = str(first["ctx"]["error"]) if first["type"] == "value_error" else first["msg"]
+    return f"{where}: {msg}" if where else msg
 
 
 def load_config(path: Path | str, model: type[BaseModel]) -> BaseModel:
