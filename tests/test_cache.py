@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cellmorph import cache as cache_module
 from cellmorph import schema as sc
@@ -46,6 +47,8 @@ def test_cache_is_keyed_by_settings_fields_and_files(index, tmp_path: Path) -> N
     assert cache_key(index, CFG, 48) != key
     assert cache_key(index, CFG.model_copy(update={"anscombe": True}), 32) != key
     assert cache_key(index.iloc[1:], CFG, 32) != key
+    # a GPU's resizing rounds differently: its tiles are cached apart from the CPU's
+    assert cache_key(index, CFG, 32, "cpu") == key != cache_key(index, CFG, 32, "cuda:0")
     path = index[sc.path_column("DAPI")].iloc[0]
     st = os.stat(path)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the image was re-exported
@@ -66,11 +69,14 @@ def test_a_plate_cached_before_is_not_redone(index, tmp_path: Path) -> None:
     assert TileCache.open(again.folder).channels == ("DAPI", "Tubulin", "Actin")
 
 
-@pytest.mark.parametrize("cfg", [
+CONFIGS = [
     CFG,
     PreprocessConfig(tiles="random", random_count=3, random_size=(24, 24), resize=(48, 60),
                      anscombe=True, control_normalise=True, rescale="image"),
-], ids=["grid", "random-resized"])
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["grid", "random-resized"])
 def test_threads_and_held_fields_do_not_change_the_tiles(index, cfg, monkeypatch) -> None:
     plate = index[index[sc.PLATE] == sorted(index[sc.PLATE].unique())[0]]
     channels = sc.channels_of(index)
@@ -80,6 +86,21 @@ def test_threads_and_held_fields_do_not_change_the_tiles(index, cfg, monkeypatch
         other, other_table, _ = preprocess_plate(plate, channels, cfg, 32, threads=threads)
         np.testing.assert_array_equal(tiles, other)
         assert table.equals(other_table)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs a CUDA GPU; the CPU's tiles are the reference")
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["grid", "random-resized"])
+def test_a_gpu_preprocesses_to_the_cpus_tiles(index, cfg) -> None:
+    """The same code on the GPU: equal arithmetic, and resizing through float32 instead of
+    the CPU's fixed-point uint8 path (one grey level per resize at most)."""
+    plate = index[index[sc.PLATE] == sorted(index[sc.PLATE].unique())[0]]
+    channels = sc.channels_of(index)
+    on_cpu, table, _ = preprocess_plate(plate, channels, cfg, 32, threads=2)
+    on_gpu, gpu_table, _ = preprocess_plate(plate, channels, cfg, 32, threads=2, device="cuda")
+    diff = np.abs(on_cpu.astype(int) - on_gpu.astype(int))
+    assert on_gpu.dtype == np.uint8 and diff.max() <= 2 and diff.mean() < 0.5
+    assert table.drop(columns=cache_module.KEEP).equals(gpu_table.drop(columns=cache_module.KEEP))
 
 
 def test_ordered_map_keeps_order_and_bounds_what_is_in_flight() -> None:

@@ -14,6 +14,7 @@ import torch
 from cellmorph.backbones import create_backbone
 from cellmorph.errors import CellmorphError
 from cellmorph.runtime import (
+    Runtime,
     freeze,
     keep_freed_memory,
     n_stages,
@@ -63,6 +64,12 @@ def test_devices_are_checked_before_work() -> None:
             resolve_device("cuda")
     assert resolve_precision("fp32", torch.device("cpu")) is None
     assert resolve_precision("bf16", torch.device("cpu")) is torch.bfloat16
+
+
+@pytest.mark.parametrize(("device", "preprocess_on"),
+                         [("cpu", "cpu"), ("cuda:1", "cuda:1"), ("mps", "cpu")])
+def test_fields_are_preprocessed_on_the_runs_gpu(device: str, preprocess_on: str) -> None:
+    assert Runtime(torch.device(device), None).preprocess_device == torch.device(preprocess_on)
 
 
 def test_rgb_mixing_averages_shared_colours() -> None:

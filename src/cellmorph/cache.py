@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from cellmorph import schema as sc
 from cellmorph.atomic import (
@@ -46,12 +47,14 @@ from cellmorph.preprocess import (
     random_tiles,
     rescale_to_uint8,
     resize_stack,
+    to_device,
 )
+from cellmorph.preprocess.arrays import Image, as_tensor, like
 
 TILE = "Metadata_Tile"
 KEEP = "Metadata_TileKept"
 ROW = "Metadata_IndexRow"
-CACHE_FORMAT = 3  # bump when the tiles of the same settings would change
+CACHE_FORMAT = 4  # bump when the tiles of the same settings would change
 # Plate statistics are estimated on every 7th pixel in both directions (2 % of pixels):
 # accurate to well under 1 % and keeps one plate's worth of samples small in memory.
 _STRIDE = 7
@@ -122,13 +125,16 @@ class TileStore:
         return out
 
 
-def cache_key(index: pd.DataFrame, cfg: PreprocessConfig, tile_size: int) -> str:
+def cache_key(index: pd.DataFrame, cfg: PreprocessConfig, tile_size: int,
+              device: torch.device | str = "cpu") -> str:
     """A short hash of everything that determines the tiles: the preprocessing settings, the
-    tile size, the fields and their roles, the image files (path, size, modification time)
+    tile size, the kind of device that preprocesses (a GPU's resizing rounds differently from
+    the CPU's), the fields and their roles, the image files (path, size, modification time)
     and the cache format. Two runs share a cache entry only if all of these agree."""
     h = hashlib.sha256(f"cellmorph-tile-cache-{CACHE_FORMAT}".encode())
     h.update(cfg.model_dump_json().encode())
     h.update(str(tile_size).encode())
+    h.update(torch.device(device).type.encode())
     paths = [sc.path_column(c) for c in sc.channels_of(index)]
     cols = sc.KEY_COLUMNS + [sc.ROLE] + paths
     h.update(pd.util.hash_pandas_object(index[cols], index=False).values.tobytes())
@@ -146,31 +152,36 @@ def _file_stamp(path: str) -> tuple[int, int]:
 
 
 def build_tile_cache(index: pd.DataFrame, cfg: PreprocessConfig, cache_root: Path | str, *,
-                     tile_size: int, workers: int = 0, progress: bool = True) -> TileCache:
+                     tile_size: int, workers: int = 0, progress: bool = True,
+                     device: torch.device | str = "cpu") -> TileCache:
     """Preprocess every field of ``index`` into tiles (skipping plates already cached)."""
     ready = list(iter_tile_cache(index, cfg, cache_root, tile_size=tile_size, workers=workers,
-                                 progress=progress))
+                                 progress=progress, device=device))
     return ready[-1][0]
 
 
 def iter_tile_cache(index: pd.DataFrame, cfg: PreprocessConfig, cache_root: Path | str, *,
-                    tile_size: int, workers: int = 0,
-                    progress: bool = True) -> Iterator[tuple[TileCache, str]]:
+                    tile_size: int, workers: int = 0, progress: bool = True,
+                    device: torch.device | str = "cpu") -> Iterator[tuple[TileCache, str]]:
     """Yield ``(cache, plate)`` as each plate's tiles are ready, plates already cached first.
 
     With ``workers`` > 0, plates are decoded and preprocessed in that many worker processes
     while the caller works on the plates that are ready (inference overlapping with
     preprocessing); with 0, each plate is preprocessed here when the caller asks for it.
-    Either way the tiles are the same.
+    Either way the tiles are the same. Fields are decoded on the CPU and preprocessed on
+    ``device`` (a GPU takes the arithmetic off the CPU, which then only decodes).
     """
     channels = sc.channels_of(index)
     index = index.reset_index(drop=True)
-    folder = ensure_writable_dir(Path(cache_root).absolute() / cache_key(index, cfg, tile_size))
+    device = str(torch.device(device))  # a name: worker processes get their own handle
+    folder = ensure_writable_dir(Path(cache_root).absolute()
+                                 / cache_key(index, cfg, tile_size, device))
     with folder_lock(folder, wait=True):  # two runs sharing a cache entry build it once
         remove_partial_files(folder)
         plates = tuple(sorted(index[sc.PLATE].unique()))
         write_text(json.dumps({"preprocess": cfg.model_dump(mode="json"),
                                "tile_size": tile_size, "channels": channels,
+                               "preprocessed_on": torch.device(device).type,
                                "plates": list(plates)}, indent=2), folder / "settings.json")
         cache = TileCache(folder, plates, tuple(channels))
         todo = [p for p in plates if not (folder / f"{safe_name(p)}.parquet").is_file()]
@@ -181,7 +192,8 @@ def iter_tile_cache(index: pd.DataFrame, cfg: PreprocessConfig, cache_root: Path
                            enabled=progress)
         if workers <= 0:
             for plate in todo:
-                cache_plate(folder, index[index[sc.PLATE] == plate], channels, cfg, tile_size)
+                cache_plate(folder, index[index[sc.PLATE] == plate], channels, cfg, tile_size,
+                            device=device)
                 bar.update()
                 yield cache, plate
         else:
@@ -189,7 +201,8 @@ def iter_tile_cache(index: pd.DataFrame, cfg: PreprocessConfig, cache_root: Path
             with ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                      initializer=_single_thread) as pool:
                 futures = [pool.submit(cache_plate, folder, index[index[sc.PLATE] == plate],
-                                       channels, cfg, tile_size, threads=1) for plate in todo]
+                                       channels, cfg, tile_size, threads=1, device=device)
+                           for plate in todo]
                 for future in as_completed(futures):
                     plate = future.result()
                     bar.update()
@@ -204,10 +217,11 @@ def _single_thread() -> None:
 
 
 def cache_plate(folder: Path, rows: pd.DataFrame, channels: list[str], cfg: PreprocessConfig,
-                tile_size: int, *, threads: int = 0) -> str:
+                tile_size: int, *, threads: int = 0, device: torch.device | str = "cpu") -> str:
     """Preprocess one plate's fields into ``folder``; returns the plate's name."""
     plate = str(rows[sc.PLATE].iloc[0])
-    tiles, table, stats = preprocess_plate(rows, channels, cfg, tile_size, threads=threads)
+    tiles, table, stats = preprocess_plate(rows, channels, cfg, tile_size, threads=threads,
+                                           device=device)
     write_npy(stats["illumination"], folder / f"{safe_name(plate)}.illum.npy")
     write_npy(tiles, folder / f"{safe_name(plate)}.npy")
     # The table is written last: its presence marks the plate as done.
@@ -216,12 +230,16 @@ def cache_plate(folder: Path, rows: pd.DataFrame, channels: list[str], cfg: Prep
 
 
 def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessConfig,
-                     tile_size: int, *, threads: int = 0) -> tuple[np.ndarray, pd.DataFrame, dict]:
+                     tile_size: int, *, threads: int = 0,
+                     device: torch.device | str = "cpu") -> tuple[np.ndarray, pd.DataFrame, dict]:
     """Tiles of one plate's fields: two passes, plate statistics first, then the tiles.
 
-    Fields are decoded and corrected in ``threads`` threads (0: up to 4, one per core);
-    the tiles are the same for every number of threads.
+    Fields are decoded in ``threads`` threads (0: up to 4, one per core) and corrected,
+    rescaled, tiled and resized on ``device``; the tiles are the same for every number of
+    threads. The plate statistics (illumination functions, control statistics,
+    percentiles) are computed on the CPU, so they do not depend on the device.
     """
+    device = torch.device(device)
     fields = [r for _, r in rows.iterrows()]
     threads = threads or min(4, os.cpu_count() or 1)
     first = read_field(fields[0], channels)  # fixes the dtype and shape the others must have
@@ -258,9 +276,10 @@ def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessCon
         illum = np.ones((len(channels), *shape), np.float32)
     illum_sample = illum[:, ::_STRIDE, ::_STRIDE]
 
-    def transform(img: np.ndarray, functions: np.ndarray) -> np.ndarray:
+    def transform(img: Image, functions: Image) -> Image:
         """Illumination correction and Anscombe, as configured."""
-        x = correct_illumination(img, functions) if cfg.illumination else img.astype(np.float32)
+        x = correct_illumination(img, functions) if cfg.illumination else \
+            like(as_tensor(img).to(torch.float32), img)
         return anscombe(x) if cfg.anscombe else x
 
     tsamples = [transform(s, illum_sample) for s in samples]
@@ -277,17 +296,21 @@ def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessCon
         stacked = np.concatenate([s.reshape(len(channels), -1) for s in tsamples], axis=1)
         low, high = np.percentile(stacked, cfg.rescale_percentiles, axis=1)
     del samples, tsamples
+    # The plate's constants, moved to the device once rather than with every field.
+    illum_on, mean_on, std_on, low_on, high_on = (
+        None if a is None else torch.as_tensor(np.asarray(a, np.float32), device=device)
+        for a in (illum, mean, std, low, high))
 
     def field_tiles(i: int) -> np.ndarray:
         """One field, corrected, rescaled to 8 bits and cut into tiles of ``tile_size`` (run
         in the thread pool). Random crops draw from the field's own generator (the seed and
         the field's position), so they do not depend on the threads' order."""
         img = kept.pop(i, None)
-        x = transform(read(i) if img is None else img, illum)
+        x = transform(to_device(read(i) if img is None else img, device), illum_on)
         if mean is not None:
-            x = normalise_to_controls(x, mean, std)
+            x = normalise_to_controls(x, mean_on, std_on)
         img8 = rescale_to_uint8(x, per_channel=False) if cfg.rescale == "image" else \
-            rescale_to_uint8(x, low=low, high=high)
+            rescale_to_uint8(x, low=low_on, high=high_on)
         if cfg.resize is not None:
             img8 = resize_stack(img8, tuple(cfg.resize))
         if cfg.tiles == "grid":
@@ -295,7 +318,7 @@ def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessCon
         else:
             tiles = random_tiles(img8, cfg.random_count, tuple(cfg.random_size),
                                  np.random.default_rng([cfg.seed, i]))
-        return resize_stack(tiles, (tile_size, tile_size))
+        return resize_stack(tiles, (tile_size, tile_size)).cpu().numpy()
 
     all_tiles, records = [], []
     # pass 2: tiles

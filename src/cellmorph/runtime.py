@@ -43,6 +43,14 @@ class Runtime:
         (a Ray worker sees only the GPU it was given, as its first one), else ``cpu``."""
         return "cuda" if self.device.type == "cuda" else str(self.device)
 
+    @property
+    def preprocess_device(self) -> torch.device:
+        """Where fields are preprocessed: on the run's GPU (the same code as on the CPU, with
+        tiles within one grey level of the CPU's, so they are cached apart), else the CPU.
+        Other accelerators (MPS) are not tested with the preprocessing and keep it on the
+        CPU."""
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
     def summary(self) -> str:
         """One line for the log: the device and the precision actually used."""
         if self.device.type == "cuda":

@@ -55,12 +55,16 @@ class ExplainResult:
     synthetic: bool = False
 
 
-def _run_kind(run: Path) -> str:
+def _run_record(run: Path) -> dict:
+    """The run's record (kind and fingerprint, see :mod:`cellmorph.runs`)."""
     try:
-        return json.loads((run / "run.json").read_text())["kind"]
-    except (OSError, ValueError, KeyError):
+        record = json.loads((run / "run.json").read_text())
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict) or "kind" not in record:
         raise CellmorphError(f"{run} is not a cellmorph run folder (no run.json); give the "
-                             "output folder of `cellmorph train` or `cellmorph profile`") from None
+                             "output folder of `cellmorph train` or `cellmorph profile`")
+    return record
 
 
 def _model_from(path: Path, name: str, n_classes: int) -> torch.nn.Module:
@@ -74,7 +78,8 @@ def explain_run(run: Path | str, *, layers: list[str] | None = None, filters: in
                 device: str = "auto", progress_bar: bool = True) -> ExplainResult:
     """Activation maximisation (pretrained beside fine-tuned) and Grad-CAM of a run folder."""
     run = Path(run)
-    kind = _run_kind(run)
+    record = _run_record(run)
+    kind = record["kind"]
     dev = resolve_device(device)
     if kind == "profile":
         cfg = load_config(run / "config.yaml", ProfileConfig)
@@ -93,7 +98,10 @@ def explain_run(run: Path | str, *, layers: list[str] | None = None, filters: in
             f"fine-tuned (fold {first})": _model_from(
                 fold_dir(seed_dir, first) / "model.safetensors", cfg.model, len(classes))}
         result = ExplainResult(cfg.model, synthetic=sc.is_synthetic(crops))
-        result.crops = _explain_crops(cfg, seed_dir, crops, classes, crops_per_moa, dev)
+        # The run's tiles were preprocessed on the kind of device it trained on.
+        trained_on = record.get("fingerprint", {}).get("device") or "cpu"
+        result.crops = _explain_crops(cfg, seed_dir, crops, classes, crops_per_moa, dev,
+                                      trained_on)
     reference = next(iter(networks.values()))
     norm = data_config(reference)
     chosen_layers = layers or default_layers(reference)
@@ -117,12 +125,13 @@ def _crop_predictions(seed_dir: Path) -> pd.DataFrame:
 
 
 def _explain_crops(cfg: TrainConfig, seed_dir: Path, crops: pd.DataFrame, classes: list[str],
-                   per_moa: int, device: torch.device) -> list[CropExplanation]:
+                   per_moa: int, device: torch.device,
+                   preprocessed_on: str) -> list[CropExplanation]:
     """Grad-CAM of the most confident correct crops of each MoA, by their own fold models."""
     index = read_index(cfg.index)
     tile_size = cfg.preprocess.tile_size or default_input_size(cfg.model)
-    folder = Path(cfg.cache_dir or cfg.output / "cache") / cache_key(index, cfg.preprocess,
-                                                                      tile_size)
+    folder = Path(cfg.cache_dir or cfg.output / "cache") / cache_key(
+        index, cfg.preprocess, tile_size, "cuda" if preprocessed_on == "cuda" else "cpu")
     if not (folder / "settings.json").is_file():
         log.warning("the run's tile cache %s is gone; no Grad-CAM crops (rerun train to "
                     "rebuild it)", folder)

@@ -217,7 +217,8 @@ def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True,
         tile_size = cfg.preprocess.tile_size or default_input_size(cfg.model)
         plates_dir = ensure_writable_dir(out / "plates")
         workers = resolve_workers(cfg.preprocess_workers, runtime)
-        cache_args = dict(tile_size=tile_size, workers=workers, progress=progress_bars)
+        cache_args = dict(tile_size=tile_size, workers=workers, progress=progress_bars,
+                          device=runtime.preprocess_device)
         computed: dict[str, pd.DataFrame] = {}
         if cfg.executor == "ray":  # the actors read finished caches: build them first
             with timer("read_preprocess_cache"):

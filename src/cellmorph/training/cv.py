@@ -203,12 +203,14 @@ class _Plan:
     folds_total: int
 
 
-def plan_folds(cfg: TrainConfig, index: pd.DataFrame, *, progress_bars: bool = True) -> _Plan:
-    """Build the tile cache and the folds of a run (no training yet)."""
+def plan_folds(cfg: TrainConfig, index: pd.DataFrame, *, progress_bars: bool = True,
+               device: torch.device | str = "cpu") -> _Plan:
+    """Build the tile cache (preprocessing on ``device``) and the folds of a run (no training
+    yet)."""
     channels = sc.channels_of(index)
     tile_size = cfg.preprocess.tile_size or default_input_size(cfg.model)
     cache = build_tile_cache(index, cfg.preprocess, cfg.cache_dir or cfg.output / "cache",
-                             tile_size=tile_size, progress=progress_bars)
+                             tile_size=tile_size, progress=progress_bars, device=device)
     store = TileStore(cache)
     folds = make_folds(store.table, by=cfg.fold_by, only=cfg.folds)
     classes = sorted(sc.treatments(store.table)[sc.MOA].astype(str).unique())
@@ -303,7 +305,8 @@ def run_folds(cfg: TrainConfig, *, progress_bars: bool = True,
                                                         only=cfg.folds)) as started:
         out, runtime, index, described = (started.folder, started.runtime, started.index,
                                           started.described)
-        plan = plan_folds(cfg, index, progress_bars=progress_bars)
+        plan = plan_folds(cfg, index, progress_bars=progress_bars,
+                          device=runtime.preprocess_device)
         run = TrainingRun(cfg, plan.classes, plan.folds_total, runtime=described,
                           trained=trained_layers(cfg))
         for seed in cfg.seeds:
