@@ -57,6 +57,7 @@ def test_explain_a_run_folder(tiny021: Path, tmp_path: Path) -> None:
     assert list(result.actmax) == ["pretrained", "fine-tuned (fold cytochalasin B)"]
     assert len(result.actmax["pretrained"]) == len(default_layers(create_backbone(
         "tf_efficientnet_lite0", "random", num_classes=2)))
+    assert result.crops, "no Grad-CAM crops: the run's tile cache was not found"
     assert {c.moa for c in result.crops} <= {"Actin disruptors", "Protein synthesis"}
     assert all(c.heat.shape == c.image.shape[:2] for c in result.crops)
     for name in ("actmax.png", "gradcam.png", "explain.json"):
