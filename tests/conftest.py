@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,3 +39,20 @@ def tiny021(tmp_path_factory: pytest.TempPathFactory) -> Path:
                        size=(64, 80), max_concentrations=1, controls_per_plate=2, progress=False)
     write_parquet(index_bbbc021(root / "images", moa_subset=True), root / "index.parquet")
     return root / "index.parquet"
+
+
+@pytest.fixture
+def start_cli() -> Callable[..., subprocess.Popen]:
+    """Starts ``cellmorph ARGS`` as a process that Ctrl-C (SIGINT) interrupts as in a terminal,
+    however the test run itself was started."""
+    def start(*args: str, **popen: object) -> subprocess.Popen:
+        # A suite started as a background job of a non-interactive shell (`.ci/run &`)
+        # inherits SIGINT ignored, and so would the CLI: Python then never raises
+        # KeyboardInterrupt and the run finishes. exec() keeps an ignored signal ignored but
+        # resets a handled one to the default, so SIGINT is handled here while starting it.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            return subprocess.Popen([sys.executable, "-m", "cellmorph.cli", *args], **popen)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    return start

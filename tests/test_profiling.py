@@ -99,10 +99,9 @@ def test_rgb_mode(index_path, synth021_index, tmp_path) -> None:
 
 
 def test_sigint_during_profile_exits_130_and_resumes_identically(imagenet_run, index_path,
-                                                                 tmp_path) -> None:
+                                                                 tmp_path, start_cli) -> None:
     import signal
     import subprocess
-    import sys
     import time
 
     from cellmorph.config import save_config
@@ -110,9 +109,8 @@ def test_sigint_during_profile_exits_130_and_resumes_identically(imagenet_run, i
     cfg = ProfileConfig(index=index_path, output=tmp_path / "run", preprocess=FAST,
                         precision="fp32")  # as imagenet_run, which the resumed run must equal
     save_config(cfg, tmp_path / "c.yaml")
-    proc = subprocess.Popen([sys.executable, "-m", "cellmorph.cli", "profile",
-                             str(tmp_path / "c.yaml")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start_cli("profile", str(tmp_path / "c.yaml"), stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
     plates = tmp_path / "run" / "plates"
     deadline = time.time() + 300
     while time.time() < deadline:

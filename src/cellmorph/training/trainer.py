@@ -68,10 +68,11 @@ class FoldTrainer:
             act = self.trunk_cache[positions.numpy(), k.numpy()]
             return torch.from_numpy(np.ascontiguousarray(act)).to(self.device).float()
         t = dihedral(tiles.to(self.device), k.to(self.device))
-        x = t.float().div_(255.0)
+        # uint8 tiles go straight into the input spec, which folds the /255 into its one
+        # multiply-add; only photometric augmentation needs [0, 1] floats first.
         if not self.augment.dihedral_only:
-            x = photometric(x, self.augment, generator)
-        x = self.spec(x)
+            t = photometric(t.float().div_(255.0), self.augment, generator)
+        x = self.spec(t)
         if self.trunk_frozen:
             with torch.no_grad(), autocast(self.device, self.precision):
                 return self.trunk(x).float()
@@ -175,7 +176,7 @@ def compute_trunk_cache(trunk: nn.Module, store: TileStore, positions: np.ndarra
         tiles = torch.from_numpy(store.take(pos)).to(runtime.device)
         for code in range(N_DIHEDRAL):
             k = torch.full((len(pos),), code, dtype=torch.long, device=runtime.device)
-            x = spec(dihedral(tiles, k).float().div_(255.0))
+            x = spec(dihedral(tiles, k))
             with autocast(runtime.device, runtime.precision):
                 act = trunk(x).float()
             if cache is None:
