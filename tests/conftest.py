@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,3 +57,20 @@ def start_cli() -> Callable[..., subprocess.Popen]:
         finally:
             signal.signal(signal.SIGINT, previous)
     return start
+
+
+@pytest.fixture
+def wait_for_files() -> Callable[..., int]:
+    """Waits until ``count`` files matching ``pattern`` exist under ``folder`` or ``proc`` has
+    ended (the moment to interrupt a run mid-way); returns how many there are."""
+    def wait(proc: subprocess.Popen, folder: Path, pattern: str, count: int, *,
+             timeout: float = 300) -> int:
+        deadline = time.time() + timeout
+        found = 0
+        while time.time() < deadline:
+            found = len(list(folder.glob(pattern))) if folder.exists() else 0
+            if found >= count or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        return found
+    return wait

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,25 +75,21 @@ def test_pretrained_beats_xavier(imagenet_run: CVResult, data: Path) -> None:
     gain = pretrained["treatment_accuracy"]["mean"] - xavier["treatment_accuracy"]["mean"]
     assert gain >= 0.25, (pretrained["treatment_accuracy"], xavier["treatment_accuracy"])
 
-def _train_until_two_folds(start_cli: Callable[..., subprocess.Popen], config: Path,
-                           folds_dir: Path, **popen: object) -> subprocess.Popen:
+def _train_until_two_folds(start_cli: Callable[..., subprocess.Popen],
+                           wait_for_files: Callable[..., int], config: Path, folds_dir: Path,
+                           **popen: object) -> subprocess.Popen:
     """Start ``cellmorph train config`` and return once two folds are finished (or it ended)."""
     proc = start_cli("train", str(config), **popen)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        done = list(folds_dir.glob("*/predictions.parquet")) if folds_dir.exists() else []
-        if len(done) >= 2 or proc.poll() is not None:
-            break
-        time.sleep(0.1)
+    wait_for_files(proc, folds_dir, "*/predictions.parquet", 2)
     return proc
 
 
 def test_killed_run_resumes_to_the_same_predictions(imagenet_run: CVResult, data: Path,
-                                                    start_cli) -> None:
+                                                    start_cli, wait_for_files) -> None:
     cfg = _cfg(data, "killed")
     save_config(cfg, data / "killed.yaml")
     folds_dir = data / "killed" / "seed0" / "folds"
-    proc = _train_until_two_folds(start_cli, data / "killed.yaml", folds_dir,
+    proc = _train_until_two_folds(start_cli, wait_for_files, data / "killed.yaml", folds_dir,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   start_new_session=True)
     os.killpg(proc.pid, signal.SIGKILL)  # a real kill, mid-run
@@ -200,12 +195,13 @@ def test_compare_init_fine_tunes_the_whole_network_in_both_arms(data: Path) -> N
 
 
 def test_sigint_during_train_exits_130_and_resumes_identically(imagenet_run: CVResult,
-                                                               data: Path, start_cli) -> None:
+                                                               data: Path, start_cli,
+                                                               wait_for_files) -> None:
     folds = ["anisomycin", "cytochalasin B", "emetine", "latrunculin B", "taxol"]
     cfg = _cfg(data, "interrupted", folds=folds)
     save_config(cfg, data / "interrupted.yaml")
     folds_dir = data / "interrupted" / "seed0" / "folds"
-    proc = _train_until_two_folds(start_cli, data / "interrupted.yaml", folds_dir,
+    proc = _train_until_two_folds(start_cli, wait_for_files, data / "interrupted.yaml", folds_dir,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     _, err = proc.communicate(timeout=120)

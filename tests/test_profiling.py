@@ -99,10 +99,10 @@ def test_rgb_mode(index_path, synth021_index, tmp_path) -> None:
 
 
 def test_sigint_during_profile_exits_130_and_resumes_identically(imagenet_run, index_path,
-                                                                 tmp_path, start_cli) -> None:
+                                                                 tmp_path, start_cli,
+                                                                 wait_for_files) -> None:
     import signal
     import subprocess
-    import time
 
     from cellmorph.config import save_config
 
@@ -112,12 +112,7 @@ def test_sigint_during_profile_exits_130_and_resumes_identically(imagenet_run, i
     proc = start_cli("profile", str(tmp_path / "c.yaml"), stdout=subprocess.PIPE,
                      stderr=subprocess.PIPE, text=True)
     plates = tmp_path / "run" / "plates"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if (plates.exists() and len(list(plates.glob("*.parquet"))) >= 2) or \
-                proc.poll() is not None:
-            break
-        time.sleep(0.05)
+    wait_for_files(proc, plates, "*.parquet", 2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
