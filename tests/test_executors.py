@@ -41,9 +41,14 @@ def test_folds_on_ray_equal_the_sequential_run(tiny021: Path, tmp_path: Path) ->
         pd.testing.assert_frame_equal(a, b)  # exactly
 
 
-def test_plates_on_a_ray_actor_pool_equal_the_local_path(tiny021: Path, tmp_path: Path) -> None:
+def test_plates_on_a_ray_actor_pool_equal_the_local_path(tiny021: Path, tmp_path: Path,
+                                                         capfd: pytest.CaptureFixture) -> None:
     local = api.profile(index=tiny021, output=tmp_path / "local", **PROFILE)
+    capfd.readouterr()
     on_ray = api.profile(index=tiny021, output=tmp_path / "ray", executor="ray", **PROFILE)
+    # Progress bars are off on purpose: Ray Data (whose loggers write to stderr themselves)
+    # must not warn about it.
+    assert "Progress bars" not in capfd.readouterr().err
     plates = sorted((tmp_path / "local" / "plates").glob("*.parquet"))
     assert len(plates) == local.images["Metadata_Plate"].nunique()
     for path in plates:

@@ -114,6 +114,9 @@ def map_actors(worker: type, jobs: Sequence[dict], *, constructor: dict, threads
     ctx = ray_data.DataContext.get_current()
     ctx.enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # its own progress chatter
+    # ... and its warning that progress bars are off, which they are on purpose (the run's
+    # own log says how far it got).
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     rows = [{**job, "_order": i} for i, job in enumerate(jobs)]
     dataset = ray_data.from_items(rows, override_num_blocks=len(rows)).map_batches(
         worker, batch_size=1, batch_format="pandas",
