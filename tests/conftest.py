@@ -60,17 +60,15 @@ def start_cli() -> Callable[..., subprocess.Popen]:
 
 
 @pytest.fixture
-def wait_for_files() -> Callable[..., int]:
+def wait_for_files() -> Callable[..., None]:
     """Waits until ``count`` files matching ``pattern`` exist under ``folder`` or ``proc`` has
-    ended (the moment to interrupt a run mid-way); returns how many there are."""
+    ended (the moment to interrupt a run mid-way)."""
     def wait(proc: subprocess.Popen, folder: Path, pattern: str, count: int, *,
-             timeout: float = 300) -> int:
+             timeout: float = 300) -> None:
         deadline = time.time() + timeout
-        found = 0
         while time.time() < deadline:
             found = len(list(folder.glob(pattern))) if folder.exists() else 0
             if found >= count or proc.poll() is not None:
-                break
+                return
             time.sleep(0.05)
-        return found
     return wait

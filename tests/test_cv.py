@@ -76,7 +76,7 @@ def test_pretrained_beats_xavier(imagenet_run: CVResult, data: Path) -> None:
     assert gain >= 0.25, (pretrained["treatment_accuracy"], xavier["treatment_accuracy"])
 
 def _train_until_two_folds(start_cli: Callable[..., subprocess.Popen],
-                           wait_for_files: Callable[..., int], config: Path, folds_dir: Path,
+                           wait_for_files: Callable[..., None], config: Path, folds_dir: Path,
                            **popen: object) -> subprocess.Popen:
     """Start ``cellmorph train config`` and return once two folds are finished (or it ended)."""
     proc = start_cli("train", str(config), **popen)
