@@ -78,3 +78,81 @@ def test_readme_python_section_runs_as_written(tmp_path, monkeypatch) -> None:
     assert 0 <= result.nn_result("nsc", "cosine").accuracy <= 1
     assert (tmp_path / "runs" / "profile" / "evaluation" / "metrics.json").is_file()
     assert os.path.isdir(tmp_path / "data")
+
+
+def test_the_package_names_stay_callable_in_a_fresh_interpreter() -> None:
+    """README tour: `cellmorph.report` and `cellmorph.explain` were subpackages that shadowed
+    the functions once any entry point had imported the API."""
+    import subprocess
+    import sys
+
+    code = ("import cellmorph; cellmorph.read_index; "
+            "print(callable(cellmorph.report), callable(cellmorph.explain))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "True True"
+
+
+def test_every_entry_point_runs_through_the_package(tiny_index, tmp_path) -> None:
+    """Each name of ``cellmorph.__all__`` called through the package, after the others."""
+    from cellmorph.synth.bbbc014 import synthesize_bbbc014 as _  # noqa: F401 (import order)
+
+    small = {"grid": [1, 1], "tile_size": 32, "drop_empty": False, "illumination": False}
+    tiny_root = tmp_path / "tiny"
+    calls = {
+        "read_index": lambda: cellmorph.read_index(tiny_index),
+        "synthesize_bbbc021": lambda: cellmorph.synthesize_bbbc021(
+            tiny_root, moas=["Actin disruptors", "Protein synthesis"], size=(64, 80),
+            max_concentrations=1, controls_per_plate=2, progress=False),
+        "index_bbbc021": lambda: cellmorph.index_bbbc021(tiny_root, moa_subset=True),
+        "synthesize_bbbc014": lambda: cellmorph.synthesize_bbbc014(tmp_path / "b014",
+                                                                   size=(64, 80)),
+        "index_bbbc014": lambda: cellmorph.index_bbbc014(tmp_path / "b014"),
+        "index_platemap": lambda: cellmorph.index_platemap(_platemap(tiny_index, tmp_path)),
+        "index_loaddata": lambda: cellmorph.index_loaddata(_loaddata(tiny_index, tmp_path)),
+        "profile": lambda: cellmorph.profile(index=tiny_index, output=tmp_path / "p",
+                                             preprocess=small, progress=False),
+        "read_profiles": lambda: cellmorph.read_profiles(tmp_path / "p"),
+        "evaluate": lambda: cellmorph.evaluate("ljosa2013", map=False, conformal=False),
+        "write_h5ad": lambda: cellmorph.write_h5ad(cellmorph.read_profiles("ljosa2013"),
+                                                   tmp_path / "l.h5ad"),
+        "train": lambda: cellmorph.train(
+            index=tiny_index, output=tmp_path / "t", model="tf_efficientnet_lite0",
+            preset="fast", epochs=1, folds=["emetine"], preprocess=small, progress=False),
+        "compare_init": lambda: cellmorph.compare_init(
+            {"index": str(tmp_path / "t" / "index.parquet"), "output": str(tmp_path / "c"),
+             "model": "tf_efficientnet_lite0", "preset": "fast", "epochs": 1,
+             "folds": ["emetine"], "preprocess": small}, progress=False),
+        "translocation": lambda: cellmorph.translocation(
+            cellmorph.index_bbbc014(tmp_path / "b014"), progress=False),
+        "explain": lambda: cellmorph.explain(tmp_path / "t", steps=2, size=32, filters=1,
+                                             crops_per_moa=1, progress=False),
+        "report": lambda: cellmorph.report(tmp_path / "t"),
+    }
+    entry_points = [n for n in cellmorph.__all__ if n not in ("CellmorphError", "__version__")]
+    assert sorted(calls) == sorted(entry_points)
+    for name, call in calls.items():
+        assert callable(getattr(cellmorph, name)), name
+        assert call() is not None, name
+
+
+def _platemap(index: pd.DataFrame, tmp_path: Path) -> Path:
+    rows = index.rename(columns={sc.PLATE: "plate", sc.WELL: "well", sc.SITE: "site",
+                                 sc.COMPOUND: "compound", sc.CONCENTRATION: "concentration",
+                                 sc.MOA: "label", "Path_DAPI": "path_DAPI"})
+    path = tmp_path / "platemap.csv"
+    rows[["plate", "well", "site", "compound", "concentration", "label",
+          "path_DAPI"]].to_csv(path, index=False)
+    return path
+
+
+def _loaddata(index: pd.DataFrame, tmp_path: Path) -> Path:
+    paths = index["Path_DAPI"].map(Path)
+    table = pd.DataFrame({sc.PLATE: index[sc.PLATE], sc.WELL: index[sc.WELL],
+                          "FileName_DAPI": paths.map(lambda p: p.name),
+                          "PathName_DAPI": paths.map(lambda p: str(p.parent)),
+                          sc.COMPOUND: index[sc.COMPOUND],
+                          sc.CONCENTRATION: index[sc.CONCENTRATION]})
+    path = tmp_path / "load_data.csv"
+    table.to_csv(path, index=False)
+    return path

@@ -75,3 +75,20 @@ def test_xavier_differs_from_default_init() -> None:
     bound = np.sqrt(6 / (wb[0].numel() + wb.shape[0] * wb[0, 0].numel()))
     assert not torch.allclose(wa, wb)
     assert wb.abs().max().item() <= bound + 1e-6
+
+
+def test_unreachable_hub_fails_in_seconds_and_names_the_ways(monkeypatch, tmp_path) -> None:
+    """Offline, hub weights that are not cached fail within seconds (not after a minute of
+    retries), naming HF_HUB_OFFLINE and the other ways to supply weights; nothing touches
+    the network (the hub address is a closed local port)."""
+    import time
+
+    from cellmorph.backbones import check_weights, registry
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(registry, "HUB_HOST", ("127.0.0.1", 1))
+    start = time.monotonic()
+    with pytest.raises(CellmorphError, match="cannot be reached.*HF_HUB_OFFLINE=1.*--weights FILE"):
+        check_weights("resnet50", "imagenet")
+    assert time.monotonic() - start < 10

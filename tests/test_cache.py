@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -114,3 +115,56 @@ def test_ordered_map_keeps_order_and_bounds_what_is_in_flight() -> None:
     assert next(results) == 0
     assert len(started) <= 2 * 3 + 1  # not every item submitted at once
     assert [0, *results] == [i * i for i in range(50)]
+
+
+def _copied_plate(index, tmp_path: Path):
+    """One plate of the tiny set, its images copied (to be changed by a test)."""
+    import shutil
+
+    plate = index[index[sc.PLATE] == sorted(index[sc.PLATE].unique())[0]].copy()
+    for column in [sc.path_column(c) for c in sc.channels_of(plate)]:
+        copies = []
+        for path in plate[column]:
+            copies.append(str(tmp_path / Path(path).name))
+            shutil.copy(path, copies[-1])
+        plate[column] = copies
+    return plate.reset_index(drop=True)
+
+
+def test_a_constant_field_is_left_out_not_mixed_into_the_plate(index, tmp_path: Path,
+                                                               caplog) -> None:
+    import tifffile
+
+    plate = _copied_plate(index, tmp_path)
+    channels = sc.channels_of(plate)
+    cfg = PreprocessConfig(grid=(1, 1), drop_empty=False)
+    clean, clean_table, _ = preprocess_plate(plate, channels, cfg, 32)
+    blank = plate.iloc[0][sc.path_column(channels[1])]
+    tifffile.imwrite(blank, np.zeros_like(tifffile.imread(blank)))
+    extra = plate.iloc[[0]].assign(**{sc.WELL: "P24"})  # the blank field, and a copy of it
+    tiles, table, _ = preprocess_plate(pd.concat([plate, extra], ignore_index=True), channels,
+                                       cfg, 32)
+    assert "2 field(s) have a stain that is one value everywhere" in caplog.text
+    assert not table[cache_module.KEEP].iloc[[0, -1]].any()
+    assert table[cache_module.KEEP].iloc[1:-1].all()
+    # Every other field is preprocessed as it was without the blank one there, except that
+    # the plate's statistics now come from one field less.
+    others = slice(1, len(plate))
+    with_blank_left_out, *_ = preprocess_plate(plate.iloc[1:], channels, cfg, 32)
+    np.testing.assert_array_equal(tiles[others], with_blank_left_out)
+    assert not np.array_equal(clean[others], with_blank_left_out) or len(plate) == 1
+    assert clean_table[cache_module.KEEP].all()
+
+
+def test_a_field_of_another_size_is_blamed_not_the_first_one_read(index, tmp_path: Path) -> None:
+    import tifffile
+
+    from cellmorph.cache import cache_plate
+    from cellmorph.errors import CellmorphError
+
+    plate = _copied_plate(index, tmp_path)
+    odd = plate.iloc[0][sc.path_column("DAPI")]  # the first field: read first
+    tifffile.imwrite(odd, np.zeros((40, 40), np.uint16) + 7)
+    with pytest.raises(CellmorphError, match=rf"1 of \d+ images differ.*{Path(odd).name} "
+                                             r"\(40x40 uint16\)"):
+        cache_plate(tmp_path, plate, sc.channels_of(plate), CFG, 32)

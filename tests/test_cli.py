@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import tifffile
 
 from cellmorph import schema as sc
-from cellmorph.atomic import write_parquet
+from cellmorph.atomic import write_csv, write_parquet
 from cellmorph.cli import main
 from cellmorph.errors import CellmorphError
 
@@ -193,7 +194,31 @@ BAD_INPUTS = [
      ["index", "platemap", "{input}"], "are both the stain"),
     ("-o is the input",
      lambda t: _screen(t),
-     ["index", "platemap", "{input}", "-o", "{input}"], "is the input file"),
+     ["index", "platemap", "{input}", "-o", "{input}"], "is an input of this command"),
+    ("-o onto a FIFO",
+     lambda t: (_screen(t), os.mkfifo(t / "fifo"))[0],
+     ["index", "platemap", "{input}", "-o", "{tmp}/fifo"], "not a regular file"),
+    ("-o under /proc",
+     lambda t: _screen(t),
+     ["index", "platemap", "{input}", "-o", "/proc/cellmorph-nonexistent/i.parquet"],
+     "/proc/cellmorph-nonexistent"),
+    ("report -o is its own input table",
+     lambda t: _predictions(t),
+     ["report", "{input}", "-o", "{input}"], "give a file name ending in .html"),
+    ("report -o a run's predictions table",
+     lambda t: _predictions(t),
+     ["report", "{tmp}", "-o", "{input}"], "give a file name ending in .html"),
+    ("a Ray address where nothing answers",
+     lambda t: _indexed(t),
+     ["profile", "--index", "{input}", "-o", "{tmp}/run", "--executor", "ray",
+      "--ray-address", "127.0.0.1:1"], "nothing answered at ray_address 127.0.0.1:1"),
+    ("a ray:// address without Ray's client",
+     lambda t: _indexed(t),
+     ["profile", "--index", "{input}", "-o", "{tmp}/run", "--executor", "ray",
+      "--ray-address", "ray://127.0.0.1:10001"], "pip install 'ray[client]'"),
+    ("a boolean for a number",
+     lambda t: _write(t / "c.yaml", "index: i.parquet\noutput: o\nepochs: true\n"),
+     ["train", "{input}"], "epochs: a number is needed, not true"),
     ("-o is a folder",
      lambda t: _screen(t),
      ["index", "platemap", "{input}", "-o", "{tmp}"], "is a folder"),
@@ -238,10 +263,30 @@ BAD_INPUTS = [
     ("bad BBBC014 pattern",
      lambda t: t,
      ["index", "bbbc014", "{input}", "--pattern", "(["], "invalid pattern"),
+    ("synth: an unknown MoA (no folder is made)",
+     lambda t: t,
+     ["synth", "bbbc021", "{tmp}/run", "--moa", "Nope"], "unknown MoA(s) ['Nope']"),
+    ("synth: a field too large to draw",
+     lambda t: t,
+     ["synth", "bbbc021", "{tmp}/run", "--size", "200000x200000"], "at most 16,777,216 pixels"),
+    ("a well of two treatments",
+     lambda t: _screen(t, well=["B01", "B02", "B03", "B03", "B05", "B06"],
+                       site=[1, 1, 1, 2, 1, 1]),
+     ["index", "platemap", "{input}"], "well B03 holds 2 treatments (a1@1, a2@1; line 4, line 5)"),
+    ("a field listed twice",
+     lambda t: _screen(t, well=["B01", "B02", "B03", "B03", "B05", "B06"]),
+     ["index", "platemap", "{input}"], "line 4 and line 5 are both plate P1, well B03, site 1"),
     ("sites out of range",
      lambda t: t,
      ["synth", "bbbc021", "{tmp}/s", "--sites", "9"], "Invalid value for '--sites'"),
 ]
+
+
+def _predictions(tmp_path: Path) -> Path:
+    """A bare per-treatment prediction table, as a run writes it."""
+    table = pd.DataFrame({sc.TREATMENT: ["a@1", "b@1"], sc.MOA: ["m1", "m2"],
+                          "Prob_m1": [0.9, 0.2], "Prob_m2": [0.1, 0.8]})
+    return write_csv(table, tmp_path / "predictions_treatment.csv")
 
 
 def _write(path: Path, text: str) -> Path:
@@ -270,7 +315,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path, capsys, name, make,
     assert "Traceback" not in err
     if err.startswith("error:"):
         assert len(err.strip().splitlines()) == 1, err
-    assert not (tmp_path / "run" / "cache").exists()  # nothing was preprocessed
+    assert not (tmp_path / "run").exists()  # nothing was created, let alone preprocessed
 
 
 def test_no_cuda_is_refused_before_preprocessing(tmp_path: Path, capsys) -> None:
@@ -335,3 +380,37 @@ def test_evaluate_edges_write_nothing(tmp_path: Path) -> None:
     result = evaluate(two.assign(f3=np.nan), map=False)
     assert result.notes["missing_features_dropped"] == 1
     assert result.n_wells == 4
+
+
+def test_special_files_are_never_replaced(tmp_path: Path, capsys) -> None:
+    """BAD case: -o onto a FIFO (or, as root, a device) replaced it with a regular file."""
+    import stat
+
+    source = _screen(tmp_path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    targets = [fifo] + [Path("/dev/full")] * (os.geteuid() == 0)
+    for target in targets:
+        before = os.stat(target, follow_symlinks=False)
+        assert _call(capsys, "index", "platemap", str(source), "-o", str(target)).returncode == 2
+        after = os.stat(target, follow_symlinks=False)
+        assert stat.S_IFMT(after.st_mode) == stat.S_IFMT(before.st_mode)
+        assert after.st_ino == before.st_ino
+    # A symbolic link is written through: the file it points to changes, the link stays.
+    real = tmp_path / "real.parquet"
+    real.write_bytes(b"old")
+    link = tmp_path / "link.parquet"
+    link.symlink_to(real)
+    assert _call(capsys, "index", "platemap", str(source), "-o", str(link)).returncode == 0
+    assert link.is_symlink() and pd.read_parquet(real).shape[0] == 6
+
+
+def test_report_never_overwrites_its_input(tmp_path: Path, capsys) -> None:
+    """BAD case: `cellmorph report preds.csv -o preds.csv` overwrote the table with HTML."""
+    table = _predictions(tmp_path)
+    before = table.read_bytes()
+    for out in (table, tmp_path / "other.csv"):
+        assert _call(capsys, "report", str(table), "-o", str(out)).returncode == 2
+    assert table.read_bytes() == before
+    assert _call(capsys, "report", str(table)).returncode == 0
+    assert (tmp_path / "predictions_treatment.report.html").is_file()

@@ -18,6 +18,7 @@ from cellmorph.cli import main
 from cellmorph.datasets.bbbc021 import index_bbbc021
 from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.conformal import (
+    calibration_note,
     conformal_from_probabilities,
     conformal_from_profiles,
     mondrian_pvalues,
@@ -123,5 +124,31 @@ def test_report_of_a_bare_treatment_table(loco_two_seeds, tmp_path, capsys) -> N
     assert main(["report", str(table)]) == 0
     html = (tmp_path / "predictions_treatment.report.html").read_text()
     for text in ('id="accuracy"', 'data-figure="confusion"', 'id="conformal"',
-                 "Mondrian (class-conditional) conformal", "coverage"):
+                 "Mondrian (class-conditional) conformal", "coverage",
+                 "A bare prediction table"):
         assert text in html, text
+    assert "index could not be read" not in html
+
+
+def test_a_confidence_too_few_calibration_treatments_support_is_said() -> None:
+    """12 compounds of 3 MoAs: each class calibrates on 6-8 treatments, enough for 80 % (4)
+    but not for 90 % (9) or 95 % (19), where a coverage near 100 % says nothing."""
+    result = conformal_from_probabilities(_table())
+    assert result.calibration_sizes == {"m0": 6, "m1": 6, "m2": 6}
+    levels = {level["confidence"]: level for level in result.summary()["levels"]}
+    assert levels[0.8]["too_few_calibration"] == []
+    assert levels[0.9]["too_few_calibration"] == ["m0", "m1", "m2"]
+    assert levels[0.9]["calibration_needed"] == 9 and levels[0.95]["calibration_needed"] == 19
+    assert calibration_note(levels[0.8]) == ""
+    assert "under 9, to rule out 3 MoA(s)" in calibration_note(levels[0.9])
+
+
+def test_probabilities_that_are_not_are_refused_or_warned(tmp_path, capsys) -> None:
+    table = _table()
+    bad = table.assign(Prob_m0=-table["Prob_m0"])
+    bad.to_csv(tmp_path / "negative.csv", index=False)
+    assert main(["report", str(tmp_path / "negative.csv")]) == 2
+    assert "row 1: Prob_m0 is" in capsys.readouterr().err
+    table.assign(Prob_m0=table["Prob_m0"] * 0.5).to_csv(tmp_path / "scores.csv", index=False)
+    assert main(["report", str(tmp_path / "scores.csv")]) == 0
+    assert "rows' probabilities do not sum to 1" in capsys.readouterr().err

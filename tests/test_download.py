@@ -168,3 +168,14 @@ def test_download_bbbc014(server, tmp_path: Path) -> None:
     assert len(list(folder.glob("Channel *.tif"))) == 4
     assert not (tmp_path / "root" / "BBBC014_v1_images.zip").exists()
     assert (tmp_path / "root" / "BBBC014_v1_platemap_all.txt").is_file()
+
+
+def test_a_failed_first_download_leaves_no_folder_and_claims_no_partial_file(
+        tmp_path: Path) -> None:
+    from cellmorph.download import download_bbbc014
+
+    root = tmp_path / "new"
+    with pytest.raises(CellmorphError) as info:
+        download_bbbc014(root, base_url="http://127.0.0.1:1/", progress=False)
+    assert "partial file" not in str(info.value)  # nothing was downloaded
+    assert not root.exists()

@@ -11,8 +11,8 @@ import torch
 
 from cellmorph import api
 from cellmorph.backbones import create_backbone, data_config
-from cellmorph.explain.actmax import active_channels, default_layers, maximise
-from cellmorph.explain.gradcam import grad_cam
+from cellmorph.interpret.actmax import active_channels, default_layers, maximise
+from cellmorph.interpret.gradcam import grad_cam
 
 
 @pytest.fixture(scope="module", params=["resnet50", "tf_efficientnet_lite0"])

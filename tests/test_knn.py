@@ -70,3 +70,14 @@ def test_single_compound_moa_is_left_out_and_listed(ljosa_treatments: pd.DataFra
     assert res.dropped_moas == ["Cholesterol-lowering"]
     assert "Cholesterol-lowering" not in set(res.predictions[sc.MOA])
     assert "Cholesterol-lowering" not in set(res.predictions["predicted"])
+
+
+def test_one_scorable_moa_is_refused_not_reported_as_100_percent(
+        ljosa_treatments: pd.DataFrame) -> None:
+    """BAD case: after the single-compound MoAs were dropped one MoA was left, and 1-NN among
+    one MoA (never wrong) was reported as 100 %."""
+    keep = ljosa_treatments[sc.MOA].isin(["Actin disruptors", "Cholesterol-lowering"])
+    sub = ljosa_treatments[keep & (ljosa_treatments[sc.COMPOUND] != "simvastatin")]
+    assert sub.groupby(sc.MOA)[sc.COMPOUND].nunique().min() == 1  # one MoA is unmatchable
+    with pytest.raises(CellmorphError, match=r"only one MoA \(Actin disruptors\).*always right"):
+        nn_accuracy(sub, holdout="nsc")

@@ -37,13 +37,29 @@ def _screen(tmp_path, label_gap=False):
 
 def test_platemap_with_four_stains(tmp_path) -> None:
     df = index_platemap(_screen(tmp_path))
-    assert sc.channels_of(df) == [s.lower() for s in STAINS]
+    assert sc.channels_of(df) == list(STAINS)  # the user's spelling (conA stays conA)
     assert len(df) == 8
     roles = df.groupby(sc.COMPOUND)[sc.ROLE].first().to_dict()
     assert roles == {"DMSO": sc.ROLE_CONTROL, "cpdA": sc.ROLE_TREATMENT,
                      "cpdB": sc.ROLE_UNLABELLED}
     assert df[sc.WELL].iloc[0] == "C01"
     assert all((tmp_path / "img").as_posix() in p for p in df["Path_hoechst"])
+    assert "Path_conA" in df.columns
+
+
+def test_controls_only_and_warnings_of_slips(tmp_path, caplog) -> None:
+    path = _screen(tmp_path)
+    table = pd.read_csv(path)
+    table[table["Compound"] == "DMSO"].to_csv(path, index=False)
+    controls = index_platemap(path)  # a map of controls only is a valid screen to profile
+    assert set(controls[sc.ROLE]) == {sc.ROLE_CONTROL}
+    table.loc[table["Well"] == "C4", "Label"] = "other"  # cpdA: two MoA labels
+    table.loc[1, "path_mito"] = table.loc[0, "path_mito"]  # one file for two fields
+    table.to_csv(path, index=False)
+    index_platemap(path)
+    assert "compound 'cpdA' has 2 MoA labels (other, tox)" in caplog.text
+    assert "2 fields share image files in Path_mito (first: w0_s1_mito.tif at line 2, line 3)" \
+        in caplog.text
 
 
 def test_platemap_errors(tmp_path) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from cellmorph import api
 from cellmorph.errors import CellmorphError
-from cellmorph.report.plots import plot_bars
+from cellmorph.reporting.plots import plot_bars
 
 SMALL = {"grid": [1, 1], "tile_size": 48, "illumination": False, "drop_empty": False}
 SECTIONS = ("overview", "data", "accuracy", "treatments", "conformal", "profiling", "map",
@@ -69,7 +69,7 @@ def test_report_errors(tmp_path: Path) -> None:
 
 def test_plots_say_synthetic_on_their_face(tmp_path: Path, monkeypatch) -> None:
     seen = []
-    from cellmorph.report import plots
+    from cellmorph.reporting import plots
 
     monkeypatch.setattr(plots, "stamp_synthetic", lambda fig: seen.append(fig))
     plot_bars({"a": 0.5}, "t", "y", tmp_path / "a.png", synthetic=True)

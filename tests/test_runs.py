@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -73,11 +75,122 @@ def test_changed_weights_or_epochs_refuse_a_training_folder(tiny021: Path,
     assert result.summary["folds_done"] == 2
 
 
-def test_unrecorded_results_are_refused(tiny021: Path, tmp_path: Path) -> None:
-    (tmp_path / "old" / "plates").mkdir(parents=True)
-    (tmp_path / "old" / "profiles_well.parquet").write_bytes(b"made by an older version")
-    with pytest.raises(CellmorphError, match="not recorded.*--overwrite"):
-        _profile(tiny021, tmp_path / "old")
+def test_overwrite_never_deletes_a_folder_that_was_not_a_run(tiny021: Path,
+                                                              tmp_path: Path) -> None:
+    """BAD case: --overwrite on a folder of the user's own (plates/, figures/, config.yaml
+    and no run.json) deleted plates/ and figures/ and replaced config.yaml."""
+    mine = tmp_path / "mine"
+    for name in ("plates/plate1.csv", "figures/fig.png", "config.yaml", "profiles_well.parquet"):
+        (mine / name).parent.mkdir(parents=True, exist_ok=True)
+        (mine / name).write_text(f"the user's own {name}")
+    before = {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()}
+    for overwrite in (False, True):
+        with pytest.raises(CellmorphError, match="no cellmorph run record.*only files it wrote"):
+            _profile(tiny021, mine, overwrite=overwrite)
+    assert {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} == before
+
+
+def test_overwrite_deletes_only_what_the_run_recorded(tiny021: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _profile(tiny021, run)
+    manifest = json.loads((run / RUN_RECORD).read_text())["manifest"]
+    assert "plates" in manifest["results"] and "config.yaml" in manifest["kept"]
+    (run / "notes.txt").write_text("the user's notes")
+    (run / "plates" / "README").write_text("the user's, in a folder cellmorph made")
+    _profile(tiny021, run, model="resnet18", weights="random", overwrite=True)
+    assert (run / "notes.txt").read_text() == "the user's notes"
+    assert not (run / "plates" / "README").exists()  # plates/ was recorded as cellmorph's
+
+
+def test_a_changed_image_redoes_its_plate(tiny021: Path, tmp_path: Path) -> None:
+    """BAD case: an image overwritten with other pixels (same name and size, new mtime) and
+    the same command rerun reused the plate's old profiles."""
+    import shutil
+
+    import tifffile
+
+    from cellmorph.datasets.bbbc021 import index_bbbc021
+
+    images = tmp_path / "images"
+    shutil.copytree(tiny021.parent / "images", images)
+    index = index_bbbc021(images, moa_subset=True)
+    first = _profile(index, tmp_path / "run")
+    plates = sorted(index["Metadata_Plate"].unique())
+    changed = index[index["Metadata_Plate"] == plates[0]].iloc[0]["Path_DAPI"]
+    other = tmp_path / "run" / "plates" / f"{plates[1]}.parquet"
+    other_stamp = other.stat().st_mtime_ns
+    pixels = tifffile.imread(changed)
+    time.sleep(0.01)
+    tifffile.imwrite(changed, pixels[::-1].copy())  # other pixels, same size
+    second = _profile(index, tmp_path / "run")
+    assert other.stat().st_mtime_ns == other_stamp  # the unchanged plate is kept
+    features = [c for c in first.images.columns if c.startswith("Feature_")]
+    key = first.images["Metadata_Plate"] == plates[0]
+    assert not np.allclose(first.images.loc[key, features].to_numpy(),
+                           second.images.loc[key, features].to_numpy())
+    fresh = _profile(index, tmp_path / "fresh")
+    pd.testing.assert_frame_equal(second.wells, fresh.wells)
+
+
+def test_a_changed_image_refuses_a_training_folder(tiny021: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from cellmorph.datasets.bbbc021 import index_bbbc021
+
+    images = tmp_path / "images"
+    shutil.copytree(tiny021.parent / "images", images)
+    index = index_bbbc021(images, moa_subset=True)
+    kw = dict(index=index, output=tmp_path / "t", model="tf_efficientnet_lite0", preset="fast",
+              epochs=1, folds=["emetine"], progress=False,
+              preprocess={"grid": [1, 1], "tile_size": 32, "illumination": False})
+    api.train(**kw)
+    path = Path(index.iloc[0]["Path_Actin"])
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    with pytest.raises(CellmorphError, match=r"the images of plate \S+ changed.*--overwrite"):
+        api.train(**kw)
+
+
+def test_a_failed_run_does_not_claim_its_folder(tiny021: Path, tmp_path: Path) -> None:
+    for bad in ({"model": "no_such_model"}, {"weights": str(tmp_path / "missing.pth")},
+                {"device": "cuda:7"}, {"executor": "ray", "ray_address": "127.0.0.1:1"}):
+        with pytest.raises(CellmorphError):
+            _profile(tiny021, tmp_path / "new", **bad)
+        assert not (tmp_path / "new").exists(), bad
+    # A run that failed after taking its folder, before any result: the retry with other
+    # settings is not refused.
+    bad_weights = tmp_path / "bad.safetensors"
+    bad_weights.write_bytes(b"not weights")
+    with pytest.raises(CellmorphError, match="cannot be loaded as weights"):
+        _profile(tiny021, tmp_path / "new", weights=str(bad_weights))
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / RUN_RECORD).write_text(json.dumps(
+        {"format": 2, "kind": "profile", "fingerprint": {"settings": {"model": "x"}},
+         "manifest": {"results": ["plates"], "kept": ["config.yaml"]}}))
+    _profile(tiny021, tmp_path / "new")
+    assert (tmp_path / "new" / "profiles_well.parquet").is_file()
+
+
+def test_the_fingerprint_is_of_what_the_run_resolves_to(tiny021: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from cellmorph.config import TrainConfig
+    from cellmorph.runs import fingerprint
+
+    runtime = {"device": "cpu", "precision": "fp32"}
+    relative = TrainConfig(index="index.parquet", output="o", model="resnet18", preset="fast")
+    absolute = TrainConfig(index=str(tmp_path / "index.parquet"), output="o",
+                           model="resnet18", preset="fast", batch_size=32, epochs=5)
+    assert fingerprint(relative, "train", runtime, "d") == fingerprint(absolute, "train",
+                                                                        runtime, "d")
+    other = absolute.model_copy(update={"batch_size": 16})
+    assert fingerprint(other, "train", runtime, "d") != fingerprint(absolute, "train",
+                                                                     runtime, "d")
+    # The same index by another path, from another folder, resumes.
+    _profile(tiny021, tmp_path / "run")
+    stamp = (tmp_path / "run" / "plates").stat().st_mtime_ns
+    monkeypatch.chdir(tiny021.parent)
+    _profile(Path("index.parquet"), tmp_path / "run")
+    assert (tmp_path / "run" / "plates").stat().st_mtime_ns == stamp
 
 
 def _hold_lock(folder: str, ready, release) -> None:
@@ -103,10 +216,19 @@ def test_a_second_concurrent_run_is_refused_and_a_killed_one_does_not_block(
     assert (folder / "profiles_well.parquet").is_file()
 
 
-def test_leftover_part_files_are_removed(tiny021: Path, tmp_path: Path) -> None:
-    _profile(tiny021, tmp_path / "run")
-    part = tmp_path / "run" / "plates" / ".Week1_22123.parquet.abc.part"
-    part.write_bytes(b"half a file")
+def test_only_this_programs_leftovers_are_removed(tiny021: Path, tmp_path: Path) -> None:
+    """BAD case: any *.part file anywhere below the output folder (a user's download) was
+    deleted by every profile run."""
+    run = tmp_path / "run"
+    _profile(tiny021, run)
+    ours = run / "plates" / ".Week1_22123.parquet.abc123.cellmorph.part"
+    ours.write_bytes(b"half a file")
+    users = [run / "downloads" / "BBBC021_v1_images_Week1_22123.zip.part",
+             run / "plates" / "notes.part", run / ".x.cellmorph.part.keep"]
+    for path in users:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"the user's")
     time.sleep(0.01)
-    _profile(tiny021, tmp_path / "run")
-    assert not part.exists()
+    _profile(tiny021, run)
+    assert not ours.exists()
+    assert all(p.read_bytes() == b"the user's" for p in users)

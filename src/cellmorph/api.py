@@ -21,7 +21,6 @@ import pandas as pd
 from pydantic import BaseModel
 
 from cellmorph import schema as sc
-from cellmorph.atomic import ensure_writable_dir, folder_lock, write_parquet
 from cellmorph.config import (
     EvaluateConfig,
     ProfileConfig,
@@ -38,7 +37,7 @@ from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.cv import CVResult, summarise_cv
 from cellmorph.evaluation.pipeline import EvaluationResult, evaluate_profiles
 from cellmorph.evaluation.translocation import TranslocationResult, score_readout
-from cellmorph.explain.run import ExplainResult, explain_run
+from cellmorph.interpret.run import ExplainResult, explain_run
 from cellmorph.profiling.cellprofiler import read_profiles
 from cellmorph.profiling.pipeline import ProfileResult, profile_screen
 from cellmorph.profiling.translocation import (
@@ -46,9 +45,9 @@ from cellmorph.profiling.translocation import (
     aggregate_fields,
     translocation_fields,
 )
-from cellmorph.report.anndata import write_h5ad
-from cellmorph.report.html import write_report
-from cellmorph.report.writers import (
+from cellmorph.reporting.anndata import write_h5ad
+from cellmorph.reporting.html import write_report
+from cellmorph.reporting.writers import (
     write_comparison,
     write_cv,
     write_evaluation,
@@ -59,7 +58,7 @@ from cellmorph.report.writers import (
 )
 from cellmorph.synth.bbbc014 import synthesize_bbbc014
 from cellmorph.synth.bbbc021 import synthesize_bbbc021
-from cellmorph.training.cv import run_folds
+from cellmorph.training.cv import TrainingRun, run_folds
 
 __all__ = ["compare_init", "evaluate", "explain", "index_bbbc014", "index_bbbc021",
            "index_loaddata", "index_platemap", "profile", "read_index", "read_profiles",
@@ -88,16 +87,17 @@ def make_config(kind: type[M], config: str | Path | dict | M | None = None, /,
                         else "settings")
 
 
-def _index_setting(index: str | Path | pd.DataFrame | None,
-                   output: str | Path | None) -> str | Path | None:
-    """A DataFrame index is saved in the run folder, so the run's config can name it."""
-    if not isinstance(index, pd.DataFrame):
-        return index
-    if output is None:
-        raise CellmorphError("give output= with an index DataFrame (it is saved in the run "
-                             "folder)")
-    read_index(index)
-    return write_parquet(index, ensure_writable_dir(Path(output)) / "index.parquet")
+def _run_config(kind: type[M], config: Any, index: str | Path | pd.DataFrame | None,
+                output: str | Path | None, settings: dict) -> tuple[M, pd.DataFrame | None]:
+    """A run's config, and the index when it is given as a table: the run saves it in its
+    folder as ``index.parquet`` (once the folder is taken), so the run's config can name it."""
+    table = index if isinstance(index, pd.DataFrame) else None
+    if table is not None:
+        if output is None:
+            raise CellmorphError("give output= with an index DataFrame (it is saved in the run "
+                                 "folder)")
+        index = Path(output) / "index.parquet"
+    return make_config(kind, config, index=index, output=output, **settings), table
 
 
 def profile(config: str | Path | dict | ProfileConfig | None = None, *,
@@ -135,15 +135,16 @@ def profile(config: str | Path | dict | ProfileConfig | None = None, *,
     >>> len(result.wells) == index[["Metadata_Plate", "Metadata_Well"]].drop_duplicates().shape[0]
     True
     """
-    cfg = make_config(ProfileConfig, config, index=_index_setting(index, output),
-                      output=output, **settings)
-    with folder_lock(ensure_writable_dir(cfg.output)):  # the run and its files, together
-        result = profile_screen(cfg, progress_bars=progress, overwrite=overwrite)
+    cfg, table = _run_config(ProfileConfig, config, index, output, settings)
+
+    def finish(result: ProfileResult) -> None:  # while the run still holds its folder
         if write:
             write_profiles(result, cfg.output)
         if h5ad:
             write_h5ad_profiles(result, cfg.output)
-    return result
+
+    return profile_screen(cfg, progress_bars=progress, overwrite=overwrite, index_table=table,
+                          finish=finish)
 
 
 def evaluate(profiles: str | Path | pd.DataFrame | ProfileResult,
@@ -218,13 +219,16 @@ def train(config: str | Path | dict | TrainConfig | None = None, *,
     >>> result.seeds[0].folds
     ['cytochalasin B', 'emetine']
     """
-    cfg = make_config(TrainConfig, config, index=_index_setting(index, output), output=output,
-                      **settings)
-    with folder_lock(ensure_writable_dir(cfg.output)):  # the run and its files, together
-        result = summarise_cv(run_folds(cfg, progress_bars=progress, overwrite=overwrite))
+    cfg, table = _run_config(TrainConfig, config, index, output, settings)
+    results: list[CVResult] = []
+
+    def finish(run: TrainingRun) -> None:  # while the run still holds its folder
+        results.append(summarise_cv(run))
         if write:
-            write_cv(result, cfg.output)
-    return result
+            write_cv(results[0], cfg.output)
+
+    run_folds(cfg, progress_bars=progress, overwrite=overwrite, index_table=table, finish=finish)
+    return results[0]
 
 
 def compare_init(config: str | Path | dict | TrainConfig, *, output: str | Path | None = None,

@@ -27,6 +27,9 @@ _LOCKS: dict[Path, FileLock] = {}
 def ensure_writable_dir(path: Path) -> Path:
     """Create ``path`` (and parents) or raise a clear error if it cannot be written to."""
     path = Path(path)
+    if (path.exists() or path.is_symlink()) and not path.is_dir():
+        raise CellmorphError(f"output folder {path} exists and is not a folder; choose a "
+                             "folder name")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -38,16 +41,70 @@ def ensure_writable_dir(path: Path) -> Path:
     return path
 
 
+# Temporary files of atomic writes carry this suffix (and a leading dot, the target's name and
+# a random part), so that the clean-up of a killed run removes only files this program made,
+# never a user's own ``*.part`` file (a browser's or a download manager's).
+PART_SUFFIX = ".cellmorph.part"
+
+
+def is_partial(path: Path) -> bool:
+    """True for the name of an unfinished atomic write of this program (a killed process's)."""
+    return path.name.startswith(".") and path.name.endswith(PART_SUFFIX)
+
+
+def partial_path(path: Path | str) -> Path:
+    """A fixed temporary name beside ``path`` for a file written in place before a rename."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}{PART_SUFFIX}")
+
+
+def writable_target(path: Path | str) -> Path:
+    """The file an output named ``path`` is written to, refused with a clear error when it is
+    not a regular file or a new name.
+
+    A symbolic link is written through: the file it points to is replaced and the link stays
+    (a dangling link is refused). A FIFO, a device, a socket or a folder is refused, never
+    replaced by a regular file.
+    """
+    path = Path(path)
+    target = path
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.exists():
+            raise CellmorphError(f"{path} is a symbolic link to {target}, which does not exist; "
+                                 "give another output name")
+    if target.exists() and not target.is_file():
+        what = "a folder" if target.is_dir() else "not a regular file (a FIFO, device or socket)"
+        raise CellmorphError(f"{path} is {what}; give the name of a regular file to write")
+    return target
+
+
+def check_not_input(output: Path | str, *inputs: Path | str | None, flag: str = "-o") -> None:
+    """Refuse an output that is one of a command's inputs (the input would be destroyed)."""
+    out = Path(output)
+    if not out.exists():
+        return
+    for source in inputs:
+        if source is not None and Path(source).exists() and out.resolve() == Path(
+                source).resolve():
+            raise CellmorphError(f"{flag} {output} is an input of this command; choose another "
+                                 "output name")
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
 
     The file gets the usual mode (0666 less the umask, 0644 under umask 022). A full disk or
-    another write failure becomes one clear error naming ``path``.
+    another write failure becomes one clear error naming ``path``; an existing ``path`` that
+    is not a regular file is refused (see :func:`writable_target`).
     """
-    path = Path(path)
+    path = writable_target(path)
     ensure_writable_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PART_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise CellmorphError(_write_error(path, exc)) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -103,17 +160,32 @@ def folder_lock(folder: Path | str, *, wait: bool = False) -> Iterator[None]:
         lock.release()
 
 
-def remove_partial_files(folder: Path | str, *, skip: tuple[str, ...] = ()) -> int:
-    """Delete ``*.part`` files (unfinished atomic writes of a killed process) under ``folder``,
-    except inside the top-level subfolders named in ``skip``; returns how many."""
+def remove_partial_files(folder: Path | str, *, recursive: bool = True,
+                         skip: tuple[str, ...] = ()) -> int:
+    """Delete this program's unfinished atomic writes (see :func:`is_partial`) in ``folder``
+    (and its subfolders when ``recursive``, except the top-level ones named in ``skip``),
+    never following a symbolic link; returns how many."""
     folder = Path(folder)
     removed = 0
-    for part in folder.rglob("*.part"):
-        relative = part.relative_to(folder).parts
-        if part.is_file() and not (len(relative) > 1 and relative[0] in skip):
-            part.unlink(missing_ok=True)
+    for entry in _walk(folder, recursive, skip):
+        if is_partial(entry) and entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def _walk(folder: Path, recursive: bool, skip: tuple[str, ...]) -> Iterator[Path]:
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            if recursive and entry.name not in skip:
+                yield from _walk(path, True, ())
+        else:
+            yield path
 
 
 def write_parquet(df: pd.DataFrame, path: Path | str) -> Path:

@@ -34,7 +34,8 @@ from cellmorph.atomic import (
 )
 from cellmorph.config import PreprocessConfig
 from cellmorph.errors import CellmorphError
-from cellmorph.imageio import read_field
+from cellmorph.imageio import FieldMismatch, odd_images, read_field
+from cellmorph.log import get_logger
 from cellmorph.log import progress as progress_bar
 from cellmorph.preprocess import (
     anscombe,
@@ -51,6 +52,7 @@ from cellmorph.preprocess import (
 )
 from cellmorph.preprocess.arrays import Image, as_tensor, like
 
+log = get_logger(__name__)
 TILE = "Metadata_Tile"
 KEEP = "Metadata_TileKept"
 ROW = "Metadata_IndexRow"
@@ -143,6 +145,26 @@ def cache_key(index: pd.DataFrame, cfg: PreprocessConfig, tile_size: int,
     return h.hexdigest()[:16]
 
 
+def image_stamps(index: pd.DataFrame) -> dict[str, str]:
+    """Per plate, a short hash of its image files' paths, sizes and modification times.
+
+    Size and modification time, not a content digest: reading every byte of a screen (tens of
+    GB for BBBC021) at each run's start would cost minutes, and an image rewritten in place
+    changes its modification time (as make and rsync assume). A copy that keeps both
+    (``cp -p`` of another image of the same size) is not seen.
+    """
+    paths = [sc.path_column(c) for c in sc.channels_of(index)]
+    stamps = {}
+    for plate, rows in index.groupby(sc.PLATE, sort=True):
+        h = hashlib.sha256()
+        for column in paths:
+            for path in rows[column]:
+                size, mtime = _file_stamp(path)
+                h.update(f"{path}\x1f{size}\x1f{mtime}\x1e".encode())
+        stamps[str(plate)] = h.hexdigest()[:16]
+    return stamps
+
+
 def _file_stamp(path: str) -> tuple[int, int]:
     try:
         st = os.stat(path)
@@ -220,8 +242,12 @@ def cache_plate(folder: Path, rows: pd.DataFrame, channels: list[str], cfg: Prep
                 tile_size: int, *, threads: int = 0, device: torch.device | str = "cpu") -> str:
     """Preprocess one plate's fields into ``folder``; returns the plate's name."""
     plate = str(rows[sc.PLATE].iloc[0])
-    tiles, table, stats = preprocess_plate(rows, channels, cfg, tile_size, threads=threads,
-                                           device=device)
+    try:
+        tiles, table, stats = preprocess_plate(rows, channels, cfg, tile_size, threads=threads,
+                                               device=device)
+    except FieldMismatch:  # blame the files that differ from the plate's majority
+        paths = [str(p) for ch in channels for p in rows[sc.path_column(ch)]]
+        raise CellmorphError(f"plate {plate}: {odd_images(paths)}") from None
     write_npy(stats["illumination"], folder / f"{safe_name(plate)}.illum.npy")
     write_npy(tiles, folder / f"{safe_name(plate)}.npy")
     # The table is written last: its presence marks the plate as done.
@@ -255,8 +281,12 @@ def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessCon
     kept: dict[int, np.ndarray] = {}
     kept_bytes = 0
     # pass 1: illumination sums and a pixel sample for the plate statistics
+    blank: set[int] = set()  # fields with a constant stain: left out of everything
     for i, img in enumerate(itertools.chain([first], ordered_map(read, range(1, len(fields)),
                                                                  threads))):
+        if _has_constant_stain(img):
+            blank.add(i)
+            continue
         if sums is None:
             sums = img.astype(np.float64)
         else:
@@ -268,7 +298,8 @@ def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessCon
             kept_bytes += img.nbytes
     del first
     _check_tiling(cfg, shape, rows)
-    n = len(fields)
+    _warn_blank(rows, [fields[i] for i in sorted(blank)], channels)
+    n = len(fields) - len(blank)
     if cfg.illumination:
         illum = np.stack([illumination_function([sums[c] / n], window=cfg.illumination_window)
                           for c in range(len(channels))])
@@ -326,6 +357,7 @@ def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessCon
         keep = nonempty_tiles(t, threshold=cfg.empty_threshold,
                               min_fraction=cfg.empty_min_fraction) if cfg.drop_empty else \
             np.ones(len(t), bool)
+        keep &= i not in blank
         all_tiles.append(t)
         for k in range(len(t)):
             records.append({ROW: int(rows.index[i]), TILE: k, KEEP: bool(keep[k])})
@@ -334,6 +366,26 @@ def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessCon
     table = table.join(meta, on=ROW)
     stats = {"illumination": illum, "control_mean": mean, "control_std": std}
     return np.concatenate(all_tiles), table, stats
+
+
+def _has_constant_stain(img: np.ndarray) -> bool:
+    """True when a stain of a field is one value everywhere (a failed acquisition, an all-zero
+    export): it carries no cells, and in the plate's statistics it would shift every other
+    field's correction."""
+    flat = img.reshape(len(img), -1)
+    return bool((flat.min(axis=1) == flat.max(axis=1)).any())
+
+
+def _warn_blank(rows: pd.DataFrame, blank: list[pd.Series], channels: list[str]) -> None:
+    if blank:
+        where = ", ".join(f"{f[sc.WELL]} site {f[sc.SITE]}" for f in blank[:3])
+        log.warning("plate %s: %d field(s) have a stain that is one value everywhere (%s%s; "
+                    "first file %s); they are left out", rows[sc.PLATE].iloc[0], len(blank),
+                    where, ", ..." if len(blank) > 3 else "",
+                    blank[0][sc.path_column(channels[0])])
+    if len(blank) == len(rows):
+        raise CellmorphError(f"plate {rows[sc.PLATE].iloc[0]}: every field has a stain that is "
+                             "one value everywhere; check the images")
 
 
 def ordered_map(fn: Callable[[int], np.ndarray], items: Iterable[int],

@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from cellmorph import __version__
+from cellmorph.atomic import check_not_input, writable_target
 from cellmorph.config import ProfileConfig, TrainConfig, field_help
 from cellmorph.errors import CellmorphError
 
@@ -78,22 +79,20 @@ def _parse_size(size: str) -> tuple[int, int]:
     return h, w
 
 
-def _output_file(output: Path | None, default: Path, *inputs: Path) -> Path:
-    """The file to write: never one of the inputs, never an existing folder."""
+def _output_file(output: Path | None, default: Path, *inputs: Path | None) -> Path:
+    """The file to write: never one of the inputs, never a folder or a special file."""
     out = output or default
-    if out.is_dir():
-        raise CellmorphError(f"-o {out} is a folder; give a file name, e.g. {out / 'index.parquet'}")
-    for source in inputs:
-        if source.exists() and out.resolve() == source.resolve():
-            raise CellmorphError(f"-o {out} is the input file; choose another output name")
+    check_not_input(out, *inputs)
+    writable_target(out)
     return out
 
 
 def _echo_index(df, out: Path) -> None:
     from cellmorph.datasets.index import format_summary, summarize
 
-    typer.echo(format_summary(summarize(df)))
-    typer.echo(f"index: {len(df)} fields of view -> {out}")
+    if logging.getLogger("cellmorph").getEffectiveLevel() <= logging.INFO:  # not with -q
+        typer.echo(format_summary(summarize(df)))
+        typer.echo(f"index: {len(df)} fields of view -> {out}")
 
 
 # ---------------------------------------------------------------- index
@@ -504,8 +503,9 @@ def explain_cmd(
 def report_cmd(
     source: Annotated[Path, typer.Argument(help="A run folder (profile, train, compare-init, "
                                            "the demo's) or a predictions_treatment.csv.")],
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file (default "
-                                                "SOURCE/report.html).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file (default: "
+                                                "SOURCE/report.html for a run folder, "
+                                                "TABLE.report.html beside a table).")] = None,
     debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """One self-contained HTML page of a run: accuracy, confusion, per-treatment table,

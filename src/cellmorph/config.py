@@ -18,6 +18,8 @@ from pydantic import (
     Field,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -47,6 +49,20 @@ DEFAULT_RGB_MAP: dict[str, Colour] = {"DAPI": "R", "Tubulin": "G", "Actin": "B"}
 class _Strict(BaseModel):
     # Unknown keys are errors (a typo is never silently ignored), and numbers must be finite.
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads `epochs: true` as 1 (bool is an int in Python); YAML's yes/no/on/off
+        # are booleans too, so a number setting given one is almost always a slip.
+        annotation = str(cls.model_fields[info.field_name].annotation)
+        if "bool" in annotation or not any(t in annotation for t in ("int", "float")):
+            return value
+        items = value if isinstance(value, list | tuple) else [value]
+        if any(isinstance(v, bool) for v in items):
+            shown = ", ".join(str(v).lower() if isinstance(v, bool) else str(v) for v in items)
+            raise ValueError(f"a number is needed, not {shown}")
+        return value
 
 
 class PreprocessConfig(_Strict):
@@ -264,6 +280,10 @@ class TrainConfig(_Strict):
                                           description="confidence levels of the conformal "
                                           "prediction sets (treatment level)")
     seeds: list[int] = Field([0], min_length=1, description="one replicate run per seed")
+    keep_models: Literal["explain", "all", "none"] = Field(
+        "explain", description="which fold models to keep (each the size of the network): "
+        "explain: the first seed's, which `cellmorph explain` reads; all; none (resuming needs "
+        "none of them)")
     freeze_stages: Annotated[int, Field(ge=0)] | Literal["all"] = Field(
         0, description="stages kept frozen (stem + first N stages); all: the whole network "
         "but the classifier (a linear probe on pooled features)")

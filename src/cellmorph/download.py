@@ -8,13 +8,14 @@ zip, say) is deleted and named in the error.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
 from cellmorph.atomic import ensure_writable_dir
@@ -30,6 +31,21 @@ BBBC014_PLATEMAP = "BBBC014_v1_platemap_all.txt"
 DEFAULT_DEADLINE = 6 * 3600.0  # seconds for one file: BBBC021's largest zip at ~50 kB/s
 _CHUNK = 1 << 20
 log = get_logger(__name__)
+
+
+@contextlib.contextmanager
+def _new_folder(root: Path | str) -> Iterator[Path]:
+    """``root``, created if need be, and removed again if a download into it fails before
+    anything was kept there (no empty folder left behind)."""
+    root = Path(root)
+    created = not root.exists()
+    folder = ensure_writable_dir(root)
+    try:
+        yield folder
+    except BaseException:
+        if created and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
 
 
 def fetch(url: str, dest: Path, *, progress: bool = True, timeout: float = 60.0,
@@ -56,8 +72,9 @@ def fetch(url: str, dest: Path, *, progress: bool = True, timeout: float = 60.0,
         raise CellmorphError(f"download of {url} failed: HTTP {exc.code}; check the URL or plate "
                              "name and try again") from exc
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        raise CellmorphError(f"download of {url} failed ({exc}); check the network and rerun "
-                             "(the partial file is kept and resumed)") from exc
+        kept = " (the partial file is kept and resumed)" if have else ""
+        raise CellmorphError(f"download of {url} failed ({exc}); check the network and "
+                             f"rerun{kept}") from exc
     try:
         with resp:
             resumed = resp.status == 206
@@ -153,9 +170,15 @@ def download_bbbc021(root: Path | str, plates: Sequence[str] | None = None, *,
     Images land in ``root/WeekN/WeekN_PLATE/`` as ``Image_PathName_*`` expects; a plate whose
     folder already holds its images is skipped.
     """
+    with _new_folder(root) as root:
+        return _download_bbbc021(root, plates, base_url=base_url, keep_zips=keep_zips,
+                                 progress=progress, deadline=deadline)
+
+
+def _download_bbbc021(root: Path, plates: Sequence[str] | None, *, base_url: str,
+                      keep_zips: bool, progress: bool, deadline: float) -> list[Path]:
     from cellmorph.datasets.bbbc021 import read_image_metadata, read_moa_metadata
 
-    root = ensure_writable_dir(Path(root))
     base_url = base_url.rstrip("/") + "/"
     checks = {"BBBC021_v1_image.csv": (read_image_metadata, "the BBBC021 image table"),
               "BBBC021_v1_moa.csv": (read_moa_metadata, "the BBBC021 MoA table")}
@@ -207,9 +230,15 @@ def download_bbbc014(root: Path | str, *, base_url: str = BBBC014_BASE_URL,
     The images land in ``root/BBBC014_v1_images/`` (whether or not the zip has a top folder)
     and ``BBBC014_v1_platemap_all.txt`` beside it, as ``cellmorph index bbbc014`` expects.
     """
+    with _new_folder(root) as folder:
+        return _download_bbbc014(folder, base_url=base_url, keep_zip=keep_zip,
+                                 progress=progress, deadline=deadline)
+
+
+def _download_bbbc014(root: Path, *, base_url: str, keep_zip: bool, progress: bool,
+                      deadline: float) -> Path:
     from cellmorph.datasets.bbbc014 import IMAGE_FOLDER, read_concentrations
 
-    root = ensure_writable_dir(Path(root))
     base_url = base_url.rstrip("/") + "/"
     fetch_checked(base_url + BBBC014_PLATEMAP, root / BBBC014_PLATEMAP, read_concentrations,
                   "the BBBC014 plate map (96 TNF-alpha concentrations)", progress=progress,

@@ -16,8 +16,10 @@ on storage every node sees.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -37,6 +39,31 @@ def ray_module():
     except ImportError:
         raise CellmorphError("executor: ray needs Ray: pip install 'cellmorph[ray]'") from None
     return ray
+
+
+def check_ray(address: str | None) -> None:
+    """Check, before a run creates anything, that Ray is installed and that something answers
+    at ``address`` (a cluster's ``HOST:PORT`` or ``ray://HOST:PORT``) within seconds; Ray's own
+    connection attempts retry for minutes."""
+    ray_module()
+    if not address or address == "auto":  # a local Ray, or the one `ray start` runs here
+        return
+    client = address.startswith("ray://")
+    if client and importlib.util.find_spec("grpc") is None:
+        raise CellmorphError(f"ray_address {address}: a ray:// address needs Ray's client: "
+                             "pip install 'ray[client]' (or use the cluster's HOST:6379 "
+                             "address on one of its nodes)")
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise CellmorphError(f"ray_address {address!r}: write it as HOST:PORT, ray://HOST:PORT "
+                             "or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise CellmorphError(
+            f"nothing answered at ray_address {address} ({exc.strerror or exc}); start a "
+            "cluster there with `ray start --head` (its address is then HOST:6379), or leave "
+            "ray_address unset to start a local Ray") from None
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:

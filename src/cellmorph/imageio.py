@@ -25,6 +25,10 @@ MAX_PIXELS = 1 << 28
 MIN_SIDE = 2
 
 
+class FieldMismatch(CellmorphError):
+    """An image whose shape or pixel type differs from the first one read of its plate."""
+
+
 def read_image(path: Path | str, *, dtype: np.dtype | None = None,
                shape: tuple[int, int] | None = None) -> np.ndarray:
     """Read one single-channel image as a 2-D array; check ``dtype`` and ``shape`` if given.
@@ -60,12 +64,44 @@ def read_image(path: Path | str, *, dtype: np.dtype | None = None,
             raise CellmorphError(f"{path}: {bad} pixel(s) are NaN or infinite; re-export the "
                                  "image with finite values (or mask them as 0)")
     if dtype is not None and img.dtype != np.dtype(dtype):
-        raise CellmorphError(f"{path}: pixel type {img.dtype}, but the other images of this screen "
+        raise FieldMismatch(f"{path}: pixel type {img.dtype}, but the other images of this screen "
                              f"are {np.dtype(dtype)}; re-export it like the others")
     if shape is not None and img.shape != tuple(shape):
-        raise CellmorphError(f"{path}: shape {img.shape}, expected {tuple(shape)} like the other "
+        raise FieldMismatch(f"{path}: shape {img.shape}, expected {tuple(shape)} like the other "
                              "images of this screen; re-export it or index it separately")
     return img
+
+
+_PILLOW_DTYPES = {"I;16": np.uint16, "I;16B": np.uint16, "F": np.float32, "I": np.int32}
+
+
+def image_header(path: Path | str) -> tuple[tuple[int, ...], np.dtype]:
+    """An image's shape and pixel type, read from its header alone (no pixels decoded)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in _TIFF:
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                return tuple(s for s in page.shape if s != 1), np.dtype(page.dtype)
+        with Image.open(path) as im:
+            return (im.size[1], im.size[0]), np.dtype(_PILLOW_DTYPES.get(im.mode, np.uint8))
+    except Exception as exc:  # readers raise many types; read_image names them properly
+        raise CellmorphError(f"{path}: unreadable or truncated image ({exc}); re-download or "
+                             "re-export this file") from None
+
+
+def odd_images(paths: Sequence[str]) -> str:
+    """Which of ``paths`` differ in shape or pixel type from the majority, in words (the files
+    to blame, however the first one read looked)."""
+    headers = {p: image_header(p) for p in paths}
+    values = list(headers.values())
+    common = max(set(values), key=values.count)
+    odd = [p for p, h in headers.items() if h != common]
+    shown = ", ".join(f"{p} ({'x'.join(map(str, headers[p][0]))} {headers[p][1]})"
+                      for p in odd[:3]) + (", ..." if len(odd) > 3 else "")
+    return (f"{len(odd)} of {len(paths)} images differ from the others of their plate "
+            f"({'x'.join(map(str, common[0]))} {common[1]}): {shown}; re-export them like the "
+            "others or index them separately")
 
 
 def _check_size(path: Path, shape: Sequence[int]) -> None:

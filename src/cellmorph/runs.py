@@ -1,17 +1,29 @@
-"""A run folder belongs to one configuration.
+"""A run folder belongs to one configuration, and holds nothing of anybody else's.
 
-Before a profiling or training run writes anything, :func:`open_run` takes the folder's lock,
-compares the *fingerprint* of what the run would compute (every setting that changes results,
-the resolved device and precision, the index's content and the weights' identity) with the
-one the folder was made with, and refuses on a difference, naming the setting. A matching
-folder is resumed; ``overwrite`` deletes the run's own files and starts afresh. Leftover
-``.part`` files of a killed run are removed, and ``provenance.json`` records who ran what,
-where, with which versions.
+Before a profiling or training run writes anything, :func:`start_run` checks everything that
+can be checked (device, model and weights, the index), then :func:`open_run` takes the
+folder's lock and compares the *fingerprint* of what the run would compute (every setting
+that changes results, as resolved; the device and precision; the index's content; the images'
+sizes and modification times, per plate; the weights' identity) with the one the folder was
+made with.
+
+- A folder of the same fingerprint is resumed. One of another fingerprint is refused, naming
+  what differs, unless it holds no results yet (a run that failed early claims nothing) or
+  ``overwrite`` is given. For a profiling run whose images changed, the changed plates'
+  results are redone.
+- What a run may delete or replace is only what ``run.json`` records that cellmorph created
+  there (its *manifest*: names, never patterns). A folder without a run record that already
+  holds any of those names is refused, ``overwrite`` or not: cellmorph never deletes files it
+  did not write, and never its own input.
+- Leftovers of a killed run (this program's own ``.*.cellmorph.part`` files) are removed from
+  the run's folders only; ``provenance.json`` records who ran what, where, with which
+  versions.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -19,7 +31,7 @@ import platform
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,15 +41,19 @@ import timm
 from pydantic import BaseModel
 
 from cellmorph.atomic import (
+    LOCK,
     ensure_writable_dir,
     folder_lock,
     remove_partial_files,
     write_json,
+    write_parquet,
 )
-from cellmorph.backbones import check_model, efficientnet_lite
+from cellmorph.backbones import check_weights, default_input_size, efficientnet_lite
+from cellmorph.cache import image_stamps
 from cellmorph.config import save_config
 from cellmorph.datasets.index import read_index
 from cellmorph.errors import CellmorphError
+from cellmorph.executors import check_ray
 from cellmorph.log import get_logger
 from cellmorph.runtime import Runtime, keep_freed_memory, resolve_runtime
 
@@ -45,7 +61,7 @@ log = get_logger(__name__)
 
 RUN_RECORD = "run.json"
 PROVENANCE = "provenance.json"
-FORMAT = 1  # bump when a run folder's layout or meaning changes
+FORMAT = 2  # bump when a run folder's layout or meaning changes
 
 
 def table_digest(table: pd.DataFrame) -> str:
@@ -87,17 +103,35 @@ def weights_identity(model: str, weights: str) -> str:
 # run started with some folds or seeds may be extended with more.
 _NOT_RESULTS = {"output", "cache_dir", "executor", "ray_address", "num_workers"}
 _NOT_RESULTS_PROFILE = _NOT_RESULTS | {"batch_size", "preprocess_workers"}
-_NOT_RESULTS_TRAIN = _NOT_RESULTS | {"folds", "seeds", "report_level", "confidences"}
+_NOT_RESULTS_TRAIN = _NOT_RESULTS | {"folds", "seeds", "report_level", "confidences",
+                                     "keep_models"}
 
 
-def fingerprint(config: BaseModel, kind: str, runtime: dict, index_digest: str) -> dict:
-    """Everything that decides the numbers of a ``profile`` or ``train`` run."""
-    skip = _NOT_RESULTS_PROFILE if kind == "profile" else _NOT_RESULTS_TRAIN
+# Settings whose resolved value stands elsewhere in the fingerprint: the index's content (not
+# its path), the weights' identity (not a file's path), the resolved device and precision.
+_RESOLVED_ELSEWHERE = {"index", "weights", "device", "precision"}
+# Training settings that only fill in the preset: the resolved optimisation settings count.
+_HYPER_SETTINGS = {"preset", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing",
+                   "class_balanced"}
+
+
+def fingerprint(config: BaseModel, kind: str, runtime: dict, index_digest: str,
+                images: dict[str, str] | None = None) -> dict:
+    """Everything that decides the numbers of a ``profile`` or ``train`` run, as resolved (an
+    index given by another path or a value equal to the preset's default is the same run)."""
+    skip = (_NOT_RESULTS_PROFILE if kind == "profile" else _NOT_RESULTS_TRAIN) | \
+        _RESOLVED_ELSEWHERE
     settings = {k: v for k, v in config.model_dump(mode="json").items() if k not in skip}
     model, weights = getattr(config, "model", ""), getattr(config, "weights", "")
+    preprocess = getattr(config, "preprocess", None)
+    if isinstance(preprocess, BaseModel) and model:
+        settings["preprocess"]["tile_size"] = preprocess.tile_size or default_input_size(model)
+    if hasattr(config, "hyper"):
+        settings = {k: v for k, v in settings.items() if k not in _HYPER_SETTINGS}
+        settings["hyper"] = dataclasses.asdict(config.hyper())
     return {"settings": settings, "device": str(runtime.get("device", "")).split(":")[0],
             "precision": runtime.get("precision"), "index": index_digest,
-            "weights": weights_identity(model, weights)}
+            "images": images or {}, "weights": weights_identity(model, weights)}
 
 
 def versions() -> dict[str, str]:
@@ -146,74 +180,188 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def remove_leftovers(folder: Path) -> int:
-    """Delete the ``.part`` files an interrupted run left in its folder (not in a tile cache,
-    which cleans itself under its own lock); returns how many."""
-    removed = remove_partial_files(folder, skip=("cache",))
+@dataclass(frozen=True)
+class RunLayout:
+    """What a kind of run (and the commands that write into its folder afterwards: evaluate,
+    explain, report) may create at the top of its folder: names, never patterns."""
+
+    results: tuple[str, ...]  # deleted by --overwrite; their presence means work was done
+    kept: tuple[str, ...] = ("config.yaml", "index.parquet", "cache")  # ours, kept
+
+    def claims(self, folder: Path, inputs: Sequence[Path]) -> tuple[list[str], list[str]]:
+        """The (results, kept) names this run claims in ``folder``, less its own inputs."""
+        own = {Path(p).absolute() for p in inputs}
+        mine = [n for n in (*self.results, *self.kept) if (folder / n).absolute() not in own]
+        return [n for n in mine if n in self.results], [n for n in mine if n in self.kept]
+
+
+@dataclass
+class Manifest:
+    """The names cellmorph created in a run folder (recorded in ``run.json``)."""
+
+    results: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_record(cls, record: dict, layout: RunLayout, folder: Path) -> Manifest:
+        """The record's manifest; a run folder of format 1 (no manifest) owned its layout."""
+        if "manifest" in record:
+            return cls(list(record["manifest"].get("results", [])),
+                       list(record["manifest"].get("kept", [])))
+        return cls([n for n in layout.results if _present(folder / n)],
+                   [n for n in layout.kept if _present(folder / n)])
+
+    def names(self) -> list[str]:
+        """Every recorded name."""
+        return [*self.results, *self.kept]
+
+    def add(self, results: Sequence[str], kept: Sequence[str]) -> None:
+        """Record more names (in order, once each)."""
+        self.results += [n for n in results if n not in self.results]
+        self.kept += [n for n in kept if n not in self.kept]
+
+
+def _present(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def remove_leftovers(folder: Path, manifest: Manifest) -> int:
+    """Delete the unfinished files an interrupted run left: in the run folder itself and in
+    the folders its manifest records (not in a tile cache, which cleans itself under its own
+    lock); returns how many."""
+    removed = remove_partial_files(folder, recursive=False)
+    for name in manifest.names():
+        path = folder / name
+        if name != "cache" and path.is_dir() and not path.is_symlink():
+            removed += remove_partial_files(path)
     if removed:
         log.info("removed %d unfinished file(s) of an interrupted run in %s", removed, folder)
     return removed
 
 
-def _clear(folder: Path, artifacts: Sequence[str]) -> None:
-    for pattern in artifacts:
-        for path in folder.glob(pattern):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+def _delete(folder: Path, names: Sequence[str]) -> None:
+    """Delete recorded entries of a run folder (a link is removed, never followed)."""
+    for name in names:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif _present(path):
+            path.unlink()
+
+
+def _image_changes(diffs: list[str]) -> list[str] | None:
+    """The plates whose images changed, when that is the only difference (else None)."""
+    plates = [d.split(":", 1)[0].removeprefix("images.") for d in diffs]
+    return plates if plates and all(d.startswith("images.") for d in diffs) else None
+
+
+def _describe(diffs: list[str]) -> str:
+    text = [f"the images of plate {d.split(':', 1)[0].removeprefix('images.')} changed (size "
+            "or modification time)" if d.startswith("images.") else d for d in diffs[:3]]
+    return "; ".join(text) + ("; ..." if len(diffs) > 3 else "")
+
+
+def _claim(folder: Path, *, kind: str, fingerprint: dict, layout: RunLayout,
+           inputs: Sequence[Path], overwrite: bool,
+           stale: Callable[[list[str]], list[str]] | None) -> Manifest:
+    """Decide whether this run may take ``folder`` (raising why not), delete what must go,
+    and return the manifest to record."""
+    results, kept = layout.claims(folder, inputs)
+    existing = folder / RUN_RECORD
+    if not existing.is_file():
+        foreign = [n for n in (*results, *kept) if _present(folder / n)]
+        if foreign:
+            raise CellmorphError(
+                f"{folder} holds {', '.join(foreign[:4])} but no cellmorph run record "
+                f"({RUN_RECORD}); cellmorph deletes or replaces only files it wrote, so choose "
+                "another output folder (or move those out of the way)")
+        manifest = Manifest()
+    else:
+        old = _read_record(existing)
+        if old.get("kind") != kind:
+            raise CellmorphError(f"{folder} holds a {old.get('kind')} run, not a {kind} "
+                                 "run; choose another output folder")
+        manifest = Manifest.from_record(old, layout, folder)
+        foreign = [n for n in (*results, *kept)
+                   if n not in manifest.names() and _present(folder / n)]
+        if foreign:
+            raise CellmorphError(f"{folder} holds {', '.join(foreign[:4])}, which its run record "
+                                 "does not list as cellmorph's; move them out of the way or "
+                                 "choose another output folder")
+        diffs = _differences(old.get("fingerprint", {}), fingerprint)
+        if old.get("format") != FORMAT:
+            diffs.insert(0, f"run-folder format {old.get('format')} -> {FORMAT}")
+        done = [n for n in manifest.results if _present(folder / n)]
+        changed_plates = _image_changes(diffs)
+        if overwrite:
+            _delete(folder, manifest.results)
+        elif diffs and changed_plates is not None and stale is not None and done:
+            log.warning("%s; those plates are profiled again", _describe(diffs))
+            _delete(folder, [*stale(changed_plates),
+                             *(n for n in manifest.results if n != "plates")])
+        elif diffs and done:
+            raise CellmorphError(
+                f"{folder} was made with a different configuration ({_describe(diffs)}); rerun "
+                "with --overwrite to start afresh there (only cellmorph's own files are "
+                "deleted), or choose another output folder")
+        elif diffs:
+            log.info("%s holds no results yet; taken for this configuration", folder)
+    manifest.add(results, kept)
+    return manifest
 
 
 @contextlib.contextmanager
 def open_run(folder: Path | str, *, kind: str, fingerprint: dict[str, Any],
-             artifacts: Sequence[str], runtime: dict, index_digest: str,
-             overwrite: bool = False) -> Iterator[Path]:
-    """Take a run folder for a run described by ``fingerprint``.
+             layout: RunLayout, runtime: dict, index_digest: str, overwrite: bool = False,
+             inputs: Sequence[Path] = (),
+             stale: Callable[[list[str]], list[str]] | None = None) -> Iterator[Path]:
+    """Take a run folder for a run described by ``fingerprint`` (see the module's text).
 
-    A folder made with another fingerprint is refused (the error names what differs) unless
-    ``overwrite``, which deletes ``artifacts`` (glob patterns of the run's own files) first.
+    ``inputs`` are the run's own input files (never claimed or deleted even where they sit
+    in the folder); ``stale`` maps plates whose images changed to the recorded files that
+    hold their results (profiling), which are then deleted and redone.
     """
-    folder = ensure_writable_dir(Path(folder))
-    record = {"format": FORMAT, "kind": kind, "fingerprint": fingerprint}
-    with folder_lock(folder):
-        existing = folder / RUN_RECORD
-        has_results = any(any(folder.glob(p)) for p in artifacts if p != "config.yaml")
-        if overwrite:
-            _clear(folder, [*artifacts, RUN_RECORD, PROVENANCE])
-        elif existing.is_file():
-            old = _read_record(existing)
-            if old.get("kind") != kind:
-                raise CellmorphError(f"{folder} holds a {old.get('kind')} run, not a {kind} "
-                                     "run; choose another output folder")
-            diffs = _differences(old.get("fingerprint", {}), fingerprint)
-            if old.get("format") != FORMAT:
-                diffs.insert(0, f"run-folder format {old.get('format')} -> {FORMAT}")
-            if diffs:
-                raise CellmorphError(
-                    f"{folder} was made with a different configuration ({'; '.join(diffs[:3])}"
-                    f"{'; ...' if len(diffs) > 3 else ''}); rerun with --overwrite to start "
-                    "afresh there, or choose another output folder")
-        elif has_results:
-            raise CellmorphError(f"{folder} holds results whose configuration was not recorded "
-                                 "(an older cellmorph, or another tool); rerun with --overwrite "
-                                 "to start afresh there, or choose another output folder")
-        remove_leftovers(folder)
-        write_json(record, existing)
-        _append_provenance(folder / PROVENANCE, provenance(kind, runtime, index_digest))
-        yield folder.absolute()  # absolute: jobs may run where the current folder differs
+    folder = Path(folder)
+    if _present(folder) and not folder.is_dir():
+        raise CellmorphError(f"output {folder} exists and is not a folder; choose a folder name")
+    created, locked_before = not folder.exists(), (folder / LOCK).exists()
+    folder = ensure_writable_dir(folder)
+    try:
+        with folder_lock(folder):
+            manifest = _claim(folder, kind=kind, fingerprint=fingerprint, layout=layout,
+                              inputs=inputs, overwrite=overwrite, stale=stale)
+            remove_leftovers(folder, manifest)
+            write_json({"format": FORMAT, "kind": kind, "fingerprint": fingerprint,
+                        "manifest": dataclasses.asdict(manifest)}, folder / RUN_RECORD)
+            _append_provenance(folder / PROVENANCE, provenance(kind, runtime, index_digest))
+            yield folder.absolute()  # absolute: jobs may run where the current folder differs
+    except CellmorphError:
+        # Refused before the run record was written: leave the folder as it was found (no
+        # lock file of ours in it, or no folder at all).
+        if not locked_before and not (folder / RUN_RECORD).exists():
+            (folder / LOCK).unlink(missing_ok=True)
+            if created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
 
 
 def _read_record(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise CellmorphError(f"{path} is damaged ({exc}); rerun with --overwrite") from None
+        raise CellmorphError(f"{path} is damaged ({exc}); move the folder aside or choose "
+                             "another output folder") from None
+    if not isinstance(record, dict):
+        raise CellmorphError(f"{path} is not a cellmorph run record; choose another output "
+                             "folder")
+    return record
 
 
 def _append_provenance(path: Path, entry: dict) -> None:
     history: list = []
     if path.is_file():
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             history = json.loads(path.read_text()).get("invocations", [])
     write_json({"latest": entry, "invocations": [*history, entry]}, path)
 
@@ -240,22 +388,34 @@ class StartedRun:
 
 
 @contextlib.contextmanager
-def start_run(cfg: BaseModel, *, kind: str, artifacts: Sequence[str], overwrite: bool = False,
+def start_run(cfg: BaseModel, *, kind: str, layout: RunLayout, overwrite: bool = False,
               check_index: Callable[[pd.DataFrame], object] | None = None,
+              index_table: pd.DataFrame | None = None,
+              stale: Callable[[list[str]], list[str]] | None = None,
               ) -> Iterator[StartedRun]:
-    """The opening every run shares, in an order that fails early: resolve the device, check
-    the model and weights, read the index (and ``check_index`` it), all before anything is
-    written; then take the run folder (:func:`open_run`) and save the config in it."""
+    """The opening every run shares, in an order that fails early: resolve the device, load
+    the model's weights, read the index (and ``check_index`` it), reach the Ray cluster, all
+    before anything is written; then take the run folder (:func:`open_run`) and save the
+    config in it. ``index_table`` is an index given as a table: it is saved in the run folder
+    as ``cfg.index`` once the folder is taken."""
     runtime = resolve_runtime(cfg.device, cfg.precision)
-    check_model(cfg.model, cfg.weights)
-    index = read_index(cfg.index)
+    check_weights(cfg.model, cfg.weights)
+    index = read_index(cfg.index if index_table is None else index_table)
     if check_index is not None:
         check_index(index)
+    if getattr(cfg, "executor", "local") == "ray":
+        check_ray(cfg.ray_address)
     digest = table_digest(index)
     described = {**runtime.describe(), "malloc_keeps_freed_memory": keep_freed_memory()}
-    with open_run(cfg.output, kind=kind, overwrite=overwrite, artifacts=artifacts,
-                  fingerprint=fingerprint(cfg, kind, described, digest),
-                  runtime=described, index_digest=digest) as folder:
+    inputs = [Path(cfg.index)] if index_table is None else []
+    if cfg.cache_dir is not None:
+        inputs.append(Path(cfg.cache_dir))  # a shared cache is not this run's to delete
+    with open_run(cfg.output, kind=kind, overwrite=overwrite, layout=layout,
+                  fingerprint=fingerprint(cfg, kind, described, digest, image_stamps(index)),
+                  runtime=described, index_digest=digest, inputs=inputs,
+                  stale=stale) as folder:
         log.info("%s run on %s", kind, runtime.summary())
+        if index_table is not None:
+            write_parquet(index_table, cfg.index)
         save_config(cfg, folder / "config.yaml")
         yield StartedRun(folder, runtime, index, described)

@@ -4,11 +4,12 @@ from cellmorph.backbones.fusion import fold_batchnorm
 from cellmorph.backbones.registry import (
     PAPER_MODELS,
     check_model,
+    check_weights,
     create_backbone,
     data_config,
     default_input_size,
     load_weights_file,
 )
 
-__all__ = ["PAPER_MODELS", "check_model", "create_backbone", "data_config", "default_input_size",
-           "fold_batchnorm", "load_weights_file"]
+__all__ = ["PAPER_MODELS", "check_model", "check_weights", "create_backbone", "data_config",
+           "default_input_size", "fold_batchnorm", "load_weights_file"]

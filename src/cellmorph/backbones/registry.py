@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import timm
@@ -122,19 +123,79 @@ def _load_compatible(model: nn.Module, state: dict, source: str) -> None:
     model.load_state_dict(usable, strict=False)
 
 
-def _from_hub(model_name: str, kwargs: dict) -> nn.Module:
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+HUB_HOST = ("huggingface.co", 443)
+_NO_HUB_WEIGHTS = ("provide them one of these ways: go online once so timm can download and "
+                   "cache them; pass --weights FILE (a .safetensors or torch state dict); use "
+                   "a bundled offline model (tf_efficientnet_lite0/1/2); or --weights "
+                   "random/xavier")
+
+
+def check_weights(model_name: str, weights: str | Path = "imagenet") -> None:
+    """Check, before a run creates anything, that ``model_name`` exists and its ``weights``
+    load: a file is read (safely) and matched against the architecture, hub weights must be
+    cached or the hub reachable within seconds (one clear error otherwise)."""
+    check_model(model_name, weights)
+    weights_str = str(weights)
+    if weights_str in ("random", "xavier"):
+        return
+    if weights_str == "imagenet":
+        if efficientnet_lite.bundled_variant(model_name) is None:
+            hub_weights_source(model_name)
+        return
+    state = load_weights_file(weights_str)
+    _load_compatible(timm.create_model(model_name, pretrained=False), state, weights_str)
+
+
+def cached_hub_file(model_name: str) -> Path | None:
+    """The model's ImageNet weights in the local Hugging Face cache, if they are there."""
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not hub_id:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, _, revision = hub_id.partition("@")
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(repo, filename, revision=revision or None)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
+def hub_weights_source(model_name: str) -> Path | None:
+    """Where a hub model's ImageNet weights come from: the local cache (a file), or the hub
+    (None) when it answers; a clear error in seconds when neither is there."""
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if cfg is None or not (getattr(cfg, "hf_hub_id", None) or getattr(cfg, "url", None)):
+        raise CellmorphError(f"timm has no ImageNet weights for {model_name}; "
+                             f"{_NO_HUB_WEIGHTS}")
+    cached = cached_hub_file(model_name)
+    if cached is not None:
+        return cached
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise CellmorphError(f"no ImageNet weights for {model_name} in the local cache and "
+                             f"HF_HUB_OFFLINE is set; {_NO_HUB_WEIGHTS}")
     try:
-        if offline:
-            raise RuntimeError("HF_HUB_OFFLINE=1")
-        return timm.create_model(model_name, pretrained=True, **kwargs)
+        socket.create_connection(HUB_HOST, timeout=5).close()
+    except OSError as exc:
+        raise CellmorphError(
+            f"no ImageNet weights for {model_name} in the local cache, and the Hugging Face hub "
+            f"({HUB_HOST[0]}) cannot be reached ({exc.strerror or exc}; working offline, set "
+            f"HF_HUB_OFFLINE=1 to skip the hub); {_NO_HUB_WEIGHTS}"
+        ) from None
+    return None
+
+
+def _from_hub(model_name: str, kwargs: dict) -> nn.Module:
+    cached = hub_weights_source(model_name)
+    # A cached file is loaded as a file: no network call (and no retries) when offline.
+    overlay = {"pretrained_cfg_overlay": {"file": str(cached)}} if cached else {}
+    try:
+        return timm.create_model(model_name, pretrained=True, **kwargs, **overlay)
     except Exception as exc:  # network, hub and cache errors come in many types
         raise CellmorphError(
             f"no ImageNet weights for {model_name} could be loaded ({type(exc).__name__}); "
-            "provide them one of these ways: go online once so timm can download and cache "
-            "them; pass --weights FILE (a .safetensors or torch state dict); use a bundled "
-            "offline model (tf_efficientnet_lite0/1/2); or --weights random/xavier"
-        ) from exc
+            f"{_NO_HUB_WEIGHTS}") from exc
 
 
 def _pretrained_cfg(model_name: str) -> dict:

@@ -177,8 +177,8 @@ def index_bbbc021(
     moa_csv = moa_csv or _local_copy(root, MOA_CSV)
     pm = platemap(read_image_metadata(image_csv), read_moa_metadata(moa_csv),
                   moa_subset=moa_subset, plates=plates)
-    if root is not None and check_files:
-        pm = _only_present_plates(pm, Path(root), explicit=bool(plates))
+    if root is not None:
+        pm = _only_present_plates(pm, Path(root), explicit=bool(plates), only_present=check_files)
     pm = mark_synthetic(pm, root)
     return build_index(pm, CHANNELS, root=root, check_files=check_files and root is not None,
                        source="BBBC021")
@@ -192,16 +192,23 @@ def _local_copy(root: Path | str | None, name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def _only_present_plates(pm: pd.DataFrame, root: Path, explicit: bool) -> pd.DataFrame:
+def _only_present_plates(pm: pd.DataFrame, root: Path, explicit: bool,
+                         only_present: bool = True) -> pd.DataFrame:
     """Index the plates whose folders exist under ``root`` (a partial download is normal).
 
     Within a present plate folder every file must exist; a plate named explicitly must exist.
+    Without ``only_present`` (``--no-check-files``) every plate is kept, and the count is said.
     """
     folders = pm[sc.path_column(CHANNELS[0])].str.rsplit("/", n=1).str[0]
     present = {f for f in folders.unique() if (root / f).is_dir()}
+    n_all = folders.nunique()
+    if not only_present:
+        if len(present) < n_all:
+            log.warning("%d of %d plate folders are present under %s; indexing all %d without "
+                        "checking files, as asked", len(present), n_all, root, n_all)
+        return pm
     if explicit or not present:
         return pm  # the file check reports what is missing
-    n_all = folders.nunique()
     if len(present) < n_all:
         log.warning("%d of %d plate folders are present under %s; indexing those (download "
                     "the rest, or pass --plate to insist on some)", len(present), n_all, root)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from cellmorph.errors import CellmorphError
+from cellmorph.log import get_logger
 from cellmorph.schema import (
     BATCH,
     COMPOUND,
@@ -38,6 +39,7 @@ from cellmorph.schema import (
     treatments,
 )
 
+log = get_logger(__name__)
 _WELL_RE = re.compile(r"^([A-Pa-p]{1,2})0*(\d{1,2})$")
 
 
@@ -107,13 +109,7 @@ def build_index(
                              f"{df[ROLE][bad_role].iloc[0]!r}")
     _check_consistent_labels(df, source, at)
 
-    dup = df.duplicated(KEY_COLUMNS, keep=False)
-    if dup.any():
-        first = df.loc[dup, KEY_COLUMNS].iloc[0].tolist()
-        raise CellmorphError(
-            f"{source}: {int(dup.sum())} rows share a plate/well/site (first: {first}); "
-            "each field of view must appear once"
-        )
+    _check_fields(df, source, at)
 
     root_path = Path(os.path.abspath(root)) if root is not None else None
     for ch in channels:
@@ -125,6 +121,7 @@ def build_index(
         df[col] = [_resolve(p, root_path) for p in df[col]]
     if check_files:
         report_missing_files(df, channels, source)
+    _warn_shared_files(df, channels, source, at)
 
     ordered = METADATA_COLUMNS + [path_column(c) for c in channels]
     extra = [c for c in df.columns if c not in ordered]
@@ -201,6 +198,40 @@ def _checked_float(values: pd.Series, name: str, source: str, at) -> pd.Series:
     return num.astype(float)
 
 
+def _check_fields(df: pd.DataFrame, source: str, at) -> None:
+    """Each field of view appears once, and a well holds one treatment."""
+    dup = df.duplicated(KEY_COLUMNS, keep=False)
+    if dup.any():
+        rows = df.index[dup]
+        first = df.loc[rows[0]]
+        twin = next(r for r in rows[1:] if (df.loc[r, KEY_COLUMNS] == first[KEY_COLUMNS]).all())
+        raise CellmorphError(
+            f"{source}: {at(rows[0])} and {at(twin)} are both plate {first[PLATE]}, well "
+            f"{first[WELL]}, site {first[SITE]} ({int(dup.sum())} rows share a field in all); "
+            "each field of view must appear once")
+    per_well = df.groupby([PLATE, WELL])[TREATMENT].nunique()
+    if (per_well > 1).any():
+        plate, well = per_well.index[per_well > 1][0]
+        rows = df.index[(df[PLATE] == plate) & (df[WELL] == well)]
+        names = sorted(df.loc[rows, TREATMENT].unique())
+        raise CellmorphError(
+            f"{source}: plate {plate}, well {well} holds {len(names)} treatments "
+            f"({', '.join(names[:3])}; {', '.join(at(r) for r in rows[:4])}); profiles are "
+            "aggregated per well, so a well must hold one treatment: fix the plate or well")
+
+
+def _warn_shared_files(df: pd.DataFrame, channels: Sequence[str], source: str, at) -> None:
+    """Warn where one image file stands for two fields (a copy-and-paste slip in a map)."""
+    for ch in channels:
+        col = path_column(ch)
+        shared = df[col].duplicated(keep=False)
+        if shared.any():
+            rows = df.index[shared]
+            log.warning("%s: %d fields share image files in %s (first: %s at %s); each field "
+                        "should have its own file", source, int(shared.sum()), col,
+                        Path(df.loc[rows[0], col]).name, ", ".join(at(r) for r in rows[:2]))
+
+
 def _check_consistent_labels(df: pd.DataFrame, source: str, at) -> None:
     """Every labelled row has a label, and a treatment carries one label only."""
     labelled = treatments(df)
@@ -215,6 +246,18 @@ def _check_consistent_labels(df: pd.DataFrame, source: str, at) -> None:
         labels = sorted(map(str, labelled.loc[labelled[TREATMENT] == treatment, MOA].unique()))
         raise CellmorphError(f"{source}: treatment {treatment!r} has several labels {labels}; "
                              "give each treatment one label")
+
+
+def warn_relabelled_compounds(index: pd.DataFrame, source: str) -> None:
+    """Warn where a compound carries two MoA labels (at different concentrations) in a user's
+    map: a slip more often than a dose-dependent mechanism (BBBC014's design has those)."""
+    labelled = treatments(index)
+    per_compound = labelled.groupby(COMPOUND)[MOA].nunique()
+    for compound in per_compound.index[per_compound > 1]:
+        labels = sorted(map(str, labelled.loc[labelled[COMPOUND] == compound, MOA].unique()))
+        log.warning("%s: compound %r has %d MoA labels (%s) at different concentrations; "
+                    "leave-one-compound-out keeps them in one fold", source, compound,
+                    len(labels), ", ".join(labels))
 
 
 def read_csv_table(path: Path | str, what: str = "file", *,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from cellmorph import schema as sc
-from cellmorph.datasets.index import build_index, read_csv_table
+from cellmorph.datasets.index import build_index, read_csv_table, warn_relabelled_compounds
 from cellmorph.datasets.platemap import assign_roles
 from cellmorph.errors import CellmorphError
 from cellmorph.log import get_logger
@@ -69,6 +69,11 @@ def read_loaddata(path: Path | str, *, treatments: Path | str | None = None,
         path_col = f"{prefix}PathName_{channel}"
         if path_col not in df.columns:
             raise CellmorphError(f"{path}: {col} has no {path_col} column; LoadData needs both")
+        for name in (col, path_col):
+            empty = df[name].isna() | (df[name].astype(str).str.strip() == "")
+            if empty.any():
+                raise CellmorphError(f"{path}: line {df.index[empty][0]}: {name} is empty; every "
+                                     "field of view needs a file for every channel")
         df[sc.path_column(channel)] = [str(Path(str(d)) / str(f)) for d, f in
                                        zip(df[path_col], df[col], strict=True)]
         channels.append(channel)
@@ -98,7 +103,9 @@ def read_loaddata(path: Path | str, *, treatments: Path | str | None = None,
         log.warning("%s: no concentration column; every treatment gets concentration 0", source)
         df[sc.CONCENTRATION] = 0.0
     df = assign_roles(df, control, source)
-    # Controls often have no concentration in these files: they are dose 0.
+    # Controls often have no concentration in these files: they are dose 0. (Object dtype: a
+    # text column keeps its values for build_index to name the line of one that is no number.)
+    df[sc.CONCENTRATION] = df[sc.CONCENTRATION].astype(object)
     df.loc[sc.is_control(df) & df[sc.CONCENTRATION].isna(), sc.CONCENTRATION] = 0.0
     return df, channels
 
@@ -162,4 +169,6 @@ def index_loaddata(path: Path | str, *, treatments: Path | str | None = None,
     """
     df, channels = read_loaddata(path, treatments=treatments, control=control, **columns)
     root = Path(root) if root is not None else Path(path).resolve().parent
-    return build_index(df, channels, root=root, check_files=check_files, source=str(path))
+    index = build_index(df, channels, root=root, check_files=check_files, source=str(path))
+    warn_relabelled_compounds(index, str(path))
+    return index

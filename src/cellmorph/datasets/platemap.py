@@ -14,7 +14,12 @@ from pathlib import Path
 import pandas as pd
 
 from cellmorph import schema as sc
-from cellmorph.datasets.index import LINE_NUMBERS, build_index, read_csv_table
+from cellmorph.datasets.index import (
+    LINE_NUMBERS,
+    build_index,
+    read_csv_table,
+    warn_relabelled_compounds,
+)
 from cellmorph.errors import CellmorphError
 
 _RENAMES = {
@@ -45,7 +50,7 @@ def stain_columns(columns: list[str], source: str | Path, prefix: str = "path_")
             raise CellmorphError(f"{source}: columns {seen[stain.lower()]!r} and {col!r} are "
                                  f"both the stain {stain!r}; keep one")
         seen[stain.lower()] = col
-        found[col] = stain.lower()
+        found[col] = stain  # the user's spelling: Path_DAPI stays DAPI
     return found
 
 
@@ -80,8 +85,9 @@ def assign_roles(df: pd.DataFrame, control: str, source: str | Path) -> pd.DataF
     df = df.copy()
     df[sc.COMPOUND] = df[sc.COMPOUND].astype(str).str.strip()
     is_control = is_control_compound(df[sc.COMPOUND], control)
-    if sc.MOA in df.columns:
-        df[sc.MOA] = df[sc.MOA].where(df[sc.MOA].astype(str).str.strip() != "", None)
+    if sc.MOA in df.columns:  # object: an all-empty label column is read as floats
+        df[sc.MOA] = df[sc.MOA].astype(object).where(
+            df[sc.MOA].notna() & (df[sc.MOA].astype(str).str.strip() != ""), None)
     labelled = df[sc.MOA].notna() if sc.MOA in df.columns else pd.Series(False, index=df.index)
     df[sc.ROLE] = sc.ROLE_UNLABELLED
     df.loc[labelled, sc.ROLE] = sc.ROLE_TREATMENT
@@ -117,4 +123,6 @@ def index_platemap(path: Path | str, *, root: Path | str | None = None, control:
     """
     df, channels = read_platemap(path, control=control)
     root = Path(root) if root is not None else Path(path).resolve().parent
-    return build_index(df, channels, root=root, check_files=check_files, source=str(path))
+    index = build_index(df, channels, root=root, check_files=check_files, source=str(path))
+    warn_relabelled_compounds(index, str(path))
+    return index

@@ -47,6 +47,14 @@ class ConformalResult:
     table: pd.DataFrame  # metadata, P_<class>, Set_<conf> ("a; b"), SetSize_<conf>
     scheme: str = SCHEME
     notes: dict = field(default_factory=dict)
+    calibration_sizes: dict[str, int] = field(default_factory=dict)  # smallest, per class
+
+    def too_few_calibration(self, confidence: float) -> list[str]:
+        """Classes whose calibration set is too small to be ruled out at ``confidence``: a
+        class with n calibration treatments has p-values of at least 1/(n + 1) (crepes'
+        smoothing lowers that only at random), so its sets need n >= 1/(1 - confidence) - 1."""
+        needed = minimum_calibration(confidence)
+        return [c for c in self.classes if self.calibration_sizes.get(c, needed) < needed]
 
     def set_column(self, confidence: float) -> str:
         """The column holding the prediction sets at ``confidence``."""
@@ -84,8 +92,25 @@ class ConformalResult:
         return {"method": self.method, "scheme": self.scheme, **self.notes,
                 "levels": [{"confidence": c, "coverage": float(overall[c]),
                             "mean_set_size": float(eff.loc[c, "mean_set_size"]),
-                            "single_label_rate": float(eff.loc[c, "single_label_rate"])}
+                            "single_label_rate": float(eff.loc[c, "single_label_rate"]),
+                            "too_few_calibration": self.too_few_calibration(c),
+                            "calibration_needed": minimum_calibration(c)}
                            for c in self.confidences]}
+
+
+def minimum_calibration(confidence: float) -> int:
+    """Calibration objects a class needs before its p-values can fall below 1 - confidence."""
+    return int(np.ceil(1 / (1 - confidence) - 1 - 1e-9))
+
+
+def calibration_note(level: dict) -> str:
+    """Words beside a coverage figure whose confidence some classes cannot support."""
+    few = level.get("too_few_calibration") or []
+    if not few:
+        return ""
+    return (f" (too few calibration treatments, under {level['calibration_needed']}, to rule "
+            f"out {len(few)} MoA(s) but by chance: {', '.join(few[:3])}"
+            f"{', ...' if len(few) > 3 else ''})")
 
 
 def _covered(table: pd.DataFrame, column: str) -> pd.Series:
@@ -113,10 +138,12 @@ def mondrian_pvalues(cal_scores: np.ndarray, cal_labels: np.ndarray, test_scores
 
 
 def _by_group(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_classes: int,
-              seed: int) -> np.ndarray:
-    """p-values of each group's objects, calibrated on every other group's labelled ones."""
+              seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """p-values of each group's objects, calibrated on every other group's labelled ones, and
+    the smallest calibration set of each class over the groups."""
     p = np.ones_like(scores, dtype=float)
     labelled = labels >= 0
+    smallest = np.full(n_classes, np.iinfo(np.int64).max)
     for g in np.unique(groups):
         test = groups == g
         cal = labelled & ~test
@@ -125,11 +152,14 @@ def _by_group(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_clas
                                  "two compounds")
         p[test] = mondrian_pvalues(scores[cal, labels[cal]], labels[cal], scores[test],
                                    n_classes, seed=seed)
-    return p
+        smallest = np.minimum(smallest, np.bincount(labels[cal], minlength=n_classes))
+    return p, smallest
 
 
-def _result(method: str, table: pd.DataFrame, classes: list[str], p: np.ndarray,
-            confidences: Sequence[float], notes: dict | None = None) -> ConformalResult:
+def _result(method: str, table: pd.DataFrame, classes: list[str],
+            p_and_sizes: tuple[np.ndarray, np.ndarray], confidences: Sequence[float],
+            notes: dict | None = None) -> ConformalResult:
+    p, sizes = p_and_sizes
     keep = [c for c in (sc.TREATMENT, sc.COMPOUND, sc.CONCENTRATION, sc.MOA, sc.BATCH,
                         sc.SYNTHETIC) if c in table.columns]
     out = table[keep].reset_index(drop=True).copy()
@@ -140,7 +170,9 @@ def _result(method: str, table: pd.DataFrame, classes: list[str], p: np.ndarray,
         tag = round(conf * 100)
         out[f"Set_{tag:d}"] = ["; ".join(np.asarray(classes)[row]) for row in members]
         out[f"SetSize_{tag:d}"] = members.sum(axis=1)
-    return ConformalResult(method, list(classes), tuple(confidences), out, notes=notes or {})
+    return ConformalResult(method, list(classes), tuple(confidences), out, notes=notes or {},
+                           calibration_sizes={c: int(n) for c, n in zip(classes, sizes,
+                                                                         strict=True)})
 
 
 def conformal_from_probabilities(predictions: pd.DataFrame, *,
@@ -165,9 +197,10 @@ def conformal_from_probabilities(predictions: pd.DataFrame, *,
         raise CellmorphError("the prediction table holds NaN or infinite probabilities")
     position = {c: i for i, c in enumerate(classes)}
     labels = np.array([position.get(str(m), -1) for m in predictions[sc.MOA]])
-    p = _by_group(hinge(probs), labels, predictions[group].astype(str).to_numpy(), len(classes),
-                  seed)
-    return _result("class probabilities (hinge score)", predictions, classes, p, confidences)
+    calibrated = _by_group(hinge(probs), labels, predictions[group].astype(str).to_numpy(),
+                           len(classes), seed)
+    return _result("class probabilities (hinge score)", predictions, classes, calibrated,
+                   confidences)
 
 
 def conformal_from_profiles(treatments: pd.DataFrame, *, metric: str = "cosine",
@@ -197,8 +230,9 @@ def conformal_from_profiles(treatments: pd.DataFrame, *, metric: str = "cosine",
         other = np.where(labels[None, :] != c, dist, np.inf).min(axis=1)
         scores[:, c] = same / np.maximum(other, 1e-12)
     scores = np.where(np.isfinite(scores), scores, 1e12)
-    p = _by_group(scores, labels, compound.astype(str), len(classes), seed)
+    calibrated = _by_group(scores, labels, compound.astype(str), len(classes), seed)
     notes = {"metric": metric, "holdout": "nsc"}
     if dropped:
         notes["dropped_moas"] = dropped
-    return _result(f"nearest neighbours ({metric}, NSC)", lab, classes, p, confidences, notes)
+    return _result(f"nearest neighbours ({metric}, NSC)", lab, classes, calibrated, confidences,
+                   notes)

@@ -9,7 +9,11 @@ import pandas as pd
 
 from cellmorph import schema as sc
 from cellmorph.config import TrainConfig
-from cellmorph.evaluation.conformal import ConformalResult, conformal_from_probabilities
+from cellmorph.evaluation.conformal import (
+    ConformalResult,
+    calibration_note,
+    conformal_from_probabilities,
+)
 from cellmorph.evaluation.ensemble import EnsembleResult, ensemble_seeds
 from cellmorph.evaluation.predictions import aggregate_probabilities, confusion
 from cellmorph.training.cv import SeedRun, TrainingRun
@@ -116,7 +120,9 @@ def conformal_summary(results: dict[str, ConformalResult], confidences) -> dict:
             "coverage_mean_over_seeds": float(np.mean([s[i]["coverage"] for s in per_seed])),
             "set_size_mean_over_seeds": float(np.mean([s[i]["mean_set_size"] for s in per_seed])),
             "ensemble_coverage": results["ensemble"].summary()["levels"][i]["coverage"],
-            "ensemble_set_size": results["ensemble"].summary()["levels"][i]["mean_set_size"]})
+            "ensemble_set_size": results["ensemble"].summary()["levels"][i]["mean_set_size"],
+            **{k: results["ensemble"].summary()["levels"][i][k]
+               for k in ("too_few_calibration", "calibration_needed")}})
     return out
 
 
@@ -153,7 +159,8 @@ def format_cv(result: CVResult | dict) -> str:
     for level in summary.get("conformal", {}).get("levels", []):
         lines.append(f"  conformal {level['confidence']:.0%}: coverage "
                      f"{level['coverage_mean_over_seeds']:.1%}, mean set size "
-                     f"{level['set_size_mean_over_seeds']:.2f} MoAs")
+                     f"{level['set_size_mean_over_seeds']:.2f} MoAs"
+                     f"{calibration_note(level)}")
     if summary.get("trained"):
         lines.append(f"  trained: {summary['trained']}")
     return "\n".join(lines)

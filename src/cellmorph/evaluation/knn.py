@@ -68,6 +68,12 @@ def nn_accuracy(treatments: pd.DataFrame, *, metric: str = "cosine",
                              "single compound" + (" or a single batch" if holdout == "nscb"
                                                   else "") + "; include at least two compounds "
                              "per MoA")
+    if df[sc.MOA].nunique() < 2:
+        raise CellmorphError(
+            f"only one MoA ({df[sc.MOA].iloc[0]}) can be matched under {holdout.upper()} once "
+            f"MoAs that cannot be matched are left out ({', '.join(dropped)}): a 1-NN among "
+            "one MoA is always right, so no accuracy is reported; include at least two "
+            "compounds (and, for NSCB, two batches) in at least two MoAs")
     X = to_matrix(df)
     dist = cdist(X, X, metric=metric)
     compound = df[sc.COMPOUND].to_numpy()

@@ -1,7 +1,7 @@
 """Evaluating profiles: well profiles -> normalised treatment profiles -> 1-NN accuracy, mAP.
 
 :func:`evaluate_profiles` returns an :class:`EvaluationResult`; writing its tables, JSON and
-plots is :func:`cellmorph.report.writers.write_evaluation`'s job.
+plots is :func:`cellmorph.reporting.writers.write_evaluation`'s job.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pandas as pd
 from cellmorph import schema as sc
 from cellmorph.config import EvaluateConfig
 from cellmorph.errors import CellmorphError
-from cellmorph.evaluation.conformal import ConformalResult, conformal_from_profiles
+from cellmorph.evaluation.conformal import ConformalResult, calibration_note, conformal_from_profiles
 from cellmorph.evaluation.knn import NNResult, nn_accuracy
 from cellmorph.evaluation.map import moa_consistency, phenotypic_activity, summarize_map
 from cellmorph.evaluation.predictions import confusion
@@ -175,7 +175,7 @@ def format_results(result: EvaluationResult) -> str:
     for level in m.get("conformal", {}).get("levels", []):
         lines.append(f"conformal {level['confidence']:.0%} ({m['conformal']['method']}): "
                      f"coverage {level['coverage']:.1%}, mean set size "
-                     f"{level['mean_set_size']:.2f} MoAs")
+                     f"{level['mean_set_size']:.2f} MoAs{calibration_note(level)}")
     if "map_activity" in m:
         a, c = m["map_activity"], m["map_moa_consistency"]
         lines.append(f"mAP activity vs DMSO: {a['mean_map']:.3f} "

@@ -4,7 +4,7 @@ The unit of work is one plate (:class:`PlateJob`): its tiles are embedded and ag
 image-level profiles, written as ``plates/<plate>.parquet``. Plates run one at a time (memory
 stays bounded for any screen size) and a finished plate is never redone, so a rerun resumes.
 The run returns a :class:`ProfileResult`; writing the tables is a separate step
-(:func:`cellmorph.report.writers.write_profiles`).
+(:func:`cellmorph.reporting.writers.write_profiles`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from cellmorph.errors import CellmorphError
 from cellmorph.executors import map_actors
 from cellmorph.log import get_logger, progress
 from cellmorph.profiling.features import TileEmbedder, feature_names
-from cellmorph.runs import start_run
+from cellmorph.runs import RunLayout, start_run
 from cellmorph.runtime import (
     Runtime,
     keep_freed_memory,
@@ -191,18 +191,30 @@ def resolve_workers(workers: int | str, runtime: Runtime) -> int:
     return 0
 
 
-PROFILE_ARTIFACTS = ("plates", "profiles_*.parquet", "timings.json", "evaluation", "config.yaml",
-                     "report.html", "figures")
+# What a profiling run (and evaluate, explain and report after it) creates in its folder.
+PROFILE_LAYOUT = RunLayout(results=(
+    "plates", *(f"profiles_{level}.{ext}" for ext in ("parquet", "h5ad")
+                for level in ("image", "well", "treatment")),
+    "timings.json", "evaluation", "report.html", "figures", "explain"))
 
 
-def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True,
-                   overwrite: bool = False) -> ProfileResult:
+def _plate_results(plates: list[str]) -> list[str]:
+    """The recorded files holding the results of ``plates`` (redone when their images
+    change)."""
+    return [f"plates/{safe_name(p)}.parquet" for p in plates]
+
+
+def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True, overwrite: bool = False,
+                   index_table: pd.DataFrame | None = None,
+                   finish: Callable[[ProfileResult], object] | None = None) -> ProfileResult:
     """Run the profiling pipeline; returns the profile tables (and keeps per-plate results
     in ``OUTPUT/plates`` so that an interrupted run resumes).
 
     The run folder must have been made with the same configuration (or be new); with
     ``overwrite`` its results are deleted first. Device, model and weights are checked before
-    any preprocessing starts.
+    any preprocessing starts. ``index_table`` is an index given as a table (saved in the run
+    folder as ``cfg.index``); ``finish`` is called with the result while the folder is still
+    held (to write its files).
 
     Examples
     --------
@@ -210,8 +222,8 @@ def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True,
     ... # doctest: +SKIP
     """
     timer = StageTimer()
-    with start_run(cfg, kind="profile", artifacts=PROFILE_ARTIFACTS,
-                   overwrite=overwrite) as run:
+    with start_run(cfg, kind="profile", layout=PROFILE_LAYOUT, overwrite=overwrite,
+                   index_table=index_table, stale=_plate_results) as run:
         out, runtime, index, described = run.folder, run.runtime, run.index, run.described
         channels = sc.channels_of(index)
         tile_size = cfg.preprocess.tile_size or default_input_size(cfg.model)
@@ -258,8 +270,11 @@ def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True,
             wells = sc.aggregate(images, sc.WELL_KEYS, cfg.aggregate)
             treated = wells[wells[sc.ROLE] != sc.ROLE_CONTROL]
             treatments = sc.aggregate(treated, sc.TREATMENT_KEYS, cfg.aggregate)
-    return ProfileResult(cfg, images, wells, treatments, described,
-                         {**timer.seconds, "tiles_embedded": _tiles_embedded(cache, todo)})
+        result = ProfileResult(cfg, images, wells, treatments, described,
+                               {**timer.seconds, "tiles_embedded": _tiles_embedded(cache, todo)})
+        if finish is not None:
+            finish(result)
+    return result
 
 
 def _tiles_embedded(cache: TileCache, jobs: Sequence[PlateJob]) -> int:

@@ -22,7 +22,7 @@ from cellmorph.datasets.bbbc014 import (
 )
 from cellmorph.log import progress as progress_bar
 from cellmorph.synth.bbbc021 import stable_seed
-from cellmorph.synth.render import Phenotype, PlateEffect, render_field, to_uint
+from cellmorph.synth.render import Phenotype, PlateEffect, check_size, render_field, to_uint
 
 CELL_LINES = {
     "MCF7": Phenotype(cell_size=1.0, cell_elongation=1.2),
@@ -34,6 +34,7 @@ NOTE = "SYNTHETIC DATA made by `cellmorph synth bbbc014`: not microscopy images.
 def synthesize_bbbc014(out: Path | str, *, size: tuple[int, int] = (256, 340), seed: int = 0,
                        progress: bool = True) -> Path:
     """Write ``out/BBBC014_v1_images`` with two BMPs (DAPI, FITC) per well; returns the folder."""
+    size = check_size(size)
     folder = ensure_writable_dir(Path(out) / IMAGE_FOLDER)
     plate = PlateEffect.random(("DAPI", "FITC"), np.random.default_rng(stable_seed(seed, "bbbc014")))
     wells = [(r, c) for r in "ABCDEFGH" for c in range(1, 13)]

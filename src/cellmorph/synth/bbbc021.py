@@ -20,7 +20,7 @@ from cellmorph.atomic import atomic_path, ensure_writable_dir, write_csv, write_
 from cellmorph.datasets import bbbc021 as b21
 from cellmorph.errors import CellmorphError
 from cellmorph.log import progress as progress_bar
-from cellmorph.synth.render import Phenotype, PlateEffect, render_field, to_uint
+from cellmorph.synth.render import Phenotype, PlateEffect, check_size, render_field, to_uint
 
 CONTROL = Phenotype()
 MOA_PHENOTYPES: dict[str, Phenotype] = {
@@ -127,11 +127,12 @@ def synthesize_bbbc021(
 
     ``size`` is (height, width); the real images are (1024, 1280).
     """
-    out = ensure_writable_dir(Path(out))
+    size = check_size(size)
     image_meta = b21.read_image_metadata()
     moa_meta = b21.read_moa_metadata()
     rows = select(image_meta, moa_meta, moas=moas, compounds=compounds, plates=plates, sites=sites,
                   max_concentrations=max_concentrations, controls_per_plate=controls_per_plate)
+    out = ensure_writable_dir(Path(out))  # only once the selection is known to be good
     moa_of = {(c, round(float(x), 6)): m for c, x, m in
               zip(moa_meta["compound"], moa_meta["concentration"], moa_meta["moa"], strict=True)}
     conc_rank = _concentration_strength(moa_meta)

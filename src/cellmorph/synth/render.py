@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cellmorph.errors import CellmorphError
+
 
 @dataclasses.dataclass(frozen=True)
 class Phenotype:
@@ -70,6 +72,20 @@ class PlateEffect:
             vignetting=float(rng.uniform(0.15, 0.45)),
             centre=(float(rng.uniform(0.4, 0.6)), float(rng.uniform(0.4, 0.6))),
         )
+
+
+MAX_PIXELS = 4096 * 4096  # a synthetic field; drawing larger ones exhausts memory
+
+
+def check_size(size: tuple[int, int]) -> tuple[int, int]:
+    """A synthetic field's (height, width), refused when it cannot be drawn."""
+    h, w = (int(v) for v in size)
+    if h < 32 or w < 32:
+        raise CellmorphError(f"size {h}x{w}: synthetic fields must be at least 32x32")
+    if h * w > MAX_PIXELS:
+        raise CellmorphError(f"size {h}x{w}: at most {MAX_PIXELS:,} pixels a synthetic field "
+                             "(4096x4096); the real BBBC021 fields are 1024x1280")
+    return h, w
 
 
 def render_field(

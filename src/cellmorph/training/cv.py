@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,13 +30,20 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cellmorph import schema as sc
-from cellmorph.atomic import atomic_path, ensure_writable_dir, write_json, write_npy, write_parquet
+from cellmorph.atomic import (
+    atomic_path,
+    ensure_writable_dir,
+    partial_path,
+    write_json,
+    write_npy,
+    write_parquet,
+)
 from cellmorph.backbones import create_backbone, default_input_size
 from cellmorph.cache import TileCache, TileStore, build_tile_cache, safe_name
 from cellmorph.config import TrainConfig
 from cellmorph.executors import map_tasks
 from cellmorph.log import get_logger, progress
-from cellmorph.runs import start_run
+from cellmorph.runs import RunLayout, start_run
 from cellmorph.runtime import (
     Runtime,
     freeze,
@@ -99,6 +106,7 @@ class FoldJob:
     trunk_cache: Path | None = None
     device: str = "cpu"  # resolved by the driver, so every worker computes alike
     precision: str = "fp32"
+    keep_model: bool = True  # write model.safetensors (explain reads it; resuming does not)
 
     @property
     def done(self) -> bool:
@@ -166,9 +174,10 @@ def run_fold(job: FoldJob, runtime: Runtime | None = None, *,
                                       fold_seed(job.seed, job.fold), name=job.fold)
     out = job.output
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "model.safetensors") as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                  str(tmp))
+    if job.keep_model:
+        with atomic_path(out / "model.safetensors") as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                      str(tmp))
     stacked = np.stack(epoch_probs).astype(np.float32)
     write_npy(stacked, out / "epoch_probs.npy")
     write_json({"fold": job.fold, "train_loss": losses, "n_train": len(job.train),
@@ -221,10 +230,12 @@ def plan_folds(cfg: TrainConfig, index: pd.DataFrame, *, progress_bars: bool = T
 def seed_jobs(cfg: TrainConfig, plan: _Plan, seed: int, seed_folder: Path, runtime: Runtime,
               trunk_cache: Path | None = None) -> list[FoldJob]:
     """The fold jobs of one seed."""
+    keep_model = cfg.keep_models == "all" or (cfg.keep_models == "explain"
+                                              and seed == cfg.seeds[0])
     return [FoldJob(cfg, seed, f.name, np.flatnonzero(f.train), np.flatnonzero(f.test),
                     tuple(plan.classes), plan.cache.folder, seed_folder / "init.safetensors",
                     fold_dir(seed_folder, f.name), trunk_cache, runtime.device_name,
-                    runtime.precision_name) for f in plan.folds]
+                    runtime.precision_name, keep_model) for f in plan.folds]
 
 
 def initial_model(cfg: TrainConfig, n_classes: int, seed: int, path: Path) -> torch.nn.Module:
@@ -248,7 +259,7 @@ def prepare_trunk_cache(cfg: TrainConfig, plan: _Plan, model: torch.nn.Module,
     spec = make_input_spec(model, plan.channels, cfg.rgb_map, runtime.device, cfg.channels_last)
     positions = np.flatnonzero(sc.is_treatment(plan.store.table).to_numpy())
     # Written in place as a memory map (it may be larger than RAM), renamed when complete.
-    part = path.with_name(path.name + ".part")
+    part = partial_path(path)
     try:
         compute_trunk_cache(freeze(trunk), plan.store, positions, spec, runtime, part,
                             dtype=cfg.trunk_cache_dtype, progress_bar=progress_bars)
@@ -286,22 +297,30 @@ def run_sequentially(jobs: Sequence[FoldJob], runtime: Runtime, *,
     return outputs
 
 
-TRAIN_ARTIFACTS = ("seed*", "metrics.json", "accuracy_per_epoch.png", "config.yaml",
-                   "report.html", "figures", "ensemble*", "conformal*")
+def train_layout(cfg: TrainConfig) -> RunLayout:
+    """What a training run (and evaluate, explain and report after it) creates in its
+    folder: a folder per seed, the summaries."""
+    return RunLayout(results=(
+        *(f"seed{s}" for s in cfg.seeds), "metrics.json", "accuracy_per_epoch.png",
+        "ensemble_treatment.csv", *(f"conformal{x}" for x in ("_treatment.csv", "_validity.csv",
+                                                               "_efficiency.csv", ".png")),
+        "report.html", "figures", "explain"))
 
 
-def run_folds(cfg: TrainConfig, *, progress_bars: bool = True,
-              overwrite: bool = False) -> TrainingRun:
+def run_folds(cfg: TrainConfig, *, progress_bars: bool = True, overwrite: bool = False,
+              index_table: pd.DataFrame | None = None,
+              finish: Callable[[TrainingRun], object] | None = None) -> TrainingRun:
     """Train and predict every fold of every seed; returns their outputs.
 
     Every fold starts from the seed's saved initial weights; finished folds are skipped, so
     an interrupted run resumes where it stopped. The run folder must have been made with the
     same configuration (more folds or seeds may be added); ``overwrite`` starts afresh.
+    ``index_table`` and ``finish`` are as for :func:`cellmorph.profiling.pipeline.profile_screen`.
     """
     torch.use_deterministic_algorithms(True, warn_only=True)
     # Bad folds fail before preprocessing.
-    with start_run(cfg, kind="train", artifacts=TRAIN_ARTIFACTS, overwrite=overwrite,
-                   check_index=lambda index: make_folds(index, by=cfg.fold_by,
+    with start_run(cfg, kind="train", layout=train_layout(cfg), overwrite=overwrite,
+                   index_table=index_table, check_index=lambda index: make_folds(index, by=cfg.fold_by,
                                                         only=cfg.folds)) as started:
         out, runtime, index, described = (started.folder, started.runtime, started.index,
                                           started.described)
@@ -321,4 +340,6 @@ def run_folds(cfg: TrainConfig, *, progress_bars: bool = True,
             outputs = run_jobs(cfg, jobs, runtime, progress_bars=progress_bars,
                                desc=f"folds (seed {seed})")
             run.seeds.append(SeedRun(seed, rep, outputs))
+        if finish is not None:
+            finish(run)
     return run

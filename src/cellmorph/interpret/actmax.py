@@ -108,7 +108,8 @@ def active_channels(model: nn.Module, layer: str, k: int, *, mean: tuple[float, 
     finally:
         hook.remove()
     maps = captured[-1][0].flatten(1)
-    alive = (maps.mean(1) > 1e-6) & (maps.std(1) > 1e-4)
+    # correction=0: a 1x1 map (a small input deep in the network) has a spread of 0, not NaN
+    alive = (maps.mean(1) > 1e-6) & (maps.std(1, correction=0) > 1e-4)
     return [int(c) for c in torch.nonzero(alive).flatten()[:k]]
 
 

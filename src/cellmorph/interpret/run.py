@@ -24,8 +24,8 @@ from cellmorph.cache import TileCache, cache_key
 from cellmorph.config import ProfileConfig, TrainConfig, load_config
 from cellmorph.datasets.index import read_index
 from cellmorph.errors import CellmorphError
-from cellmorph.explain.actmax import ActMax, active_channels, default_layers, maximise
-from cellmorph.explain.gradcam import grad_cam, overlay
+from cellmorph.interpret.actmax import ActMax, active_channels, default_layers, maximise
+from cellmorph.interpret.gradcam import grad_cam, overlay
 from cellmorph.log import get_logger, progress
 from cellmorph.runtime import make_input_spec, resolve_device
 from cellmorph.training.cv import fold_dir
@@ -68,8 +68,16 @@ def _run_record(run: Path) -> dict:
 
 
 def _model_from(path: Path, name: str, n_classes: int) -> torch.nn.Module:
+    if not path.is_file():
+        raise CellmorphError(f"{path} not found: the run kept no model there (keep_models in "
+                             "the train config), or it was deleted; rerun train with "
+                             "keep_models: all to explain it")
     model = create_backbone(name, "random", num_classes=n_classes)
-    model.load_state_dict(load_file(str(path)))
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except Exception as exc:  # safetensors and torch raise several types for a damaged file
+        raise CellmorphError(f"{path}: a damaged model file ({exc}); delete that fold's folder "
+                             "and rerun train to redo it") from None
     return model.eval()
 
 

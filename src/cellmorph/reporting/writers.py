@@ -19,11 +19,11 @@ from cellmorph.evaluation.conformal import ConformalResult
 from cellmorph.evaluation.cv import CVResult, partial_note
 from cellmorph.evaluation.pipeline import EvaluationResult
 from cellmorph.evaluation.translocation import TranslocationResult
-from cellmorph.explain.run import ExplainResult, overlays
+from cellmorph.interpret.run import ExplainResult, overlays
 from cellmorph.profiling.pipeline import ProfileResult
 from cellmorph.profiling.translocation import RATIO
-from cellmorph.report.anndata import write_h5ad
-from cellmorph.report.plots import (
+from cellmorph.reporting.anndata import write_h5ad
+from cellmorph.reporting.plots import (
     plot_bars,
     plot_confusion,
     plot_coverage,

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cellmorph import schema as sc
@@ -18,10 +19,12 @@ from cellmorph.evaluation.conformal import ConformalResult, conformal_from_proba
 from cellmorph.evaluation.cv import CVResult, summarise_cv
 from cellmorph.evaluation.pipeline import EvaluationResult, evaluate_profiles
 from cellmorph.evaluation.predictions import confusion
+from cellmorph.log import get_logger
 from cellmorph.profiling.pipeline import ProfileResult
 from cellmorph.runs import RUN_RECORD, read_provenance
 from cellmorph.training.cv import SeedRun, TrainingRun, load_fold, trained_layers
 
+log = get_logger(__name__)
 
 @dataclass
 class PredictionTable:
@@ -125,10 +128,31 @@ def load_table(path: Path) -> PredictionTable:
     if not sc.prob_columns(table) or sc.MOA not in table.columns:
         raise CellmorphError(f"{path}: not a prediction table (needs Metadata_MoA and "
                              "Prob_<MoA> columns, as in predictions_treatment.csv)")
+    check_probabilities(table, path)
     conformal = None
     if sc.COMPOUND in table.columns and table[sc.COMPOUND].nunique() > 1:
         conformal = conformal_from_probabilities(table)
     return PredictionTable(path, table, conformal)
+
+
+def check_probabilities(table: pd.DataFrame, path: Path) -> None:
+    """Refuse what cannot be probabilities (missing, negative, above 1); warn where a row's
+    do not sum to 1 (scores of another kind: sets and calibration then mean less)."""
+    columns = sc.prob_columns(table)
+    probs = table[columns].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    bad = ~np.isfinite(probs) | (probs < 0) | (probs > 1)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        value = table.iloc[row][columns[col]]
+        raise CellmorphError(f"{path}: row {row + 1}: {columns[col]} is {value!r}; Prob_ "
+                             "columns must hold probabilities from 0 to 1")
+    sums = probs.sum(axis=1)
+    off = np.abs(sums - 1) > 1e-3
+    if off.any():
+        log.warning("%s: %d of %d rows' probabilities do not sum to 1 (row %d: %.3g); are they "
+                    "scores of another kind? Conformal sets and the report read them as "
+                    "probabilities", path, int(off.sum()), len(sums), int(np.argmax(off)) + 1,
+                    sums[np.argmax(off)])
 
 
 def load_bundle(source: Path | str) -> RunBundle:

@@ -1,7 +1,7 @@
 """``cellmorph report``: one self-contained HTML page for a run (or a bare prediction table).
 
 The page is rendered from a jinja2 template (``templates/report.html.j2``) on the typed
-results of :mod:`cellmorph.report.load`; every figure is written beside it as PNG
+results of :mod:`cellmorph.reporting.load`; every figure is written beside it as PNG
 (``figures/``) and embedded in the page as base64, so the file opens offline and can be sent
 to a colleague on its own.
 """
@@ -19,11 +19,12 @@ import pandas as pd
 
 from cellmorph import __version__
 from cellmorph import schema as sc
-from cellmorph.atomic import ensure_writable_dir, write_text
-from cellmorph.evaluation.conformal import ConformalResult
+from cellmorph.atomic import check_not_input, ensure_writable_dir, writable_target, write_text
+from cellmorph.errors import CellmorphError
+from cellmorph.evaluation.conformal import ConformalResult, calibration_note
 from cellmorph.evaluation.cv import CVResult, format_accuracy, partial_note
-from cellmorph.report.load import RunBundle, load_bundle
-from cellmorph.report.plots import (
+from cellmorph.reporting.load import RunBundle, load_bundle
+from cellmorph.reporting.plots import (
     plot_bars,
     plot_confusion,
     plot_coverage,
@@ -253,8 +254,10 @@ def _conformal(report: Report, result: ConformalResult, figures: Path, synthetic
                title: str, key: str) -> None:
     validity, efficiency = result.validity(), result.efficiency()
     overall = validity[validity["moa"] == "all"].set_index("confidence")
+    levels = {level["confidence"]: level for level in result.summary()["levels"]}
     rows = [{"confidence": f"{row['confidence']:.0%}",
-             "coverage": f"{overall.loc[row['confidence'], 'coverage']:.1%}",
+             "coverage": f"{overall.loc[row['confidence'], 'coverage']:.1%}"
+                         f"{calibration_note(levels[row['confidence']])}",
              "size": f"{row['mean_set_size']:.2f}",
              "single": f"{row['single_label_rate']:.0%}", "empty": f"{row['empty_rate']:.0%}"}
             for _, row in efficiency.iterrows()]
@@ -313,7 +316,7 @@ def _tsne(values: np.ndarray) -> np.ndarray:
 def render(report: Report) -> str:
     """The report's HTML text, from the package's template."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(resources.files("cellmorph") / "report" /
+        loader=jinja2.FileSystemLoader(str(resources.files("cellmorph") / "reporting" /
                                            "templates")),
         autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
     return env.get_template("report.html.j2").render(r=report)
@@ -322,9 +325,13 @@ def render(report: Report) -> str:
 def write_report(source: Path | str, out: Path | str | None = None) -> Path:
     """Build and write the report of ``source`` (a run folder or a prediction table);
     returns the HTML file. Figures go beside it in ``figures/``."""
-    bundle = load_bundle(source)
     source = Path(source)
     html = Path(out) if out is not None else (
         source / "report.html" if source.is_dir() else source.with_suffix(".report.html"))
+    if html.suffix.lower() not in (".html", ".htm"):
+        raise CellmorphError(f"report output {html}: give a file name ending in .html")
+    check_not_input(html, source)
+    writable_target(html)
+    bundle = load_bundle(source)
     report = build_report(bundle, html.parent / "figures")
     return write_text(render(report), html)
