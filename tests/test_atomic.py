@@ -63,10 +63,16 @@ def test_wide_tables_round_trip(tmp_path: Path) -> None:
 def test_partial_files_are_removed_outside_skipped_folders(tmp_path: Path) -> None:
     (tmp_path / "plates").mkdir()
     (tmp_path / "cache").mkdir()
-    (tmp_path / "plates" / ".a.parquet.x.part").write_text("half")
-    (tmp_path / "cache" / ".b.npy.y.part").write_text("another run's, in progress")
+    (tmp_path / "plates" / ".a.parquet.x.cellmorph.part").write_text("half")
+    (tmp_path / "cache" / ".b.npy.y.cellmorph.part").write_text("another run's, in progress")
+    (tmp_path / "plates" / "download.zip.part").write_text("not this program's")
+    (tmp_path / "plates" / ".c.npy.z.part").write_text("nor this (no cellmorph mark)")
+    (tmp_path / "link.cellmorph.part").symlink_to(tmp_path / "plates" / "download.zip.part")
     assert remove_partial_files(tmp_path, skip=("cache",)) == 1
-    assert (tmp_path / "cache" / ".b.npy.y.part").exists()
+    assert (tmp_path / "cache" / ".b.npy.y.cellmorph.part").exists()
+    assert (tmp_path / "plates" / "download.zip.part").exists()
+    assert (tmp_path / "plates" / ".c.npy.z.part").exists()
+    assert remove_partial_files(tmp_path / "cache", recursive=False) == 1
 
 
 def test_folder_lock_is_reentrant(tmp_path: Path) -> None:

@@ -63,3 +63,18 @@ def test_errors_on_ray_come_back_as_one_line(tmp_path: Path) -> None:
     with pytest.raises(CellmorphError, match=r"^index file .*nope\.parquet not found; create "
                                              r"it with `cellmorph index`$"):
         map_tasks(read_index, [tmp_path / "nope.parquet"], threads=1, use_gpu=False)
+
+
+def test_a_cluster_address_where_nothing_answers_fails_in_seconds(tiny021: Path,
+                                                                   tmp_path: Path) -> None:
+    """BAD case: a plain HOST:PORT with no cluster there hung for minutes (Ray retries its GCS
+    connection); now the run stops within seconds, before creating anything."""
+    import time
+
+    start = time.monotonic()
+    with pytest.raises(CellmorphError, match="nothing answered at ray_address 127.0.0.1:1.*"
+                                             "ray start --head"):
+        api.profile(index=tiny021, output=tmp_path / "run", executor="ray",
+                    ray_address="127.0.0.1:1", progress=False)
+    assert time.monotonic() - start < 15
+    assert not (tmp_path / "run").exists()

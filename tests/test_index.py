@@ -59,7 +59,8 @@ def test_bad_rows_are_named(tmp_path) -> None:
         ix.build_index(pm, ["A"], root=tmp_path)
     pm = _platemap(tmp_path)
     pm.loc[2, sc.WELL] = "B01"
-    with pytest.raises(CellmorphError, match="share a plate/well/site"):
+    with pytest.raises(CellmorphError, match="row 0 and row 2 are both plate P1, well B01, "
+                                             "site 1"):
         ix.build_index(pm, ["A"], root=tmp_path)
     pm = _platemap(tmp_path)
     pm.loc[1, sc.MOA] = None

@@ -232,3 +232,52 @@ def test_only_this_programs_leftovers_are_removed(tiny021: Path, tmp_path: Path)
     _profile(tiny021, run)
     assert not ours.exists()
     assert all(p.read_bytes() == b"the user's" for p in users)
+
+
+def test_an_edited_run_record_cannot_point_a_deletion_outside(tiny021: Path,
+                                                              tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("the user's")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / RUN_RECORD).write_text(json.dumps(
+        {"format": 2, "kind": "profile", "fingerprint": {},
+         "manifest": {"results": ["../outside", str(outside), "..", ""], "kept": []}}))
+    _profile(tiny021, run, overwrite=True)
+    assert (outside / "keep.txt").read_text() == "the user's"
+    manifest = json.loads((run / RUN_RECORD).read_text())["manifest"]
+    assert all("/" not in n and n != ".." for n in manifest["results"])
+
+
+def test_the_runs_own_input_inside_its_folder_is_never_claimed(tiny021: Path,
+                                                                tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    index = shutil.copy(tiny021, run / "index.parquet")  # the user indexed into the folder
+    before = Path(index).read_bytes()
+    _profile(Path(index), run)
+    _profile(Path(index), run, model="resnet18", weights="random", overwrite=True)
+    assert Path(index).read_bytes() == before
+    assert "index.parquet" not in json.loads((run / RUN_RECORD).read_text())["manifest"]["kept"]
+
+
+def test_a_run_that_failed_in_preprocessing_does_not_claim_its_folder(tiny021: Path,
+                                                                      tmp_path: Path) -> None:
+    import shutil
+
+    from cellmorph.datasets.bbbc021 import index_bbbc021
+
+    images = tmp_path / "images"
+    shutil.copytree(tiny021.parent / "images", images)
+    index = index_bbbc021(images, moa_subset=True)
+    broken = Path(index.iloc[0]["Path_DAPI"])
+    whole = broken.read_bytes()
+    broken.write_bytes(whole[: len(whole) // 3])  # truncated
+    with pytest.raises(CellmorphError, match="unreadable or truncated image"):
+        _profile(index, tmp_path / "run")
+    broken.write_bytes(whole)
+    _profile(index, tmp_path / "run", model="resnet18", weights="random")  # not refused
+    assert (tmp_path / "run" / "profiles_well.parquet").is_file()

@@ -380,8 +380,12 @@ def build_config(model: type[BaseModel], data: dict[str, Any], source: str = "co
 
 
 def save_config(config: BaseModel, path: Path | str) -> Path:
-    """Write a config as YAML next to a run's outputs (atomically)."""
-    return write_text(config_yaml(config), path)
+    """Write a config as YAML next to a run's outputs (atomically); a file that already says
+    the same is left as it is (it may be the very file the run was started from)."""
+    path, text = Path(path), config_yaml(config)
+    if path.is_file() and path.read_text(errors="replace") == text:
+        return path
+    return write_text(text, path)
 
 
 def config_yaml(config: BaseModel) -> str:

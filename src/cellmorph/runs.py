@@ -164,15 +164,25 @@ def provenance(kind: str, runtime: dict, index_digest: str) -> dict[str, Any]:
             "runtime": runtime, "index_digest": index_digest, "versions": versions()}
 
 
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+def _differences(old: dict, new: dict, path: tuple[str, ...] = ()) -> list[tuple]:
+    """``(key path, value in the folder, value now)`` for every setting that differs."""
     diffs = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key, "(unset)"), new.get(key, "(unset)")
         if isinstance(a, dict) and isinstance(b, dict):
-            diffs += _differences(a, b, f"{prefix}{key}.")
+            diffs += _differences(a, b, (*path, key))
         elif a != b:
-            diffs.append(f"{prefix}{key}: {_short(a)} (in the folder) -> {_short(b)} (now)")
+            diffs.append(((*path, key), a, b))
     return diffs
+
+
+def _describe(diffs: list[tuple]) -> str:
+    """The first few differences, in words."""
+    text = [f"the images of plate {keys[1]} changed (size or modification time)"
+            if keys[0] == "images" else
+            f"{'.'.join(keys)}: {_short(a)} (in the folder) -> {_short(b)} (now)"
+            for keys, a, b in diffs[:3]]
+    return "; ".join(text) + ("; ..." if len(diffs) > 3 else "")
 
 
 def _short(value: Any) -> str:
@@ -206,8 +216,8 @@ class Manifest:
     def from_record(cls, record: dict, layout: RunLayout, folder: Path) -> Manifest:
         """The record's manifest; a run folder of format 1 (no manifest) owned its layout."""
         if "manifest" in record:
-            return cls(list(record["manifest"].get("results", [])),
-                       list(record["manifest"].get("kept", [])))
+            manifest = record["manifest"] if isinstance(record["manifest"], dict) else {}
+            return cls(_top_level(manifest.get("results")), _top_level(manifest.get("kept")))
         return cls([n for n in layout.results if _present(folder / n)],
                    [n for n in layout.kept if _present(folder / n)])
 
@@ -219,6 +229,15 @@ class Manifest:
         """Record more names (in order, once each)."""
         self.results += [n for n in results if n not in self.results]
         self.kept += [n for n in kept if n not in self.kept]
+
+
+def _top_level(names: object) -> list[str]:
+    """The plain top-level names of a recorded list: an edited run.json cannot point a
+    deletion outside its folder (no separators, no '..')."""
+    if not isinstance(names, list):
+        return []
+    return [n for n in names if isinstance(n, str) and n not in ("", ".", "..")
+            and "/" not in n and "\\" not in n]
 
 
 def _present(path: Path) -> bool:
@@ -245,20 +264,25 @@ def _delete(folder: Path, names: Sequence[str]) -> None:
         path = folder / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
-        elif _present(path):
+        elif path.is_symlink() or path.is_file():
             path.unlink()
+        elif path.exists():  # a FIFO or device where a result was: not this program's
+            log.warning("%s is not a regular file; left in place", path)
 
 
-def _image_changes(diffs: list[str]) -> list[str] | None:
+def _image_changes(diffs: list[tuple]) -> list[str] | None:
     """The plates whose images changed, when that is the only difference (else None)."""
-    plates = [d.split(":", 1)[0].removeprefix("images.") for d in diffs]
-    return plates if plates and all(d.startswith("images.") for d in diffs) else None
+    if diffs and all(keys[0] == "images" and len(keys) == 2 for keys, _, _ in diffs):
+        return [keys[1] for keys, _, _ in diffs]
+    return None
 
 
-def _describe(diffs: list[str]) -> str:
-    text = [f"the images of plate {d.split(':', 1)[0].removeprefix('images.')} changed (size "
-            "or modification time)" if d.startswith("images.") else d for d in diffs[:3]]
-    return "; ".join(text) + ("; ..." if len(diffs) > 3 else "")
+def _holds_results(path: Path) -> bool:
+    """A result file, or a result folder with anything in it (a run that failed before its
+    first result leaves at most empty folders, and claims nothing by them)."""
+    if path.is_dir() and not path.is_symlink():
+        return any(path.iterdir())
+    return _present(path)
 
 
 def _claim(folder: Path, *, kind: str, fingerprint: dict, layout: RunLayout,
@@ -290,8 +314,8 @@ def _claim(folder: Path, *, kind: str, fingerprint: dict, layout: RunLayout,
                                  "choose another output folder")
         diffs = _differences(old.get("fingerprint", {}), fingerprint)
         if old.get("format") != FORMAT:
-            diffs.insert(0, f"run-folder format {old.get('format')} -> {FORMAT}")
-        done = [n for n in manifest.results if _present(folder / n)]
+            diffs.insert(0, (("run-folder format",), old.get("format"), FORMAT))
+        done = [n for n in manifest.results if _holds_results(folder / n)]
         changed_plates = _image_changes(diffs)
         if overwrite:
             _delete(folder, manifest.results)
