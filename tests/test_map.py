@@ -51,3 +51,18 @@ def test_phenotypic_activity_equals_copairs(wells: pd.DataFrame) -> None:
     np.testing.assert_allclose(ours["mean_average_precision"],
                                ref.loc[ours.index, "mean_average_precision"])
     assert ours["below_corrected_p"].mean() > 0.5  # most BBBC021 treatments are active
+
+
+def test_no_replicate_wells_leave_map_out_with_the_reason(caplog) -> None:
+    """A screen of one well a treatment (a user's small plate) has nothing for mAP to
+    retrieve: copairs' UnpairedException was an internal error; now 1-NN is still reported."""
+    from cellmorph.evaluation.pipeline import evaluate_profiles
+
+    wells = read_profiles("ljosa2013")
+    single = wells[~sc.is_control(wells)].drop_duplicates(sc.TREATMENT)
+    wells = pd.concat([single, wells[sc.is_control(wells)]], ignore_index=True)
+    result = evaluate_profiles(wells, EvaluateConfig(map_null_size=100, conformal=False))
+    assert result.map_activity is None and result.map_consistency is None
+    assert "Unable to find positive pairs" in result.notes["map_not_evaluated"]
+    assert "map_activity" not in result.metrics()
+    assert result.nn_result("nsc", "cosine").n_treatments == 103

@@ -91,8 +91,11 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch/safetensors raise many types for bad files
-        raise CellmorphError(f"{path}: cannot be loaded as weights ({exc}); use a safetensors "
-                             "file or a plain torch state dict") from exc
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        if "weights_only" in reason:  # torch's long advice on unpickling, not ours to give
+            reason = "not a plain state dict of tensors: torch's safe loader refused it"
+        raise CellmorphError(f"{path}: cannot be loaded as weights ({reason}); use a "
+                             "safetensors file or a plain torch state dict") from exc
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pandas as pd
+from copairs.matching import UnpairedException
 
 from cellmorph import schema as sc
 from cellmorph.config import EvaluateConfig
@@ -147,10 +148,16 @@ def evaluate_profiles(wells: pd.DataFrame, cfg: EvaluateConfig | None = None) ->
         log.warning("NSCB not evaluated: %s", notes["nscb_not_evaluated"])
     result = EvaluationResult(cfg, wells, treatments, nn, notes)
     if cfg.map:
-        result.map_activity = phenotypic_activity(wells, null_size=cfg.map_null_size,
-                                                  threshold=cfg.map_threshold, seed=cfg.seed)
-        result.map_consistency = moa_consistency(treatments, null_size=cfg.map_null_size,
-                                                 threshold=cfg.map_threshold, seed=cfg.seed)
+        try:
+            result.map_activity = phenotypic_activity(wells, null_size=cfg.map_null_size,
+                                                      threshold=cfg.map_threshold, seed=cfg.seed)
+            result.map_consistency = moa_consistency(treatments, null_size=cfg.map_null_size,
+                                                     threshold=cfg.map_threshold, seed=cfg.seed)
+        except UnpairedException as exc:  # e.g. one well a treatment: no replicate to retrieve
+            result.map_activity = result.map_consistency = None
+            result.notes["map_not_evaluated"] = (f"{exc} (mAP needs replicate wells of a "
+                                                 "treatment, and two treatments of a MoA)")
+            log.warning("mAP not evaluated: %s", result.notes["map_not_evaluated"])
     if cfg.conformal:
         try:
             result.conformal = conformal_from_profiles(treatments, metric=cfg.metrics[0],
