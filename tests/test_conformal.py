@@ -124,16 +124,17 @@ def test_report_of_a_bare_treatment_table(loco_two_seeds, tmp_path, capsys) -> N
     assert main(["report", str(table)]) == 0
     html = (tmp_path / "predictions_treatment.report.html").read_text()
     for text in ('id="accuracy"', 'data-figure="confusion"', 'id="conformal"',
-                 "Mondrian (class-conditional) conformal", "coverage",
-                 "A bare prediction table"):
+                 "marginal conformal", "every calibration scheme side by side",
+                 "coverage", "A bare prediction table", 'data-figure="reliability"', "ECE"):
         assert text in html, text
     assert "index could not be read" not in html
 
 
 def test_a_confidence_too_few_calibration_treatments_support_is_said() -> None:
     """12 compounds of 3 MoAs: each class calibrates on 6-8 treatments, enough for 80 % (4)
-    but not for 90 % (9) or 95 % (19), where a coverage near 100 % says nothing."""
-    result = conformal_from_probabilities(_table())
+    but not for 90 % (9) or 95 % (19), where a coverage near 100 % says nothing (Mondrian;
+    auto calibrates those levels marginally)."""
+    result = conformal_from_probabilities(_table(), scheme="mondrian")
     assert result.calibration_sizes == {"m0": 6, "m1": 6, "m2": 6}
     levels = {level["confidence"]: level for level in result.summary()["levels"]}
     assert levels[0.8]["too_few_calibration"] == []
@@ -141,6 +142,9 @@ def test_a_confidence_too_few_calibration_treatments_support_is_said() -> None:
     assert levels[0.9]["calibration_needed"] == 9 and levels[0.95]["calibration_needed"] == 19
     assert calibration_note(levels[0.8]) == ""
     assert "under 9, to rule out 3 MoA(s)" in calibration_note(levels[0.9])
+    auto = conformal_from_probabilities(_table())
+    assert auto.schemes == {0.8: "mondrian", 0.9: "marginal", 0.95: "marginal"}
+    assert all(level["too_few_calibration"] == [] for level in auto.summary()["levels"])
 
 
 def test_probabilities_that_are_not_are_refused_or_warned(tmp_path, capsys) -> None:
@@ -151,4 +155,62 @@ def test_probabilities_that_are_not_are_refused_or_warned(tmp_path, capsys) -> N
     assert "row 1: Prob_m0 is" in capsys.readouterr().err
     table.assign(Prob_m0=table["Prob_m0"] * 0.5).to_csv(tmp_path / "scores.csv", index=False)
     assert main(["report", str(tmp_path / "scores.csv")]) == 0
-    assert "rows' probabilities do not sum to 1" in capsys.readouterr().err
+    assert "rows' probabilities do not sum to 1" in capsys.readouterr().err  # said, not refused
+
+
+def _benchmark_like(seed: int = 0, accuracy: float = 0.97) -> pd.DataFrame:
+    """A BBBC021-shaped prediction table: 12 MoAs of 4-14 treatments (1-3 concentrations
+    of each compound), from a classifier right on ``accuracy`` of the treatments."""
+    rng = np.random.default_rng(seed)
+    sizes = [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 4]
+    rows = []
+    for moa, n in enumerate(sizes):
+        left, c = n, 0
+        while left:
+            doses = min(left, int(rng.integers(1, 4)))
+            for conc in range(doses):
+                right = rng.random() < accuracy
+                winner = moa if right else int(rng.choice([k for k in range(12) if k != moa]))
+                logits = rng.normal(0, 0.5, 12)
+                logits[winner] += 4.0
+                p = np.exp(logits) / np.exp(logits).sum()
+                rows.append({sc.TREATMENT: f"m{moa}c{c}@{conc}", sc.COMPOUND: f"m{moa}c{c}",
+                             sc.CONCENTRATION: conc, sc.MOA: f"m{moa:02d}",
+                             **{f"Prob_m{k:02d}": p[k] for k in range(12)}})
+            left -= doses
+            c += 1
+    return pd.DataFrame(rows)
+
+
+def test_auto_gives_sets_of_about_one_moa_where_mondrian_cannot() -> None:
+    """Issue 23's arithmetic: with 4-14 treatments a MoA, Mondrian at 90 % keeps the small MoAs
+    in every set; auto falls back to marginal calibration there, valid and informative."""
+    table = _benchmark_like()
+    assert len(table) == 103
+    predicted = table[[c for c in table.columns if c.startswith("Prob_")]].to_numpy().argmax(1)
+    assert (np.array([f"m{k:02d}" for k in predicted]) == table[sc.MOA]).mean() > 0.95
+    auto = conformal_from_probabilities(table, confidences=[0.9], scheme="auto")
+    mondrian = conformal_from_probabilities(table, confidences=[0.9], scheme="mondrian")
+    assert auto.schemes == {0.9: "marginal"} and mondrian.schemes == {0.9: "mondrian"}
+    level = auto.summary()["levels"][0]
+    assert level["coverage"] >= 0.85 and level["mean_set_size"] <= 1.3
+    assert mondrian.summary()["levels"][0]["mean_set_size"] > level["mean_set_size"]
+    side = auto.compare_schemes().set_index("scheme")
+    assert side.loc["auto", "mean_set_size"] == pytest.approx(level["mean_set_size"])
+    assert side.loc["mondrian", "mean_set_size"] == pytest.approx(
+        mondrian.summary()["levels"][0]["mean_set_size"])
+    assert "marginal conformal" in auto.scheme and "auto:" in auto.scheme
+
+
+def test_marginal_pvalues_equal_crepes_called_directly() -> None:
+    table = _table()
+    result = conformal_from_probabilities(table, scheme="marginal", seed=3)
+    probs = table[["Prob_m0", "Prob_m1", "Prob_m2"]].to_numpy()
+    labels = table[sc.MOA].str[1].astype(int).to_numpy()
+    test = (table[sc.COMPOUND] == "c4").to_numpy()
+    cc = ConformalClassifier().fit(hinge(probs[~test], np.arange(3), labels[~test]), seed=3)
+    expected = cc.predict_p(hinge(probs[test]), seed=3)
+    got = result.table.loc[test, ["PMarginal_m0", "PMarginal_m1", "PMarginal_m2"]].to_numpy()
+    np.testing.assert_allclose(got, expected)
+    sets = result.table.loc[test, "Set_90"]
+    assert list(sets) == ["; ".join(f"m{k}" for k in range(3) if row[k] > 0.1) for row in expected]

@@ -57,6 +57,10 @@ def test_loco_outputs_and_accuracy(imagenet_run: CVResult, data: Path) -> None:
     assert imagenet_run.summary["treatment_accuracy"]["mean"] >= 0.7  # chance is 1/3
     assert len(imagenet_run.summary["per_epoch_accuracy"]["mean"]) == 2
     treat = pd.read_csv(run / "seed0" / "predictions_treatment.csv")
+    calibrated = [c for c in treat.columns if c.startswith("Calibrated_")]
+    assert len(calibrated) == len(imagenet_run.classes)  # temperature-scaled, LOCO
+    np.testing.assert_allclose(treat[calibrated].sum(axis=1), 1.0, atol=1e-6)
+    assert {"ece_before", "ece_after"} <= set(imagenet_run.summary["calibration"])
     index = pd.read_parquet(data / "index.parquet")
     labelled = index[index[sc.ROLE] == sc.ROLE_TREATMENT]
     assert sorted(treat[sc.TREATMENT]) == sorted(labelled[sc.TREATMENT].unique())

@@ -47,7 +47,8 @@ def test_report_of_profiling_and_training_runs(runs: Path) -> None:
     assert n_images >= 8
     figures = sorted(p.name for p in (runs / "figures").glob("*.png"))
     for name in ("confusion.png", "epochs.png", "conformal_training.png",
-                 "conformal_profiles.png", "map_moa.png", "gradcam.png", "actmax.png"):
+                 "conformal_profiles.png", "map_moa.png", "gradcam.png", "actmax.png",
+                 "reliability.png"):
         assert name in figures, name  # the same figures beside the page, as PNG
 
 

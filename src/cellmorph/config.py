@@ -32,6 +32,9 @@ Side = Annotated[int, Field(ge=8)]  # pixels
 Confidence = Annotated[float, Field(gt=0, lt=1)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 Colour = Literal["R", "G", "B"]
+ConformalScheme = Literal["auto", "mondrian", "marginal"]
+SCHEME_HELP = ("conformal calibration: mondrian (per MoA), marginal (over all MoAs), or auto: "
+               "mondrian at a confidence every MoA's calibration set supports, else marginal")
 
 
 def _not_empty(value: Any) -> Any:
@@ -220,6 +223,12 @@ class EvaluateConfig(_Strict):
     confidences: list[Confidence] = Field([0.8, 0.9, 0.95], min_length=1,
                                           description="confidence levels of the conformal "
                                           "prediction sets")
+    conformal_scheme: ConformalScheme = Field("auto", description=SCHEME_HELP)
+    novelty: bool = Field(True, description="leave-one-MoA-out: how often conformal sets say "
+                          "'none of these' for a MoA removed from the references, and the "
+                          "AUROC of the novelty score")
+    novelty_confidence: Confidence = Field(0.9, description="confidence of the sets whose "
+                                           "emptiness flags an unseen MoA")
     seed: int = Field(0, description="seed of the mAP permutations, PCA and conformal "
                       "tie-breaking")
 
@@ -279,6 +288,7 @@ class TrainConfig(_Strict):
     confidences: list[Confidence] = Field([0.8, 0.9, 0.95], min_length=1,
                                           description="confidence levels of the conformal "
                                           "prediction sets (treatment level)")
+    conformal_scheme: ConformalScheme = Field("auto", description=SCHEME_HELP)
     seeds: list[int] = Field([0], min_length=1, description="one replicate run per seed")
     keep_models: Literal["explain", "all", "none"] = Field(
         "explain", description="which fold models to keep (each the size of the network): "

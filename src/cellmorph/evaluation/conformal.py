@@ -1,9 +1,17 @@
 """Conformal prediction at treatment level: a p-value for every MoA and prediction sets that
 contain the true MoA with the asked-for confidence (Kensert et al.'s stated future work).
 
-Class-conditional (Mondrian) conformal classification with crepes' ``ConformalClassifier``,
-as crepes' own ``WrapClassifier(class_cond=True)`` does it: the p-value of MoA *c* compares a
-treatment's nonconformity for *c* with those of calibration treatments whose true MoA is *c*.
+Two calibration schemes, both with crepes' ``ConformalClassifier``:
+
+- *Mondrian* (class-conditional), as crepes' own ``WrapClassifier(class_cond=True)`` does it:
+  the p-value of MoA *c* compares a treatment's nonconformity for *c* with those of calibration
+  treatments whose true MoA is *c*. Coverage holds for every MoA, but a MoA with *n*
+  calibration treatments cannot be ruled out at a confidence above n/(n + 1): BBBC021's MoAs
+  have 4-14 treatments, so at 90 % or 95 % the small ones stay in every set.
+- *marginal*: one calibration set over all MoAs. Coverage holds on average over MoAs (not for
+  each), and sets shrink to about one MoA when the model is sure.
+- *auto* (the default) uses Mondrian at a confidence every MoA's calibration set supports,
+  marginal at the others, and says which it used at each.
 
 Calibration without leakage (leave-one-compound-out): the treatments of one compound are
 calibrated only against the treatments of the *other* compounds, and every score, test or
@@ -32,9 +40,13 @@ from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.knn import single_compound_moas
 
 CONFIDENCES = (0.8, 0.9, 0.95)
-PVALUE_PREFIX = "P_"
-SCHEME = ("Mondrian (class-conditional) conformal classification (crepes), calibrated "
-          "leave-one-compound-out on out-of-fold scores of the other compounds")
+PVALUE_PREFIX = "P_"  # class-conditional (Mondrian) p-values
+MARGINAL_PREFIX = "PMarginal_"  # marginal p-values
+SCHEMES = ("auto", "mondrian", "marginal")
+_SCHEME_WORDS = {"mondrian": "Mondrian (class-conditional) conformal",
+                 "marginal": "marginal conformal (one calibration set over all MoAs)"}
+CALIBRATION = ("crepes, calibrated leave-one-compound-out on out-of-fold scores of the other "
+               "compounds")
 
 
 @dataclass
@@ -44,10 +56,25 @@ class ConformalResult:
     method: str
     classes: list[str]
     confidences: tuple[float, ...]
-    table: pd.DataFrame  # metadata, P_<class>, Set_<conf> ("a; b"), SetSize_<conf>
-    scheme: str = SCHEME
+    table: pd.DataFrame  # metadata, P_/PMarginal_<class>, Set_<conf> ("a; b"), SetSize_<conf>
+    asked: str = "auto"  # the scheme asked for: auto, mondrian or marginal
+    schemes: dict[float, str] = field(default_factory=dict)  # the one used at each confidence
     notes: dict = field(default_factory=dict)
     calibration_sizes: dict[str, int] = field(default_factory=dict)  # smallest, per class
+
+    @property
+    def scheme(self) -> str:
+        """The calibration, in words: which scheme at which confidence, and why."""
+        used = sorted(set(self.schemes.values()))
+        if len(used) == 1:
+            text = _SCHEME_WORDS[used[0]]
+        else:
+            text = "; ".join(f"{_SCHEME_WORDS[s]} at " + ", ".join(
+                f"{c:.0%}" for c, u in self.schemes.items() if u == s) for s in used)
+        if self.asked == "auto" and "marginal" in used:
+            text += (" (auto: Mondrian needs at least 1/(1 - confidence) - 1 calibration "
+                     "treatments of every MoA)")
+        return f"{text}; {CALIBRATION}"
 
     def too_few_calibration(self, confidence: float) -> list[str]:
         """Classes whose calibration set is too small to be ruled out at ``confidence``: a
@@ -79,9 +106,35 @@ class ConformalResult:
         rows = []
         for conf in self.confidences:
             size = self.table[f"SetSize_{round(conf * 100):d}"]
-            rows.append({"confidence": conf, "mean_set_size": float(size.mean()),
-                         "single_label_rate": float((size == 1).mean()),
-                         "empty_rate": float((size == 0).mean())})
+            rows.append({"confidence": conf, "scheme": self.schemes.get(conf, self.asked),
+                         **_set_sizes(size)})
+        return pd.DataFrame(rows)
+
+    def efficiency_per_moa(self) -> pd.DataFrame:
+        """The same per true MoA (labelled treatments only)."""
+        lab = self.table[self.table[sc.MOA].isin(self.classes)]
+        return pd.DataFrame([{"confidence": conf, "moa": moa, "n": int(len(part)),
+                              **_set_sizes(part[f"SetSize_{round(conf * 100):d}"])}
+                             for conf in self.confidences
+                             for moa, part in lab.groupby(sc.MOA)])
+
+    def compare_schemes(self) -> pd.DataFrame:
+        """Coverage and efficiency of every scheme at every confidence, side by side."""
+        lab = self.table[sc.MOA].isin(self.classes).to_numpy()
+        truth = np.array([self.classes.index(m) if ok else -1
+                          for m, ok in zip(self.table[sc.MOA], lab, strict=True)])
+        pvalues = {"mondrian": self.table[[f"{PVALUE_PREFIX}{c}" for c in self.classes]],
+                   "marginal": self.table[[f"{MARGINAL_PREFIX}{c}" for c in self.classes]]}
+        sizes = self.calibration_sizes
+        rows = []
+        for asked in SCHEMES:
+            used = schemes_used(asked, self.confidences, sizes)
+            for conf in self.confidences:
+                members = pvalues[used[conf]].to_numpy() > 1 - conf
+                covered = members[np.flatnonzero(lab), truth[lab]]
+                rows.append({"scheme": asked, "confidence": conf, "used": used[conf],
+                             "coverage": float(covered.mean()) if len(covered) else np.nan,
+                             **_set_sizes(pd.Series(members.sum(axis=1)))})
         return pd.DataFrame(rows)
 
     def summary(self) -> dict:
@@ -90,12 +143,33 @@ class ConformalResult:
         overall = validity[validity["moa"] == "all"].set_index("confidence")["coverage"]
         eff = self.efficiency().set_index("confidence")
         return {"method": self.method, "scheme": self.scheme, **self.notes,
-                "levels": [{"confidence": c, "coverage": float(overall[c]),
+                "levels": [{"confidence": c, "scheme": self.schemes.get(c, self.asked),
+                            "coverage": float(overall[c]),
                             "mean_set_size": float(eff.loc[c, "mean_set_size"]),
                             "single_label_rate": float(eff.loc[c, "single_label_rate"]),
-                            "too_few_calibration": self.too_few_calibration(c),
+                            "empty_rate": float(eff.loc[c, "empty_rate"]),
+                            "too_few_calibration": self.too_few_calibration(c)
+                            if self.schemes.get(c) == "mondrian" else [],
                             "calibration_needed": minimum_calibration(c)}
                            for c in self.confidences]}
+
+
+def _set_sizes(size: pd.Series) -> dict[str, float]:
+    return {"mean_set_size": float(size.mean()), "single_label_rate": float((size == 1).mean()),
+            "empty_rate": float((size == 0).mean())}
+
+
+def schemes_used(asked: str, confidences: Sequence[float],
+                 calibration_sizes: dict[str, int]) -> dict[float, str]:
+    """The scheme at each confidence: the one asked for, or for ``auto`` Mondrian where every
+    class has the calibration treatments the confidence needs, marginal elsewhere."""
+    if asked not in SCHEMES:
+        raise CellmorphError(f"unknown conformal scheme {asked!r}; choose from {list(SCHEMES)}")
+    if asked != "auto":
+        return {c: asked for c in confidences}
+    smallest = min(calibration_sizes.values(), default=0)
+    return {c: "mondrian" if smallest >= minimum_calibration(c) else "marginal"
+            for c in confidences}
 
 
 def minimum_calibration(confidence: float) -> int:
@@ -137,11 +211,28 @@ def mondrian_pvalues(cal_scores: np.ndarray, cal_labels: np.ndarray, test_scores
     return p
 
 
+def marginal_pvalues(cal_scores: np.ndarray, test_scores: np.ndarray, *,
+                     seed: int = 0) -> np.ndarray:
+    """Marginal conformal p-values (n_test, n_classes): every class against one calibration
+    set of the calibration objects' scores for their true classes."""
+    return ConformalClassifier().fit(cal_scores, seed=seed).predict_p(test_scores, seed=seed)
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """Leave-one-group-out p-values under both schemes, and the smallest calibration set of
+    each class over the groups."""
+
+    mondrian: np.ndarray
+    marginal: np.ndarray
+    sizes: np.ndarray
+
+
 def _by_group(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_classes: int,
-              seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """p-values of each group's objects, calibrated on every other group's labelled ones, and
-    the smallest calibration set of each class over the groups."""
-    p = np.ones_like(scores, dtype=float)
+              seed: int) -> Calibrated:
+    """p-values of each group's objects, calibrated on every other group's labelled ones."""
+    mondrian = np.ones_like(scores, dtype=float)
+    marginal = np.ones_like(scores, dtype=float)
     labelled = labels >= 0
     smallest = np.full(n_classes, np.iinfo(np.int64).max)
     for g in np.unique(groups):
@@ -150,34 +241,39 @@ def _by_group(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_clas
         if cal.sum() == 0:
             raise CellmorphError("conformal prediction needs labelled treatments of at least "
                                  "two compounds")
-        p[test] = mondrian_pvalues(scores[cal, labels[cal]], labels[cal], scores[test],
-                                   n_classes, seed=seed)
+        mondrian[test] = mondrian_pvalues(scores[cal, labels[cal]], labels[cal], scores[test],
+                                          n_classes, seed=seed)
+        marginal[test] = marginal_pvalues(scores[cal, labels[cal]], scores[test], seed=seed)
         smallest = np.minimum(smallest, np.bincount(labels[cal], minlength=n_classes))
-    return p, smallest
+    return Calibrated(mondrian, marginal, smallest)
 
 
-def _result(method: str, table: pd.DataFrame, classes: list[str],
-            p_and_sizes: tuple[np.ndarray, np.ndarray], confidences: Sequence[float],
+def _result(method: str, table: pd.DataFrame, classes: list[str], calibrated: Calibrated,
+            confidences: Sequence[float], scheme: str,
             notes: dict | None = None) -> ConformalResult:
-    p, sizes = p_and_sizes
     keep = [c for c in (sc.TREATMENT, sc.COMPOUND, sc.CONCENTRATION, sc.MOA, sc.BATCH,
                         sc.SYNTHETIC) if c in table.columns]
     out = table[keep].reset_index(drop=True).copy()
     for i, c in enumerate(classes):
-        out[f"{PVALUE_PREFIX}{c}"] = p[:, i]
+        out[f"{PVALUE_PREFIX}{c}"] = calibrated.mondrian[:, i]
+    for i, c in enumerate(classes):
+        out[f"{MARGINAL_PREFIX}{c}"] = calibrated.marginal[:, i]
+    sizes = {c: int(n) for c, n in zip(classes, calibrated.sizes, strict=True)}
+    used = schemes_used(scheme, confidences, sizes)
     for conf in confidences:
+        p = calibrated.mondrian if used[conf] == "mondrian" else calibrated.marginal
         members = p > 1 - conf
         tag = round(conf * 100)
         out[f"Set_{tag:d}"] = ["; ".join(np.asarray(classes)[row]) for row in members]
         out[f"SetSize_{tag:d}"] = members.sum(axis=1)
-    return ConformalResult(method, list(classes), tuple(confidences), out, notes=notes or {},
-                           calibration_sizes={c: int(n) for c, n in zip(classes, sizes,
-                                                                         strict=True)})
+    return ConformalResult(method, list(classes), tuple(confidences), out, scheme, used,
+                           notes=notes or {}, calibration_sizes=sizes)
 
 
 def conformal_from_probabilities(predictions: pd.DataFrame, *,
                                  confidences: Sequence[float] = CONFIDENCES,
-                                 group: str = sc.COMPOUND, seed: int = 0) -> ConformalResult:
+                                 group: str = sc.COMPOUND, scheme: str = "auto",
+                                 seed: int = 0) -> ConformalResult:
     """Conformal prediction from per-treatment class probabilities (out-of-fold).
 
     ``predictions`` is a ``predictions_treatment.csv``-style table: compound, MoA and one
@@ -200,11 +296,28 @@ def conformal_from_probabilities(predictions: pd.DataFrame, *,
     calibrated = _by_group(hinge(probs), labels, predictions[group].astype(str).to_numpy(),
                            len(classes), seed)
     return _result("class probabilities (hinge score)", predictions, classes, calibrated,
-                   confidences)
+                   confidences, scheme)
+
+
+def knn_scores(profiles: np.ndarray, labels: np.ndarray, compounds: np.ndarray,
+               n_classes: int, *, metric: str = "cosine") -> np.ndarray:
+    """kNN nonconformity (n, n_classes) under NSC: distance to the nearest treatment of the
+    class over distance to the nearest of another class, neighbours from other compounds
+    and among labelled treatments only (``labels`` >= 0)."""
+    dist = cdist(profiles, profiles, metric=metric)
+    dist[compounds[:, None] == compounds[None, :]] = np.inf
+    dist[:, labels < 0] = np.inf  # unlabelled (or held-out) treatments are no references
+    scores = np.empty((len(profiles), n_classes))
+    for c in range(n_classes):
+        same = np.where(labels[None, :] == c, dist, np.inf).min(axis=1)
+        other = np.where((labels[None, :] != c) & (labels[None, :] >= 0), dist,
+                         np.inf).min(axis=1)
+        scores[:, c] = same / np.maximum(other, 1e-12)
+    return np.where(np.isfinite(scores), scores, 1e12)
 
 
 def conformal_from_profiles(treatments: pd.DataFrame, *, metric: str = "cosine",
-                            confidences: Sequence[float] = CONFIDENCES,
+                            confidences: Sequence[float] = CONFIDENCES, scheme: str = "auto",
                             seed: int = 0) -> ConformalResult:
     """Conformal nearest-neighbour classification of treatment profiles under NSC.
 
@@ -220,19 +333,12 @@ def conformal_from_profiles(treatments: pd.DataFrame, *, metric: str = "cosine",
     if len(classes) < 2:
         raise CellmorphError("conformal nearest-neighbour prediction needs two MoAs with two "
                              "compounds each")
-    dist = cdist(sc.to_matrix(lab), sc.to_matrix(lab), metric=metric)
-    compound = lab[sc.COMPOUND].to_numpy()
-    dist[compound[:, None] == compound[None, :]] = np.inf
     labels = np.array([classes.index(str(m)) for m in lab[sc.MOA]])
-    scores = np.empty((len(lab), len(classes)))
-    for c in range(len(classes)):
-        same = np.where(labels[None, :] == c, dist, np.inf).min(axis=1)
-        other = np.where(labels[None, :] != c, dist, np.inf).min(axis=1)
-        scores[:, c] = same / np.maximum(other, 1e-12)
-    scores = np.where(np.isfinite(scores), scores, 1e12)
-    calibrated = _by_group(scores, labels, compound.astype(str), len(classes), seed)
+    compound = lab[sc.COMPOUND].astype(str).to_numpy()
+    scores = knn_scores(sc.to_matrix(lab), labels, compound, len(classes), metric=metric)
+    calibrated = _by_group(scores, labels, compound, len(classes), seed)
     notes = {"metric": metric, "holdout": "nsc"}
     if dropped:
         notes["dropped_moas"] = dropped
     return _result(f"nearest neighbours ({metric}, NSC)", lab, classes, calibrated, confidences,
-                   notes)
+                   scheme, notes)

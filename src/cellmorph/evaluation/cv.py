@@ -9,6 +9,11 @@ import pandas as pd
 
 from cellmorph import schema as sc
 from cellmorph.config import TrainConfig
+from cellmorph.evaluation.calibration import (
+    CALIBRATED_PREFIX,
+    CalibrationResult,
+    calibrate_loco,
+)
 from cellmorph.evaluation.conformal import (
     ConformalResult,
     calibration_note,
@@ -47,6 +52,7 @@ class CVResult:
     runtime: dict = field(default_factory=dict)
     ensemble: EnsembleResult | None = None  # the seeds combined (treatment level)
     conformal: dict[str, ConformalResult] = field(default_factory=dict)  # seed<S>, ensemble
+    calibration: dict[str, CalibrationResult] = field(default_factory=dict)  # seed<S>
 
     @property
     def folds_done(self) -> int:
@@ -102,12 +108,40 @@ def summarise_cv(run: TrainingRun) -> CVResult:
     conformal = {}
     if len({f for s in seeds for f in s.folds}) >= 2:  # calibration needs other compounds
         conformal = {f"seed{s.seed}": conformal_from_probabilities(
-            s.levels["treatment"], confidences=cfg.confidences) for s in seeds}
-        conformal["ensemble"] = conformal_from_probabilities(ensemble.table,
-                                                             confidences=cfg.confidences)
+            s.levels["treatment"], confidences=cfg.confidences, scheme=cfg.conformal_scheme)
+            for s in seeds}
+        conformal["ensemble"] = conformal_from_probabilities(
+            ensemble.table, confidences=cfg.confidences, scheme=cfg.conformal_scheme)
         summary["conformal"] = conformal_summary(conformal, cfg.confidences)
+    calibration = calibrate_seeds(seeds)
+    if calibration:
+        summary["calibration"] = calibration_summary(calibration)
     return CVResult(cfg, run.classes, seeds, summary, run.folds_total, run.runtime, ensemble,
-                    conformal)
+                    conformal, calibration)
+
+
+def calibrate_seeds(seeds: list[SeedResult]) -> dict[str, CalibrationResult]:
+    """Temperature-scaled treatment probabilities of every seed (fitted leave-one-compound-out),
+    added to its treatment table as ``Calibrated_<MoA>`` columns."""
+    out = {}
+    for seed in seeds:
+        table = seed.levels["treatment"]
+        if table[sc.COMPOUND].nunique() < 2:  # nothing to fit on without the compound
+            continue
+        result = calibrate_loco(table)
+        calibrated = [c for c in result.table.columns if c.startswith(CALIBRATED_PREFIX)]
+        seed.levels["treatment"] = pd.concat(
+            [table.reset_index(drop=True), result.table[calibrated]], axis=1)
+        out[f"seed{seed.seed}"] = result
+    return out
+
+
+def calibration_summary(results: dict[str, CalibrationResult]) -> dict:
+    """ECE before and after calibration, mean over seeds."""
+    summaries = [r.summary() for r in results.values()]
+    return {"method": summaries[0]["method"], "bins": summaries[0]["bins"],
+            **{k: float(np.mean([s[k] for s in summaries]))
+               for k in ("ece_before", "ece_after", "temperature_median")}}
 
 
 def conformal_summary(results: dict[str, ConformalResult], confidences) -> dict:
@@ -122,7 +156,7 @@ def conformal_summary(results: dict[str, ConformalResult], confidences) -> dict:
             "ensemble_coverage": results["ensemble"].summary()["levels"][i]["coverage"],
             "ensemble_set_size": results["ensemble"].summary()["levels"][i]["mean_set_size"],
             **{k: results["ensemble"].summary()["levels"][i][k]
-               for k in ("too_few_calibration", "calibration_needed")}})
+               for k in ("scheme", "too_few_calibration", "calibration_needed")}})
     return out
 
 
@@ -157,10 +191,14 @@ def format_cv(result: CVResult | dict) -> str:
         lines.append(f"  ensemble of the seeds: {e['ensemble_accuracy']:.1%} "
                      f"({e['n_disagreements']} of {e['n']} treatments where seeds disagree)")
     for level in summary.get("conformal", {}).get("levels", []):
-        lines.append(f"  conformal {level['confidence']:.0%}: coverage "
+        lines.append(f"  conformal {level['confidence']:.0%} ({level['scheme']}): coverage "
                      f"{level['coverage_mean_over_seeds']:.1%}, mean set size "
                      f"{level['set_size_mean_over_seeds']:.2f} MoAs"
                      f"{calibration_note(level)}")
+    if "calibration" in summary:
+        c = summary["calibration"]
+        lines.append(f"  calibration: ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f} "
+                     f"({c['method']}; median T {c['temperature_median']:.2f})")
     if summary.get("trained"):
         lines.append(f"  trained: {summary['trained']}")
     return "\n".join(lines)

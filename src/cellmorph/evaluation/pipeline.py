@@ -17,6 +17,7 @@ from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.conformal import ConformalResult, calibration_note, conformal_from_profiles
 from cellmorph.evaluation.knn import NNResult, nn_accuracy
 from cellmorph.evaluation.map import moa_consistency, phenotypic_activity, summarize_map
+from cellmorph.evaluation.novelty import format_novelty, leave_one_moa_out, summarize_novelty
 from cellmorph.evaluation.predictions import confusion
 from cellmorph.log import get_logger
 from cellmorph.profiling.normalize import (
@@ -42,6 +43,7 @@ class EvaluationResult:
     map_activity: pd.DataFrame | None = None
     map_consistency: pd.DataFrame | None = None
     conformal: ConformalResult | None = None
+    novelty: pd.DataFrame | None = None  # leave-one-MoA-out, one row per held-out MoA
 
     @property
     def n_wells(self) -> int:
@@ -80,6 +82,8 @@ class EvaluationResult:
             out["map_moa_consistency"] = consistency
         if self.conformal is not None:
             out["conformal"] = self.conformal.summary()
+        if self.novelty is not None:
+            out["novelty"] = summarize_novelty(self.novelty)
         return out
 
 
@@ -162,9 +166,17 @@ def evaluate_profiles(wells: pd.DataFrame, cfg: EvaluateConfig | None = None) ->
         try:
             result.conformal = conformal_from_profiles(treatments, metric=cfg.metrics[0],
                                                        confidences=cfg.confidences,
+                                                       scheme=cfg.conformal_scheme,
                                                        seed=cfg.seed)
         except CellmorphError as exc:
             result.notes["conformal_not_evaluated"] = str(exc)
+    if cfg.novelty:
+        try:
+            result.novelty = leave_one_moa_out(treatments, metric=cfg.metrics[0],
+                                               confidence=cfg.novelty_confidence,
+                                               scheme=cfg.conformal_scheme, seed=cfg.seed)
+        except CellmorphError as exc:
+            result.notes["novelty_not_evaluated"] = str(exc)
     return result
 
 
@@ -180,9 +192,12 @@ def format_results(result: EvaluationResult) -> str:
     if "nscb_not_evaluated" in m:
         lines.append(f"NSCB not evaluated: {m['nscb_not_evaluated']}")
     for level in m.get("conformal", {}).get("levels", []):
-        lines.append(f"conformal {level['confidence']:.0%} ({m['conformal']['method']}): "
+        lines.append(f"conformal {level['confidence']:.0%} ({m['conformal']['method']}, "
+                     f"{level['scheme']}): "
                      f"coverage {level['coverage']:.1%}, mean set size "
                      f"{level['mean_set_size']:.2f} MoAs{calibration_note(level)}")
+    if "novelty" in m:
+        lines.append(format_novelty(m["novelty"]))
     if "map_activity" in m:
         a, c = m["map_activity"], m["map_moa_consistency"]
         lines.append(f"mAP activity vs DMSO: {a['mean_map']:.3f} "

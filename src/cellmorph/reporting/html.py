@@ -21,8 +21,10 @@ from cellmorph import __version__
 from cellmorph import schema as sc
 from cellmorph.atomic import check_not_input, ensure_writable_dir, writable_target, write_text
 from cellmorph.errors import CellmorphError
+from cellmorph.evaluation.calibration import CalibrationResult
 from cellmorph.evaluation.conformal import ConformalResult, calibration_note
 from cellmorph.evaluation.cv import CVResult, format_accuracy, partial_note
+from cellmorph.evaluation.novelty import format_novelty, summarize_novelty
 from cellmorph.reporting.load import RunBundle, load_bundle
 from cellmorph.reporting.plots import (
     plot_bars,
@@ -31,6 +33,7 @@ from cellmorph.reporting.plots import (
     plot_curves,
     plot_embedding,
     plot_ranked,
+    plot_reliability,
 )
 
 LOW_CONFIDENCE = 0.5  # a top probability below this is marked in the treatment table
@@ -69,6 +72,7 @@ class Report:
     profiling: list[dict] = field(default_factory=list)
     profiling_notes: list[str] = field(default_factory=list)
     conformal: list[dict] = field(default_factory=list)  # title, scheme, rows, figure key
+    novelty: dict | None = None  # summary line and one row per held-out MoA
     treatments: dict | None = None  # columns, rows (dicts with "_class")
     figures: dict[str, list[Figure]] = field(default_factory=dict)
 
@@ -157,6 +161,9 @@ def _training(report: Report, cv: CVResult, figures: Path, synthetic: bool) -> N
                                   plot_curves(curves, f"{level}-level accuracy per epoch",
                                               "epoch", "accuracy", figures / "epochs.png",
                                               chance=chance, synthetic=synthetic)))
+    if cv.calibration:
+        first = next(iter(cv.calibration))
+        _reliability(report, cv.calibration[first], figures, synthetic, f"{first}'s treatments")
     if "ensemble" in cv.conformal:
         _conformal(report, cv.conformal["ensemble"], figures, synthetic,
                    "Fine-tuning: the ensemble of the seeds' out-of-fold treatment predictions",
@@ -230,6 +237,14 @@ def _profiling(report: Report, bundle: RunBundle, figures: Path, synthetic: bool
         _conformal(report, ev.conformal, figures, synthetic,
                    "Profiles: nearest-neighbour scores of the treatment profiles",
                    "conformal_profiles")
+    if ev.novelty is not None:
+        report.novelty = {"summary": format_novelty(summarize_novelty(ev.novelty)),
+                          "rows": [{"moa": r.held_out_moa, "n": r.n_novel,
+                                    "scheme": r.scheme,
+                                    "detection": f"{r.detection_rate:.0%}",
+                                    "false_alarm": f"{r.false_alarm_rate:.1%}",
+                                    "auroc": f"{r.auroc:.3f}"}
+                                   for r in ev.novelty.itertuples()]}
     if report.treatments is None:
         nsc = first.predictions
         report.treatments = _treatment_rows(nsc, ev.conformal)
@@ -244,10 +259,24 @@ def _table(report: Report, bundle: RunBundle, figures: Path, synthetic: bool) ->
                                   plot_confusion(t.confusion(), "treatment predictions",
                                                  figures / "confusion.png",
                                                  synthetic=synthetic)))
+    if t.calibration is not None:
+        _reliability(report, t.calibration, figures, synthetic, t.source.name)
     if t.conformal is not None:
         _conformal(report, t.conformal, figures, synthetic,
                    f"The probabilities of {t.source.name}", "conformal_table")
     report.treatments = _treatment_rows(t.table, t.conformal)
+
+
+def _reliability(report: Report, result: CalibrationResult, figures: Path, synthetic: bool,
+                 what: str) -> None:
+    report.add("accuracy", Figure(
+        "reliability", "Reliability of the probabilities",
+        f"Reliability of {what}: in each bin of top probability, how often the top MoA was "
+        "right. Blue: after temperature scaling fitted leave-one-compound-out (each "
+        "compound's temperature from the other compounds only).",
+        plot_reliability(result.reliability_before, result.reliability_after,
+                         figures / "reliability.png",
+                         ece=(result.ece_before, result.ece_after), synthetic=synthetic)))
 
 
 def _conformal(report: Report, result: ConformalResult, figures: Path, synthetic: bool,
@@ -261,8 +290,14 @@ def _conformal(report: Report, result: ConformalResult, figures: Path, synthetic
              "size": f"{row['mean_set_size']:.2f}",
              "single": f"{row['single_label_rate']:.0%}", "empty": f"{row['empty_rate']:.0%}"}
             for _, row in efficiency.iterrows()]
+    schemes = [{"scheme": row["scheme"] + (f" ({row['used']})" if row["scheme"] == "auto"
+                                           else ""),
+                "confidence": f"{row['confidence']:.0%}", "coverage": f"{row['coverage']:.1%}",
+                "size": f"{row['mean_set_size']:.2f}", "single": f"{row['single_label_rate']:.0%}",
+                "empty": f"{row['empty_rate']:.0%}"}
+               for _, row in result.compare_schemes().iterrows()]
     report.conformal.append({"title": title, "scheme": f"{result.scheme}.", "rows": rows,
-                             "key": key})
+                             "schemes": schemes, "key": key})
     report.add(key, Figure(key, "Validity and efficiency",
                            "Left: coverage against the confidence asked for (dots: one MoA "
                            "each). Right: prediction-set size.",
@@ -277,14 +312,16 @@ def _treatment_rows(table: pd.DataFrame, conformal: ConformalResult | None) -> d
     if probs:
         df["predicted"] = sc.predicted_classes(df)
         df["top probability"] = df[probs].to_numpy(float).max(1)
+    confidence = 0.9
     if conformal is not None:
         sets = conformal.table.set_index(sc.TREATMENT)
-        column = conformal.set_column(0.9 if 0.9 in conformal.confidences
-                                      else conformal.confidences[0])
+        confidence = 0.9 if 0.9 in conformal.confidences else conformal.confidences[0]
+        column = conformal.set_column(confidence)
         df["set"] = df[sc.TREATMENT].map(sets[column])
         df["set size"] = df[sc.TREATMENT].map(sets[column.replace("Set_", "SetSize_")])
     columns = [c for c in (sc.TREATMENT, sc.MOA, "predicted", "top probability", "set",
                            "set size", "seeds_agree", "neighbour", "distance") if c in df]
+    headers = {"set": f"{confidence:.0%} set", "seeds_agree": "seeds agree"}
     rows = []
     for _, r in df.iterrows():
         flags = []
@@ -295,8 +332,8 @@ def _treatment_rows(table: pd.DataFrame, conformal: ConformalResult | None) -> d
         if str(r.get("predicted")) != str(r[sc.MOA]):
             flags.append("wrong")
         rows.append({"cells": [_cell(r[c]) for c in columns], "flags": " ".join(flags)})
-    return {"columns": [c.removeprefix("Metadata_") for c in columns], "rows": rows,
-            "set_confidence": "90 %"}
+    return {"columns": [headers.get(c, c.removeprefix("Metadata_")) for c in columns],
+            "rows": rows, "set_confidence": f"{confidence:.0%}"}
 
 
 def _cell(value) -> str:

@@ -15,6 +15,7 @@ from cellmorph import schema as sc
 from cellmorph.config import EvaluateConfig, ProfileConfig, TrainConfig, config_yaml, load_config
 from cellmorph.datasets.index import read_index, summarize
 from cellmorph.errors import CellmorphError
+from cellmorph.evaluation.calibration import CalibrationResult, calibrate_loco
 from cellmorph.evaluation.conformal import ConformalResult, conformal_from_probabilities
 from cellmorph.evaluation.cv import CVResult, summarise_cv
 from cellmorph.evaluation.pipeline import EvaluationResult, evaluate_profiles
@@ -33,6 +34,7 @@ class PredictionTable:
     source: Path
     table: pd.DataFrame
     conformal: ConformalResult | None
+    calibration: CalibrationResult | None = None
 
     @property
     def accuracy(self) -> float:
@@ -129,15 +131,17 @@ def load_table(path: Path) -> PredictionTable:
         raise CellmorphError(f"{path}: not a prediction table (needs Metadata_MoA and "
                              "Prob_<MoA> columns, as in predictions_treatment.csv)")
     check_probabilities(table, path)
-    conformal = None
+    conformal = calibration = None
     if sc.COMPOUND in table.columns and table[sc.COMPOUND].nunique() > 1:
         conformal = conformal_from_probabilities(table)
-    return PredictionTable(path, table, conformal)
+        calibration = calibrate_loco(table)
+    return PredictionTable(path, table, conformal, calibration)
 
 
 def check_probabilities(table: pd.DataFrame, path: Path) -> None:
-    """Refuse what cannot be probabilities (missing, negative, above 1); warn where a row's
-    do not sum to 1 (scores of another kind: sets and calibration then mean less)."""
+    """Refuse what cannot be probabilities (missing, negative, above 1); say where a row's
+    do not sum to 1 (medians of crop probabilities, as cellmorph aggregates them, need not;
+    scores of another kind would not either)."""
     columns = sc.prob_columns(table)
     probs = table[columns].apply(pd.to_numeric, errors="coerce").to_numpy(float)
     bad = ~np.isfinite(probs) | (probs < 0) | (probs > 1)
@@ -149,10 +153,9 @@ def check_probabilities(table: pd.DataFrame, path: Path) -> None:
     sums = probs.sum(axis=1)
     off = np.abs(sums - 1) > 1e-3
     if off.any():
-        log.warning("%s: %d of %d rows' probabilities do not sum to 1 (row %d: %.3g); are they "
-                    "scores of another kind? Conformal sets and the report read them as "
-                    "probabilities", path, int(off.sum()), len(sums), int(np.argmax(off)) + 1,
-                    sums[np.argmax(off)])
+        log.info("%s: %d of %d rows' probabilities do not sum to 1 (row %d: %.3g), as medians "
+                 "of crop probabilities need not; each MoA's is read on its own",
+                 path, int(off.sum()), len(sums), int(np.argmax(off)) + 1, sums[np.argmax(off)])
 
 
 def load_bundle(source: Path | str) -> RunBundle:

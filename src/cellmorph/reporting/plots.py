@@ -237,3 +237,25 @@ def plot_coverage(validity: pd.DataFrame, efficiency: pd.DataFrame, path: Path |
     bx.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     return save(fig, path, synthetic)
+
+
+def plot_reliability(before: pd.DataFrame, after: pd.DataFrame, path: Path | str, *,
+                     ece: tuple[float, float], synthetic: bool = False) -> Path:
+    """Reliability diagram: per bin of the top probability, accuracy against confidence,
+    before and after calibration (dot area: treatments in the bin)."""
+    fig = Figure(figsize=(4.2, 3.8))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1, label="perfectly calibrated")
+    for table, colour, label in ((before, "#c44e52", f"as predicted (ECE {ece[0]:.3f})"),
+                                 (after, "#4c72b0", f"temperature-scaled (ECE {ece[1]:.3f})")):
+        used = table[table["n"] > 0]
+        ax.plot(used["confidence"], used["accuracy"], marker="o", color=colour, lw=1,
+                label=label)
+        ax.scatter(used["confidence"], used["accuracy"], s=12 * used["n"], color=colour,
+                   alpha=0.3)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("top probability (bin mean)")
+    ax.set_ylabel("accuracy in the bin")
+    ax.legend(fontsize=7, loc="lower right")
+    return save(fig, path, synthetic)

@@ -78,6 +78,8 @@ def write_evaluation(result: EvaluationResult, out: Path | str) -> Path:
                     "Phenotypic activity mAP (copairs): each treatment's replicates vs DMSO",
                     "mAP", out / "map_activity.png", threshold=threshold, synthetic=synthetic)
     write_csv(result.nn_predictions(), out / "nn_predictions.csv")
+    if result.novelty is not None:
+        write_csv(result.novelty, out / "novelty.csv")
     if result.conformal is not None:
         write_conformal(result.conformal, out, "conformal", synthetic=synthetic)
     return write_json(result.metrics(), out / "metrics.json")
@@ -85,10 +87,13 @@ def write_evaluation(result: EvaluationResult, out: Path | str) -> Path:
 
 def write_conformal(result: ConformalResult, out: Path, stem: str, *,
                     synthetic: bool = False) -> Path:
-    """``<stem>_treatment.csv`` (p-values, sets), validity and efficiency tables, a plot."""
+    """``<stem>_treatment.csv`` (p-values, sets), validity and efficiency tables (overall, per
+    MoA, every scheme side by side), a plot."""
     write_csv(result.table, out / f"{stem}_treatment.csv")
     write_csv(result.validity(), out / f"{stem}_validity.csv")
     write_csv(result.efficiency(), out / f"{stem}_efficiency.csv")
+    write_csv(result.efficiency_per_moa(), out / f"{stem}_efficiency_per_moa.csv")
+    write_csv(result.compare_schemes(), out / f"{stem}_schemes.csv")
     return plot_coverage(result.validity(), result.efficiency(), out / f"{stem}.png",
                          title=f"conformal prediction: {result.method}", synthetic=synthetic)
 

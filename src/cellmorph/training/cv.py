@@ -302,8 +302,9 @@ def train_layout(cfg: TrainConfig) -> RunLayout:
     folder: a folder per seed, the summaries."""
     return RunLayout(results=(
         *(f"seed{s}" for s in cfg.seeds), "metrics.json", "accuracy_per_epoch.png",
-        "ensemble_treatment.csv", *(f"conformal{x}" for x in ("_treatment.csv", "_validity.csv",
-                                                               "_efficiency.csv", ".png")),
+        "ensemble_treatment.csv",
+        *(f"conformal{x}" for x in ("_treatment.csv", "_validity.csv", "_efficiency.csv",
+                                    "_efficiency_per_moa.csv", "_schemes.csv", ".png")),
         "report.html", "figures", "explain"))
 
 
