@@ -228,7 +228,7 @@ class Calibrated:
     sizes: np.ndarray
 
 
-def _by_group(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_classes: int,
+def calibrate_by_group(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_classes: int,
               seed: int) -> Calibrated:
     """p-values of each group's objects, calibrated on every other group's labelled ones."""
     mondrian = np.ones_like(scores, dtype=float)
@@ -293,7 +293,7 @@ def conformal_from_probabilities(predictions: pd.DataFrame, *,
         raise CellmorphError("the prediction table holds NaN or infinite probabilities")
     position = {c: i for i, c in enumerate(classes)}
     labels = np.array([position.get(str(m), -1) for m in predictions[sc.MOA]])
-    calibrated = _by_group(hinge(probs), labels, predictions[group].astype(str).to_numpy(),
+    calibrated = calibrate_by_group(hinge(probs), labels, predictions[group].astype(str).to_numpy(),
                            len(classes), seed)
     return _result("class probabilities (hinge score)", predictions, classes, calibrated,
                    confidences, scheme)
@@ -336,7 +336,7 @@ def conformal_from_profiles(treatments: pd.DataFrame, *, metric: str = "cosine",
     labels = np.array([classes.index(str(m)) for m in lab[sc.MOA]])
     compound = lab[sc.COMPOUND].astype(str).to_numpy()
     scores = knn_scores(sc.to_matrix(lab), labels, compound, len(classes), metric=metric)
-    calibrated = _by_group(scores, labels, compound, len(classes), seed)
+    calibrated = calibrate_by_group(scores, labels, compound, len(classes), seed)
     notes = {"metric": metric, "holdout": "nsc"}
     if dropped:
         notes["dropped_moas"] = dropped

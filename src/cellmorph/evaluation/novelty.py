@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 
 from cellmorph import schema as sc
 from cellmorph.errors import CellmorphError
-from cellmorph.evaluation.conformal import _by_group, knn_scores, schemes_used
+from cellmorph.evaluation.conformal import calibrate_by_group, knn_scores, schemes_used
 from cellmorph.evaluation.knn import single_compound_moas
 
 NOVELTY_COLUMNS = ["held_out_moa", "n_novel", "n_known", "confidence", "scheme",
@@ -35,7 +35,7 @@ def novelty_scores(treatments: pd.DataFrame, held_out: str, *, metric: str = "co
                        for m, n in zip(lab[sc.MOA].astype(str), novel, strict=True)])
     compounds = lab[sc.COMPOUND].astype(str).to_numpy()
     scores = knn_scores(sc.to_matrix(lab), labels, compounds, len(known), metric=metric)
-    calibrated = _by_group(scores, labels, compounds, len(known), seed)
+    calibrated = calibrate_by_group(scores, labels, compounds, len(known), seed)
     sizes = {c: int(n) for c, n in zip(known, calibrated.sizes, strict=True)}
     used = schemes_used(scheme, [confidence], sizes)[confidence]
     p = calibrated.mondrian if used == "mondrian" else calibrated.marginal
