@@ -128,6 +128,12 @@ def test_report_of_a_bare_treatment_table(loco_two_seeds, tmp_path, capsys) -> N
                  "coverage", "A bare prediction table", 'data-figure="reliability"', "ECE"):
         assert text in html, text
     assert "index could not be read" not in html
+    # The bold of a multi-MoA set lands on the set's own cells, whatever columns follow.
+    treatments = html[html.index('id="treatment-table"'):]
+    treatments = treatments[:treatments.index("</table>")]
+    rows = treatments.count("<tr class=")
+    assert rows == len(pd.read_csv(table)) and treatments.count('<td class="set">') == 2 * rows
+    assert "<th>90% set</th>" in html
 
 
 def test_a_confidence_too_few_calibration_treatments_support_is_said() -> None:

@@ -333,7 +333,8 @@ def _treatment_rows(table: pd.DataFrame, conformal: ConformalResult | None) -> d
             flags.append("wrong")
         rows.append({"cells": [_cell(r[c]) for c in columns], "flags": " ".join(flags)})
     return {"columns": [headers.get(c, c.removeprefix("Metadata_")) for c in columns],
-            "rows": rows, "set_confidence": f"{confidence:.0%}"}
+            "rows": rows, "set_confidence": f"{confidence:.0%}",
+            "set_cells": [i for i, c in enumerate(columns) if c in ("set", "set size")]}
 
 
 def _cell(value) -> str:
