@@ -15,6 +15,7 @@ import pytest
 import cellmorph
 from cellmorph import api
 from cellmorph import schema as sc
+from cellmorph.backbones import fusion
 from cellmorph.datasets import bbbc021
 from cellmorph.evaluation import pipeline as evaluation_pipeline
 from cellmorph.synth.bbbc021 import synthesize_bbbc021
@@ -39,7 +40,7 @@ def tiny_index(tmp_path_factory) -> pd.DataFrame:
     return cellmorph.index_bbbc021(root, moa_subset=True)
 
 
-@pytest.mark.parametrize("module", [api, bbbc021, evaluation_pipeline],
+@pytest.mark.parametrize("module", [api, bbbc021, evaluation_pipeline, fusion],
                          ids=lambda m: m.__name__)
 def test_documented_examples_run(module, tiny_index, tmp_path) -> None:
     globs = {"index": tiny_index, "tmp": tmp_path, **vars(module)}

@@ -281,3 +281,15 @@ def test_a_run_that_failed_in_preprocessing_does_not_claim_its_folder(tiny021: P
     broken.write_bytes(whole)
     _profile(index, tmp_path / "run", model="resnet18", weights="random")  # not refused
     assert (tmp_path / "run" / "profiles_well.parquet").is_file()
+
+
+def test_a_cache_elsewhere_leaves_the_name_cache_to_the_user(tiny021: Path,
+                                                            tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "cache").mkdir(parents=True)
+    (run / "cache" / "mine.txt").write_text("the user's")
+    _profile(tiny021, run, cache_dir=tmp_path / "shared")  # not refused: no claim on cache/
+    _profile(tiny021, run, cache_dir=tmp_path / "shared", model="resnet18", weights="random",
+             overwrite=True)
+    assert (run / "cache" / "mine.txt").read_text() == "the user's"
+    assert "cache" not in json.loads((run / RUN_RECORD).read_text())["manifest"]["kept"]

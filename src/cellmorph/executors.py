@@ -29,7 +29,6 @@ from cellmorph.log import get_logger
 log = get_logger(__name__)
 J = TypeVar("J")
 R = TypeVar("R")
-EXECUTORS = ("local", "ray")
 
 
 def ray_module():

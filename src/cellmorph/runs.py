@@ -432,8 +432,9 @@ def start_run(cfg: BaseModel, *, kind: str, layout: RunLayout, overwrite: bool =
     digest = table_digest(index)
     described = {**runtime.describe(), "malloc_keeps_freed_memory": keep_freed_memory()}
     inputs = [Path(cfg.index)] if index_table is None else []
-    if cfg.cache_dir is not None:
-        inputs.append(Path(cfg.cache_dir))  # a shared cache is not this run's to delete
+    if cfg.cache_dir is not None:  # a cache elsewhere (shared) is not this run's to claim
+        inputs.append(Path(cfg.cache_dir))
+        layout = dataclasses.replace(layout, kept=tuple(k for k in layout.kept if k != "cache"))
     with open_run(cfg.output, kind=kind, overwrite=overwrite, layout=layout,
                   fingerprint=fingerprint(cfg, kind, described, digest, image_stamps(index)),
                   runtime=described, index_digest=digest, inputs=inputs,

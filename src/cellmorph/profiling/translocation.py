@@ -10,7 +10,6 @@ cytoplasm (ratio near 1 or below) into the nucleus (ratio well above 1) with TNF
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,8 +105,3 @@ def aggregate_fields(fields: pd.DataFrame, level: str = "well") -> pd.DataFrame:
     return sc.aggregate(found, sc.LEVEL_KEYS[level], "median", values=values,
                         metadata=[c for c in sc.metadata_columns(found) if c != CELLS])
 
-
-def ratio_table(fields: pd.DataFrame, columns: Sequence[str] = (sc.WELL, RATIO, CELLS)
-                ) -> pd.DataFrame:
-    """A compact view of field readouts, for printing."""
-    return fields[[c for c in columns if c in fields.columns]]
