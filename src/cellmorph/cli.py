@@ -74,9 +74,7 @@ def _parse_size(size: str) -> tuple[int, int]:
         h, w = (int(v) for v in size.lower().split("x"))
     except ValueError:
         raise CellmorphError(f"--size {size!r}: write it as HEIGHTxWIDTH, e.g. 128x160") from None
-    if h < 32 or w < 32:
-        raise CellmorphError(f"--size {size}: images must be at least 32x32")
-    return h, w
+    return h, w  # the bounds are synth.render.check_size's
 
 
 def _output_file(output: Path | None, default: Path, *inputs: Path | None) -> Path:

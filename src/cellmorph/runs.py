@@ -346,8 +346,6 @@ def open_run(folder: Path | str, *, kind: str, fingerprint: dict[str, Any],
     hold their results (profiling), which are then deleted and redone.
     """
     folder = Path(folder)
-    if _present(folder) and not folder.is_dir():
-        raise CellmorphError(f"output {folder} exists and is not a folder; choose a folder name")
     created, locked_before = not folder.exists(), (folder / LOCK).exists()
     folder = ensure_writable_dir(folder)
     try:
