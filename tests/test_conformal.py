@@ -23,6 +23,7 @@ from cellmorph.evaluation.conformal import (
     conformal_from_profiles,
     mondrian_pvalues,
 )
+from cellmorph.evaluation.cv import format_cv
 from cellmorph.synth.bbbc021 import synthesize_bbbc021
 
 
@@ -100,9 +101,10 @@ def loco_two_seeds(tmp_path_factory) -> tuple[Path, object]:
                           root / "index.parquet")
     result = train(index=index, output=root / "run", model="tf_efficientnet_lite0",
                    preset="fast", epochs=1, seeds=[0, 1], freeze_stages=5, cached_trunk=True,
-                   progress=False, preprocess={"illumination": False, "anscombe": True,
-                                               "control_normalise": True, "rescale": "image",
-                                               "grid": [2, 2], "tile_size": 64})
+                   conformal_levels=["treatment", "well"], progress=False,
+                   preprocess={"illumination": False, "anscombe": True,
+                               "control_normalise": True, "rescale": "image", "grid": [2, 2],
+                               "tile_size": 64})
     return root / "run", result
 
 
@@ -115,6 +117,37 @@ def test_coverage_on_synthetic_loco_runs(loco_two_seeds) -> None:
     assert (run / "conformal_treatment.csv").is_file()
     assert (run / "seed1" / "conformal_treatment.csv").is_file()
     assert result.summary["ensemble"]["n"] == result.summary["n_treatments"]
+
+
+def test_well_level_calibration_has_more_points_and_no_leak(loco_two_seeds) -> None:
+    """Well-level sets: about three calibration wells per treatment, coverage per well, and a
+    well's p-values never depend on the other wells of its own compound."""
+    run, result = loco_two_seeds
+    treatment, well = result.conformal["seed0"], result.conformal_well["seed0"]
+    assert set(result.conformal_well) == {"seed0", "seed1"}
+    for moa, n in treatment.calibration_sizes.items():
+        assert well.calibration_sizes[moa] >= 2 * n, moa
+    assert "exchangeable" in well.summary()["exchangeability"]
+    levels = {lvl["confidence"]: lvl for lvl in result.summary["conformal_well"]["levels"]}
+    assert levels[0.9]["coverage_mean_over_seeds"] >= 0.8
+    assert len(well.table) == len(result.seeds[0].levels["well"])
+    for name in ("conformal_well_treatment.csv", "conformal_well_validity.csv",
+                 "conformal_well_efficiency.csv", "conformal_well.png"):
+        assert (run / "seed0" / name).is_file(), name
+    assert "per well" in format_cv(result)
+    # Leak: change every other well of one compound; the first well's p-values stay.
+    wells = result.seeds[0].levels["well"].reset_index(drop=True)
+    compound = wells[sc.COMPOUND].iloc[0]
+    others = wells.index[(wells[sc.COMPOUND] == compound) & (wells.index > 0)]
+    probs = sc.prob_columns(wells)
+    changed = wells.copy()
+    changed.loc[others, probs] = changed.loc[others, probs].to_numpy()[:, ::-1]
+    before = conformal_from_probabilities(wells, level="well").table
+    after = conformal_from_probabilities(changed, level="well").table
+    p_columns = [c for c in before.columns if c.startswith(("P_", "PMarginal_"))]
+    np.testing.assert_array_equal(before.loc[0, p_columns].to_numpy(float),
+                                  after.loc[0, p_columns].to_numpy(float))
+    assert len(others) >= 1
 
 
 def test_report_of_a_bare_treatment_table(loco_two_seeds, tmp_path, capsys) -> None:

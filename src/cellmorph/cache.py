@@ -16,7 +16,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -265,83 +265,147 @@ def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessCon
     threads. The plate statistics (illumination functions, control statistics,
     percentiles) are computed on the CPU, so they do not depend on the device.
     """
-    device = torch.device(device)
-    fields = [r for _, r in rows.iterrows()]
     threads = threads or min(4, os.cpu_count() or 1)
+    fields = [r for _, r in rows.iterrows()]
     first = read_field(fields[0], channels)  # fixes the dtype and shape the others must have
-    dtype, shape = first.dtype, first.shape[1:]
+    reader = _FieldReader(fields, channels, first.dtype, first.shape[1:])
+    seen = _first_pass(reader, first, threads)
+    del first
+    _check_tiling(cfg, reader.shape, rows)
+    _warn_blank(rows, [fields[i] for i in sorted(seen.blank)], channels)
+    stats = plate_statistics(seen, len(fields), reader.shape, channels, cfg,
+                             plate=rows[sc.PLATE].iloc[0])
+    seen.samples.clear()
+    tiler = _FieldTiler(reader, seen.kept, cfg, tile_size, stats.on(torch.device(device)))
+    # pass 2: tiles
+    tiles = list(ordered_map(tiler, range(len(fields)), threads))
+    table = _tile_table(tiles, rows, seen.blank, cfg)
+    return np.concatenate(tiles), table, {"illumination": stats.illumination,
+                                          "control_mean": stats.mean, "control_std": stats.std}
 
-    def read(i: int) -> np.ndarray:
-        return read_field(fields[i], channels, dtype=dtype, shape=shape)
 
-    sums = None
-    samples, is_control = [], []
+@dataclass(frozen=True)
+class _FieldReader:
+    """Decodes field ``i`` of a plate with the dtype and shape of its first field."""
+
+    fields: list[pd.Series]
+    channels: list[str]
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+    def __call__(self, i: int) -> np.ndarray:
+        return read_field(self.fields[i], self.channels, dtype=self.dtype, shape=self.shape)
+
+
+@dataclass
+class _FirstPass:
+    """What pass 1 over a plate gathers: illumination sums, a pixel sample per field for
+    the plate statistics, the fields kept in memory for pass 2, the blank ones."""
+
+    sums: np.ndarray | None = None
+    samples: list[np.ndarray] = field(default_factory=list)
+    is_control: list[bool] = field(default_factory=list)
+    kept: dict[int, np.ndarray] = field(default_factory=dict)
+    blank: set[int] = field(default_factory=set)  # a constant stain: left out of everything
+
+
+def _first_pass(reader: _FieldReader, first: np.ndarray, threads: int) -> _FirstPass:
+    """Pass 1: sums and samples of every non-blank field."""
+    seen = _FirstPass()
     # Fields read in pass 1 are kept for pass 2 up to a memory budget: decoding is a fifth of
     # the preprocessing time, and a plate larger than the budget is read twice, not held.
-    kept: dict[int, np.ndarray] = {}
     kept_bytes = 0
-    # pass 1: illumination sums and a pixel sample for the plate statistics
-    blank: set[int] = set()  # fields with a constant stain: left out of everything
-    for i, img in enumerate(itertools.chain([first], ordered_map(read, range(1, len(fields)),
-                                                                 threads))):
+    rest = ordered_map(reader, range(1, len(reader.fields)), threads)
+    for i, img in enumerate(itertools.chain([first], rest)):
         if _has_constant_stain(img):
-            blank.add(i)
+            seen.blank.add(i)
             continue
-        if sums is None:
-            sums = img.astype(np.float64)
+        if seen.sums is None:
+            seen.sums = img.astype(np.float64)
         else:
-            np.add(sums, img, out=sums)
-        samples.append(img[:, ::_STRIDE, ::_STRIDE].astype(np.float32))
-        is_control.append(fields[i][sc.ROLE] == sc.ROLE_CONTROL)
+            np.add(seen.sums, img, out=seen.sums)
+        seen.samples.append(img[:, ::_STRIDE, ::_STRIDE].astype(np.float32))
+        seen.is_control.append(reader.fields[i][sc.ROLE] == sc.ROLE_CONTROL)
         if kept_bytes + img.nbytes <= HELD_FIELDS_BYTES:
-            kept[i] = img
+            seen.kept[i] = img
             kept_bytes += img.nbytes
-    del first
-    _check_tiling(cfg, shape, rows)
-    _warn_blank(rows, [fields[i] for i in sorted(blank)], channels)
-    n = len(fields) - len(blank)
+    return seen
+
+
+@dataclass(frozen=True)
+class PlateStatistics:
+    """A plate's constants: illumination functions, control mean and spread (after the
+    transform), percentiles of the plate rescale; None where the settings skip them."""
+
+    illumination: np.ndarray | torch.Tensor
+    mean: np.ndarray | torch.Tensor | None = None
+    std: np.ndarray | torch.Tensor | None = None
+    low: np.ndarray | torch.Tensor | None = None
+    high: np.ndarray | torch.Tensor | None = None
+
+    def on(self, device: torch.device) -> PlateStatistics:
+        """The same constants as float32 tensors on ``device``, moved once per plate."""
+        return PlateStatistics(*(
+            None if a is None else torch.as_tensor(np.asarray(a, np.float32), device=device)
+            for a in (self.illumination, self.mean, self.std, self.low, self.high)))
+
+
+def plate_statistics(seen: _FirstPass, n_fields: int, shape: tuple[int, ...],
+                     channels: list[str], cfg: PreprocessConfig, *,
+                     plate: str) -> PlateStatistics:
+    """Illumination functions from the sums, then control statistics and percentiles from
+    the transformed samples, as ``cfg`` asks."""
+    n = n_fields - len(seen.blank)
     if cfg.illumination:
-        illum = np.stack([illumination_function([sums[c] / n], window=cfg.illumination_window)
+        illum = np.stack([illumination_function([seen.sums[c] / n],
+                                                window=cfg.illumination_window)
                           for c in range(len(channels))])
     else:
         illum = np.ones((len(channels), *shape), np.float32)
-    illum_sample = illum[:, ::_STRIDE, ::_STRIDE]
-
-    def transform(img: Image, functions: Image) -> Image:
-        """Illumination correction and Anscombe, as configured."""
-        x = correct_illumination(img, functions) if cfg.illumination else \
-            like(as_tensor(img).to(torch.float32), img)
-        return anscombe(x) if cfg.anscombe else x
-
-    tsamples = [transform(s, illum_sample) for s in samples]
-    mean = std = None
+    samples = [_transform(s, illum[:, ::_STRIDE, ::_STRIDE], cfg) for s in seen.samples]
+    mean = std = low = high = None
     if cfg.control_normalise:
-        controls = [s for s, c in zip(tsamples, is_control, strict=True) if c]
+        controls = [s for s, c in zip(samples, seen.is_control, strict=True) if c]
         if not controls:
-            raise CellmorphError(f"plate {rows[sc.PLATE].iloc[0]}: no control (DMSO) fields to "
-                                 "normalise against; add them or set control_normalise: false")
+            raise CellmorphError(f"plate {plate}: no control (DMSO) fields to normalise "
+                                 "against; add them or set control_normalise: false")
         mean, std = control_statistics(controls)
-        tsamples = [normalise_to_controls(s, mean, std) for s in tsamples]
-    low = high = None
+        samples = [normalise_to_controls(s, mean, std) for s in samples]
     if cfg.rescale == "plate":
-        stacked = np.concatenate([s.reshape(len(channels), -1) for s in tsamples], axis=1)
+        stacked = np.concatenate([s.reshape(len(channels), -1) for s in samples], axis=1)
         low, high = np.percentile(stacked, cfg.rescale_percentiles, axis=1)
-    del samples, tsamples
-    # The plate's constants, moved to the device once rather than with every field.
-    illum_on, mean_on, std_on, low_on, high_on = (
-        None if a is None else torch.as_tensor(np.asarray(a, np.float32), device=device)
-        for a in (illum, mean, std, low, high))
+    return PlateStatistics(illum, mean, std, low, high)
 
-    def field_tiles(i: int) -> np.ndarray:
-        """One field, corrected, rescaled to 8 bits and cut into tiles of ``tile_size`` (run
-        in the thread pool). Random crops draw from the field's own generator (the seed and
-        the field's position), so they do not depend on the threads' order."""
-        img = kept.pop(i, None)
-        x = transform(to_device(read(i) if img is None else img, device), illum_on)
-        if mean is not None:
-            x = normalise_to_controls(x, mean_on, std_on)
+
+def _transform(img: Image, functions: Image, cfg: PreprocessConfig) -> Image:
+    """Illumination correction and Anscombe, as configured."""
+    x = correct_illumination(img, functions) if cfg.illumination else \
+        like(as_tensor(img).to(torch.float32), img)
+    return anscombe(x) if cfg.anscombe else x
+
+
+@dataclass
+class _FieldTiler:
+    """Pass 2 for field ``i`` (run in the thread pool): corrected, rescaled to 8 bits and
+    cut into tiles of ``tile_size``. Random crops draw from the field's own generator (the
+    seed and the field's position), so they do not depend on the threads' order."""
+
+    reader: _FieldReader
+    kept: dict[int, np.ndarray]  # fields still in memory from pass 1 (popped when used)
+    cfg: PreprocessConfig
+    tile_size: int
+    stats: PlateStatistics  # on the device
+
+    def __call__(self, i: int) -> np.ndarray:
+        cfg, stats = self.cfg, self.stats
+        img = self.kept.pop(i, None)
+        device = stats.illumination.device
+        x = _transform(to_device(self.reader(i) if img is None else img, device),
+                       stats.illumination, cfg)
+        if stats.mean is not None:
+            x = normalise_to_controls(x, stats.mean, stats.std)
         img8 = rescale_to_uint8(x, per_channel=False) if cfg.rescale == "image" else \
-            rescale_to_uint8(x, low=low_on, high=high_on)
+            rescale_to_uint8(x, low=stats.low, high=stats.high)
         if cfg.resize is not None:
             img8 = resize_stack(img8, tuple(cfg.resize))
         if cfg.tiles == "grid":
@@ -349,23 +413,22 @@ def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessCon
         else:
             tiles = random_tiles(img8, cfg.random_count, tuple(cfg.random_size),
                                  np.random.default_rng([cfg.seed, i]))
-        return resize_stack(tiles, (tile_size, tile_size)).cpu().numpy()
+        return resize_stack(tiles, (self.tile_size, self.tile_size)).cpu().numpy()
 
-    all_tiles, records = [], []
-    # pass 2: tiles
-    for i, t in enumerate(ordered_map(field_tiles, range(len(fields)), threads)):
+
+def _tile_table(tiles: list[np.ndarray], rows: pd.DataFrame, blank: set[int],
+                cfg: PreprocessConfig) -> pd.DataFrame:
+    """Which index row and tile position each tile is, whether it is kept, its metadata."""
+    records = []
+    for i, t in enumerate(tiles):
         keep = nonempty_tiles(t, threshold=cfg.empty_threshold,
                               min_fraction=cfg.empty_min_fraction) if cfg.drop_empty else \
             np.ones(len(t), bool)
         keep &= i not in blank
-        all_tiles.append(t)
-        for k in range(len(t)):
-            records.append({ROW: int(rows.index[i]), TILE: k, KEEP: bool(keep[k])})
-    table = pd.DataFrame(records)
+        records += [{ROW: int(rows.index[i]), TILE: k, KEEP: bool(keep[k])}
+                    for k in range(len(t))]
     meta = rows[[c for c in rows.columns if c.startswith("Metadata_")]]
-    table = table.join(meta, on=ROW)
-    stats = {"illumination": illum, "control_mean": mean, "control_std": std}
-    return np.concatenate(all_tiles), table, stats
+    return pd.DataFrame(records).join(meta, on=ROW)
 
 
 def _has_constant_stain(img: np.ndarray) -> bool:

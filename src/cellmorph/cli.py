@@ -429,6 +429,7 @@ def train_cmd(
     executor: Annotated[str | None, _opt(_T, "executor", "--executor")] = None,
     ray_address: Annotated[str | None, _opt(_T, "ray_address", "--ray-address")] = None,
     cache_dir: Annotated[str | None, _opt(_T, "cache_dir", "--cache-dir")] = None,
+    novelty: Annotated[bool | None, _opt(_T, "novelty", "--novelty/--no-novelty")] = None,
     overwrite: Overwrite = False,
     debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
@@ -440,8 +441,8 @@ def train_cmd(
                    preset=preset, preprocess=preprocess, epochs=epochs, batch_size=batch_size,
                    seeds=seed, fold_by=fold_by, folds=fold, freeze_stages=freeze_stages,
                    device=device, precision=precision, executor=executor,
-                   ray_address=ray_address, cache_dir=cache_dir, overwrite=overwrite,
-                   progress=not quiet)
+                   ray_address=ray_address, cache_dir=cache_dir, novelty=novelty,
+                   overwrite=overwrite, progress=not quiet)
     typer.echo(format_cv(result))
     typer.echo(f"run folder: {result.config.output}")
 

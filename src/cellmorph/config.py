@@ -289,6 +289,15 @@ class TrainConfig(_Strict):
                                           description="confidence levels of the conformal "
                                           "prediction sets (treatment level)")
     conformal_scheme: ConformalScheme = Field("auto", description=SCHEME_HELP)
+    conformal_levels: list[Literal["treatment", "well"]] = Field(
+        ["treatment"], min_length=1, description="levels calibrated: treatment (a set per "
+        "treatment) and/or well (a set per well: three times the calibration points, coverage "
+        "per well)")
+    novelty: bool = Field(False, description="also train one fold per MoA without it (first "
+                          "seed; one extra fold per MoA) and write the leave-one-MoA-out "
+                          "novelty table; needs fold_by Metadata_Compound")
+    novelty_confidence: Confidence = Field(0.9, description="confidence of the sets whose "
+                                           "emptiness flags an unseen MoA")
     seeds: list[int] = Field([0], min_length=1, description="one replicate run per seed")
     keep_models: Literal["explain", "all", "none"] = Field(
         "explain", description="which fold models to keep (each the size of the network): "
@@ -322,6 +331,10 @@ class TrainConfig(_Strict):
         if self.cached_trunk and not self.augment.dihedral_only:
             raise ValueError("cached_trunk reproduces dihedral augmentation only; set "
                              "augment.intensity/blur/noise to 0")
+        if self.novelty and self.fold_by != "Metadata_Compound":
+            raise ValueError("novelty scores the known MoAs with leave-one-compound-out folds: "
+                             "set fold_by: Metadata_Compound (the run adds one leave-one-MoA-"
+                             "out fold per MoA itself)")
         return self
 
     def hyper(self) -> Hyper:

@@ -53,10 +53,11 @@ def run_demo(out: Path | str, *, progress: bool = True) -> DemoResult:
     evaluation = api.evaluate(profiled, EvaluateConfig(map_null_size=2000),
                               output=profiles / "evaluation")
     log.info("[5/%d] fine-tuning EfficientNet-Lite0 with leave-one-compound-out CV "
-             "(short: 2 epochs, 64 px crops, 2 seeds)", STEPS)
+             "(short: 2 epochs, 64 px crops, 2 seeds; plus a fold per MoA without it)", STEPS)
     training = out / "loco"
     cv = api.train(index=index_path, output=training, model="tf_efficientnet_lite0",
-                   preset="fast", epochs=2, progress=progress, seeds=[0, 1],
+                   preset="fast", epochs=2, progress=progress, seeds=[0, 1], novelty=True,
+                   conformal_levels=["treatment", "well"],
                    preprocess=PREPROCESS_PRESETS["kensert"].model_copy(update={"tile_size": 64}))
     log.info("[6/%d] what the network sees: activation maximisation and Grad-CAM", STEPS)
     api.explain(training, size=96, steps=64, filters=2, progress=progress)

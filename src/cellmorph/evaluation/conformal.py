@@ -22,6 +22,13 @@ fold; for profiles, nearest neighbours among other compounds (NSC). This is cros
 and calibration scores are exchangeable up to the small difference between the fold models.
 Its guarantee is approximate (Barber et al. 2021 bound the miscoverage by 2 alpha in the
 worst case); the empirical coverage is reported beside every nominal level, per MoA too.
+
+Well level (fine-tuning, ``conformal_levels: [well]``): every well is a calibration point,
+about three times as many as treatments, so small MoAs can be ruled out at higher
+confidence. What that assumes: wells are exchangeable across compounds. The wells of one
+compound are still calibrated only on other compounds' wells (their replicates are not
+independent of each other), and the coverage is per well: a treatment's replicate wells
+count separately, and a set is about a well, not a treatment.
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ _SCHEME_WORDS = {"mondrian": "Mondrian (class-conditional) conformal",
                  "marginal": "marginal conformal (one calibration set over all MoAs)"}
 CALIBRATION = ("crepes, calibrated leave-one-compound-out on out-of-fold scores of the other "
                "compounds")
+WELL_LEVEL = ("well level: every well a calibration point, wells taken as exchangeable across "
+              "compounds; coverage is per well, a treatment's replicate wells counted "
+              "separately")
 
 
 @dataclass
@@ -72,8 +82,9 @@ class ConformalResult:
             text = "; ".join(f"{_SCHEME_WORDS[s]} at " + ", ".join(
                 f"{c:.0%}" for c, u in self.schemes.items() if u == s) for s in used)
         if self.asked == "auto" and "marginal" in used:
+            unit = "wells" if self.notes.get("level") == "well" else "treatments"
             text += (" (auto: Mondrian needs at least 1/(1 - confidence) - 1 calibration "
-                     "treatments of every MoA)")
+                     f"{unit} of every MoA)")
         return f"{text}; {CALIBRATION}"
 
     def too_few_calibration(self, confidence: float) -> list[str]:
@@ -251,8 +262,8 @@ def calibrate_by_group(scores: np.ndarray, labels: np.ndarray, groups: np.ndarra
 def _result(method: str, table: pd.DataFrame, classes: list[str], calibrated: Calibrated,
             confidences: Sequence[float], scheme: str,
             notes: dict | None = None) -> ConformalResult:
-    keep = [c for c in (sc.TREATMENT, sc.COMPOUND, sc.CONCENTRATION, sc.MOA, sc.BATCH,
-                        sc.SYNTHETIC) if c in table.columns]
+    keep = [c for c in (sc.TREATMENT, sc.COMPOUND, sc.CONCENTRATION, sc.MOA, sc.PLATE,
+                        sc.WELL, sc.BATCH, sc.SYNTHETIC) if c in table.columns]
     out = table[keep].reset_index(drop=True).copy()
     for i, c in enumerate(classes):
         out[f"{PVALUE_PREFIX}{c}"] = calibrated.mondrian[:, i]
@@ -273,12 +284,13 @@ def _result(method: str, table: pd.DataFrame, classes: list[str], calibrated: Ca
 def conformal_from_probabilities(predictions: pd.DataFrame, *,
                                  confidences: Sequence[float] = CONFIDENCES,
                                  group: str = sc.COMPOUND, scheme: str = "auto",
-                                 seed: int = 0) -> ConformalResult:
+                                 level: str = "treatment", seed: int = 0) -> ConformalResult:
     """Conformal prediction from per-treatment class probabilities (out-of-fold).
 
     ``predictions`` is a ``predictions_treatment.csv``-style table: compound, MoA and one
     ``Prob_<MoA>`` column per class, from any model or paper. Nonconformity is crepes' hinge
-    score, 1 - p(class).
+    score, 1 - p(class). ``level="well"`` says the rows are wells (see the module notes on
+    what calibrating wells assumes); the calibration is the same.
     """
     classes = sc.classes_of(predictions)
     if len(classes) < 2:
@@ -295,8 +307,11 @@ def conformal_from_probabilities(predictions: pd.DataFrame, *,
     labels = np.array([position.get(str(m), -1) for m in predictions[sc.MOA]])
     calibrated = calibrate_by_group(hinge(probs), labels, predictions[group].astype(str).to_numpy(),
                            len(classes), seed)
-    return _result("class probabilities (hinge score)", predictions, classes, calibrated,
-                   confidences, scheme)
+    method = "class probabilities (hinge score)"
+    if level == "well":
+        return _result(f"{method}, per well", predictions, classes, calibrated, confidences,
+                       scheme, {"level": "well", "exchangeability": WELL_LEVEL})
+    return _result(method, predictions, classes, calibrated, confidences, scheme)
 
 
 def knn_scores(profiles: np.ndarray, labels: np.ndarray, compounds: np.ndarray,

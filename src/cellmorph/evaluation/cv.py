@@ -9,6 +9,7 @@ import pandas as pd
 
 from cellmorph import schema as sc
 from cellmorph.config import TrainConfig
+from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.calibration import (
     CALIBRATED_PREFIX,
     CalibrationResult,
@@ -20,6 +21,11 @@ from cellmorph.evaluation.conformal import (
     conformal_from_probabilities,
 )
 from cellmorph.evaluation.ensemble import EnsembleResult, ensemble_seeds
+from cellmorph.evaluation.novelty import (
+    format_novelty,
+    novelty_from_probabilities,
+    summarize_novelty,
+)
 from cellmorph.evaluation.predictions import aggregate_probabilities, confusion
 from cellmorph.training.cv import SeedRun, TrainingRun
 
@@ -53,6 +59,8 @@ class CVResult:
     ensemble: EnsembleResult | None = None  # the seeds combined (treatment level)
     conformal: dict[str, ConformalResult] = field(default_factory=dict)  # seed<S>, ensemble
     calibration: dict[str, CalibrationResult] = field(default_factory=dict)  # seed<S>
+    conformal_well: dict[str, ConformalResult] = field(default_factory=dict)  # seed<S>
+    novelty: pd.DataFrame | None = None  # leave-one-MoA-out, one row per held-out MoA
 
     @property
     def folds_done(self) -> int:
@@ -105,19 +113,52 @@ def summarise_cv(run: TrainingRun) -> CVResult:
     summary["n_treatments"] = seeds[0].metrics["n_treatments"]
     ensemble = ensemble_seeds([s.levels["treatment"] for s in seeds], [s.seed for s in seeds])
     summary["ensemble"] = ensemble.summary()
-    conformal = {}
-    if len({f for s in seeds for f in s.folds}) >= 2:  # calibration needs other compounds
-        conformal = {f"seed{s.seed}": conformal_from_probabilities(
-            s.levels["treatment"], confidences=cfg.confidences, scheme=cfg.conformal_scheme)
-            for s in seeds}
-        conformal["ensemble"] = conformal_from_probabilities(
-            ensemble.table, confidences=cfg.confidences, scheme=cfg.conformal_scheme)
+    conformal, conformal_well = conformal_seeds(seeds, ensemble, cfg)
+    if conformal:
         summary["conformal"] = conformal_summary(conformal, cfg.confidences)
+    if conformal_well:
+        summary["conformal_well"] = conformal_summary(conformal_well, cfg.confidences)
     calibration = calibrate_seeds(seeds)
     if calibration:
         summary["calibration"] = calibration_summary(calibration)
+    try:
+        novelty = score_novelty(run, seeds)
+    except CellmorphError as exc:  # e.g. a partial run: too few known compounds to calibrate
+        novelty, summary["novelty_not_evaluated"] = None, str(exc)
+    if novelty is not None:
+        summary["novelty"] = summarize_novelty(novelty)
     return CVResult(cfg, run.classes, seeds, summary, run.folds_total, run.runtime, ensemble,
-                    conformal, calibration)
+                    conformal, calibration, conformal_well, novelty)
+
+
+def conformal_seeds(seeds: list[SeedResult], ensemble: EnsembleResult, cfg: TrainConfig
+                    ) -> tuple[dict[str, ConformalResult], dict[str, ConformalResult]]:
+    """Conformal sets of every seed (and the ensemble) at treatment level, and of every seed
+    at well level where ``conformal_levels`` asks for it; none when only one fold ran."""
+    if len({f for s in seeds for f in s.folds}) < 2:  # calibration needs other compounds
+        return {}, {}
+    settings = {"confidences": cfg.confidences, "scheme": cfg.conformal_scheme}
+    treatment, well = {}, {}
+    if "treatment" in cfg.conformal_levels:
+        treatment = {f"seed{s.seed}": conformal_from_probabilities(s.levels["treatment"],
+                                                                   **settings) for s in seeds}
+        treatment["ensemble"] = conformal_from_probabilities(ensemble.table, **settings)
+    if "well" in cfg.conformal_levels:
+        well = {f"seed{s.seed}": conformal_from_probabilities(s.levels["well"], level="well",
+                                                              **settings) for s in seeds}
+    return treatment, well
+
+
+def score_novelty(run: TrainingRun, seeds: list[SeedResult]) -> pd.DataFrame | None:
+    """The leave-one-MoA-out table: the seed's out-of-fold treatment predictions for the
+    known MoAs, its leave-one-MoA-out folds' for the held-out one."""
+    if run.novelty is None or not run.novelty.folds:
+        return None
+    known = next(s for s in seeds if s.seed == run.novelty.seed).levels["treatment"]
+    crops = pd.concat([f.predictions for f in run.novelty.folds], ignore_index=True)
+    return novelty_from_probabilities(known, aggregate_probabilities(crops, "treatment"),
+                                      confidence=run.config.novelty_confidence,
+                                      scheme=run.config.conformal_scheme)
 
 
 def calibrate_seeds(seeds: list[SeedResult]) -> dict[str, CalibrationResult]:
@@ -145,18 +186,22 @@ def calibration_summary(results: dict[str, CalibrationResult]) -> dict:
 
 
 def conformal_summary(results: dict[str, ConformalResult], confidences) -> dict:
-    """Coverage and set size per confidence: mean over seeds, and of the ensemble."""
+    """Coverage and set size per confidence: mean over seeds, and of the ensemble where
+    there is one."""
     per_seed = [r.summary()["levels"] for k, r in results.items() if k != "ensemble"]
-    out: dict = {"scheme": next(iter(results.values())).scheme, "levels": []}
+    last = results.get("ensemble") or next(reversed(results.values()))
+    out: dict = {"scheme": last.scheme, "levels": []}
     for i, conf in enumerate(confidences):
+        level = last.summary()["levels"][i]
+        ensemble = ({"ensemble_coverage": level["coverage"],
+                     "ensemble_set_size": level["mean_set_size"]} if "ensemble" in results
+                    else {})
         out["levels"].append({
             "confidence": conf,
             "coverage_mean_over_seeds": float(np.mean([s[i]["coverage"] for s in per_seed])),
             "set_size_mean_over_seeds": float(np.mean([s[i]["mean_set_size"] for s in per_seed])),
-            "ensemble_coverage": results["ensemble"].summary()["levels"][i]["coverage"],
-            "ensemble_set_size": results["ensemble"].summary()["levels"][i]["mean_set_size"],
-            **{k: results["ensemble"].summary()["levels"][i][k]
-               for k in ("scheme", "too_few_calibration", "calibration_needed")}})
+            **ensemble,
+            **{k: level[k] for k in ("scheme", "too_few_calibration", "calibration_needed")}})
     return out
 
 
@@ -190,15 +235,18 @@ def format_cv(result: CVResult | dict) -> str:
         e = summary["ensemble"]
         lines.append(f"  ensemble of the seeds: {e['ensemble_accuracy']:.1%} "
                      f"({e['n_disagreements']} of {e['n']} treatments where seeds disagree)")
-    for level in summary.get("conformal", {}).get("levels", []):
-        lines.append(f"  conformal {level['confidence']:.0%} ({level['scheme']}): coverage "
-                     f"{level['coverage_mean_over_seeds']:.1%}, mean set size "
-                     f"{level['set_size_mean_over_seeds']:.2f} MoAs"
-                     f"{calibration_note(level)}")
+    for key, unit in (("conformal", ""), ("conformal_well", " per well")):
+        for level in summary.get(key, {}).get("levels", []):
+            lines.append(f"  conformal {level['confidence']:.0%}{unit} ({level['scheme']}): "
+                         f"coverage {level['coverage_mean_over_seeds']:.1%}, mean set size "
+                         f"{level['set_size_mean_over_seeds']:.2f} MoAs"
+                         f"{calibration_note(level)}")
     if "calibration" in summary:
         c = summary["calibration"]
         lines.append(f"  calibration: ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f} "
                      f"({c['method']}; median T {c['temperature_median']:.2f})")
+    if "novelty" in summary:
+        lines.append(f"  {format_novelty(summary['novelty'])}")
     if summary.get("trained"):
         lines.append(f"  trained: {summary['trained']}")
     return "\n".join(lines)

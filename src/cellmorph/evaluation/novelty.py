@@ -1,17 +1,27 @@
 """Novelty: does a conformal set say "none of these" for a mechanism it has never seen?
 
-Leave-one-MoA-out on treatment profiles: each MoA in turn is removed from the references and
-from the calibration; its treatments are then scored against the known MoAs only (kNN under
-NSC, as :func:`cellmorph.evaluation.conformal.conformal_from_profiles` scores them), while
-every known treatment is scored as usual, calibrated leave-one-compound-out. A held-out
-treatment should get an empty set at the confidence asked (detection), a known one should
-not (false alarm); the novelty score, one minus the largest p-value, ranks them (AUROC).
+Leave-one-MoA-out: each MoA in turn is removed from the references and from the
+calibration; its treatments are then scored against the known MoAs only, while every known
+treatment is scored as usual, calibrated leave-one-compound-out. A held-out treatment should
+get an empty set at the confidence asked (detection), a known one should not (false alarm);
+the novelty score, one minus the largest p-value, ranks them (AUROC).
+
+Two sources of scores, one table:
+
+- profiles (:func:`leave_one_moa_out`): kNN under NSC, as
+  :func:`cellmorph.evaluation.conformal.conformal_from_profiles` scores them, with the
+  held-out MoA's treatments removed from the references;
+- fine-tuning (:func:`novelty_from_probabilities`): the known treatments' out-of-fold
+  (leave-one-compound-out) probabilities, and the held-out MoA's treatments' probabilities
+  from a model trained without that MoA (a leave-one-MoA-out fold); both renormalised over
+  the known MoAs, scored by crepes' hinge score.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from crepes.extras import hinge
 from sklearn.metrics import roc_auc_score
 
 from cellmorph import schema as sc
@@ -31,10 +41,24 @@ def novelty_scores(treatments: pd.DataFrame, held_out: str, *, metric: str = "co
     lab = _usable(treatments)
     novel = (lab[sc.MOA].astype(str) == held_out).to_numpy()
     known = sorted(set(lab[sc.MOA].astype(str)) - {held_out})
-    labels = np.array([known.index(m) if not n else -1
-                       for m, n in zip(lab[sc.MOA].astype(str), novel, strict=True)])
+    labels = _known_labels(lab, novel, known)
     compounds = lab[sc.COMPOUND].astype(str).to_numpy()
     scores = knn_scores(sc.to_matrix(lab), labels, compounds, len(known), metric=metric)
+    return _held_out_table(lab, novel, scores, labels, known, confidence, scheme, seed)
+
+
+def _known_labels(table: pd.DataFrame, novel: np.ndarray, known: list[str]) -> np.ndarray:
+    """Index of each treatment's MoA among the known ones; -1 for the held-out MoA."""
+    return np.array([known.index(m) if not n else -1
+                     for m, n in zip(table[sc.MOA].astype(str), novel, strict=True)])
+
+
+def _held_out_table(lab: pd.DataFrame, novel: np.ndarray, scores: np.ndarray,
+                    labels: np.ndarray, known: list[str], confidence: float, scheme: str,
+                    seed: int) -> tuple[pd.DataFrame, str]:
+    """p-values calibrated leave-one-compound-out on the known treatments; the held-out
+    ones (label -1) are never calibration points."""
+    compounds = lab[sc.COMPOUND].astype(str).to_numpy()
     calibrated = calibrate_by_group(scores, labels, compounds, len(known), seed)
     sizes = {c: int(n) for c, n in zip(known, calibrated.sizes, strict=True)}
     used = schemes_used(scheme, [confidence], sizes)[confidence]
@@ -44,6 +68,21 @@ def novelty_scores(treatments: pd.DataFrame, held_out: str, *, metric: str = "co
     return table, used
 
 
+def _novelty_row(moa: str, table: pd.DataFrame, used: str, confidence: float) -> dict:
+    novel = table["novel"].to_numpy()
+    return {"held_out_moa": moa, "n_novel": int(novel.sum()), "n_known": int((~novel).sum()),
+            "confidence": confidence, "scheme": used,
+            "detection_rate": float(table["empty_set"][novel].mean()),
+            "false_alarm_rate": float(table["empty_set"][~novel].mean()),
+            "auroc": float(roc_auc_score(novel, table["novelty_score"]))}
+
+
+def _check_three(moas: list[str]) -> None:
+    if len(moas) < 3:
+        raise CellmorphError("novelty (leave-one-MoA-out) needs three MoAs with two compounds "
+                             "each: two stay known while one is held out")
+
+
 def leave_one_moa_out(treatments: pd.DataFrame, *, metric: str = "cosine",
                       confidence: float = 0.9, scheme: str = "auto",
                       seed: int = 0) -> pd.DataFrame:
@@ -51,19 +90,43 @@ def leave_one_moa_out(treatments: pd.DataFrame, *, metric: str = "cosine",
     ``confidence``, and the AUROC of the novelty score (held-out vs known treatments)."""
     lab = _usable(treatments)
     moas = sorted(lab[sc.MOA].astype(str).unique())
-    if len(moas) < 3:
-        raise CellmorphError("novelty (leave-one-MoA-out) needs three MoAs with two compounds "
-                             "each: two stay known while one is held out")
+    _check_three(moas)
     rows = []
     for moa in moas:
         table, used = novelty_scores(lab, moa, metric=metric, confidence=confidence,
                                      scheme=scheme, seed=seed)
-        novel = table["novel"].to_numpy()
-        rows.append({"held_out_moa": moa, "n_novel": int(novel.sum()),
-                     "n_known": int((~novel).sum()), "confidence": confidence, "scheme": used,
-                     "detection_rate": float(table["empty_set"][novel].mean()),
-                     "false_alarm_rate": float(table["empty_set"][~novel].mean()),
-                     "auroc": float(roc_auc_score(novel, table["novelty_score"]))})
+        rows.append(_novelty_row(moa, table, used, confidence))
+    return pd.DataFrame(rows, columns=NOVELTY_COLUMNS)
+
+
+def novelty_from_probabilities(known: pd.DataFrame, unseen: pd.DataFrame, *,
+                               confidence: float = 0.9, scheme: str = "auto",
+                               seed: int = 0) -> pd.DataFrame:
+    """The leave-one-MoA-out table of a fine-tuning run.
+
+    ``known``: every treatment's out-of-fold probabilities (``Prob_<MoA>``, from the fold
+    that left its compound out). ``unseen``: treatment probabilities from models that never
+    saw the treatment's MoA (the fold that left it out). For each MoA held out, the known
+    treatments of the other MoAs are calibrated leave-one-compound-out as usual and the
+    held-out MoA's treatments are tested against them; probabilities are renormalised over
+    the known MoAs first, so the held-out class's own output, never trained, plays no part.
+    MoAs missing from ``unseen`` are skipped.
+    """
+    classes = sc.classes_of(known)
+    moas = [m for m in classes if (unseen[sc.MOA].astype(str) == m).any()]
+    _check_three(classes)
+    rows = []
+    for moa in moas:
+        others = [c for c in classes if c != moa]
+        lab = pd.concat([known[known[sc.MOA].astype(str).isin(others)],
+                         unseen[unseen[sc.MOA].astype(str) == moa]], ignore_index=True)
+        probs = lab[[f"{sc.PROB_PREFIX}{c}" for c in others]].to_numpy(float)
+        probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
+        novel = (lab[sc.MOA].astype(str) == moa).to_numpy()
+        labels = _known_labels(lab, novel, others)
+        table, used = _held_out_table(lab, novel, hinge(probs), labels, others, confidence,
+                                      scheme, seed)
+        rows.append(_novelty_row(moa, table, used, confidence))
     return pd.DataFrame(rows, columns=NOVELTY_COLUMNS)
 
 

@@ -224,57 +224,98 @@ def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True, overwrite:
     timer = StageTimer()
     with start_run(cfg, kind="profile", layout=PROFILE_LAYOUT, overwrite=overwrite,
                    index_table=index_table, stale=_plate_results) as run:
-        out, runtime, index, described = run.folder, run.runtime, run.index, run.described
-        channels = sc.channels_of(index)
-        tile_size = cfg.preprocess.tile_size or default_input_size(cfg.model)
-        plates_dir = ensure_writable_dir(out / "plates")
-        workers = resolve_workers(cfg.preprocess_workers, runtime)
-        cache_args = dict(tile_size=tile_size, workers=workers, progress=progress_bars,
-                          device=runtime.preprocess_device)
-        computed: dict[str, pd.DataFrame] = {}
-        if cfg.executor == "ray":  # the actors read finished caches: build them first
-            with timer("read_preprocess_cache"):
-                cache = build_tile_cache(index, cfg.preprocess, cfg.cache_dir or out / "cache",
-                                         **cache_args)
-            todo = [j for j in plate_jobs(cfg, cache, channels, plates_dir) if not j.done]
-            with timer("infer"):
-                run_plate_jobs_on_ray(cfg, todo, channels, runtime)
-        else:  # each plate is embedded as soon as its tiles are ready
-            todo, embedder = [], None
-            pending = sum(not (plates_dir / f"{safe_name(p)}.parquet").is_file()
-                          for p in index[sc.PLATE].unique())
-            bar = progress(total=pending, desc="profiling plates", unit="plate",
-                           enabled=progress_bars)
-            ready = iter_tile_cache(index, cfg.preprocess, cfg.cache_dir or out / "cache",
-                                    **cache_args)
-            while True:
-                with timer("read_preprocess_cache"):  # waiting for tiles (or making them)
-                    item = next(ready, None)
-                if item is None:
-                    break
-                cache, plate = item
-                job = plate_jobs(cfg, cache, channels, plates_dir, [plate])[0]
-                if job.done:
-                    continue
-                with timer("infer"):
-                    embedder = embedder or make_embedder(cfg, channels, runtime)
-                    computed[plate] = job.run(embedder)
-                todo.append(job)
-                bar.update()
-            bar.close()
-        jobs = plate_jobs(cfg, cache, channels, plates_dir)
+        plates = _PlatesRun(cfg, run.index, run.runtime, ensure_writable_dir(run.folder / "plates"),
+                            cfg.cache_dir or run.folder / "cache", timer, progress_bars)
+        embed = _embed_on_ray if cfg.executor == "ray" else _embed_as_tiles_are_ready
+        cache, done_here, computed = embed(plates)
         with timer("aggregate"):
-            images = pd.concat([computed[job.plate] if job.plate in computed
-                                else pd.read_parquet(job.output) for job in jobs],
-                               ignore_index=True)
-            wells = sc.aggregate(images, sc.WELL_KEYS, cfg.aggregate)
-            treated = wells[wells[sc.ROLE] != sc.ROLE_CONTROL]
-            treatments = sc.aggregate(treated, sc.TREATMENT_KEYS, cfg.aggregate)
-        result = ProfileResult(cfg, images, wells, treatments, described,
-                               {**timer.seconds, "tiles_embedded": _tiles_embedded(cache, todo)})
+            images, wells, treatments = _aggregate_plates(
+                cfg, plate_jobs(cfg, cache, plates.channels, plates.folder), computed)
+        result = ProfileResult(cfg, images, wells, treatments, run.described,
+                               {**timer.seconds,
+                                "tiles_embedded": _tiles_embedded(cache, done_here)})
         if finish is not None:
             finish(result)
     return result
+
+
+@dataclass
+class _PlatesRun:
+    """What embedding a screen's plates needs, once the run folder is held."""
+
+    cfg: ProfileConfig
+    index: pd.DataFrame
+    runtime: Runtime
+    folder: Path  # OUTPUT/plates: one Parquet of image profiles per plate
+    cache_root: Path
+    timer: StageTimer
+    progress_bars: bool
+
+    @property
+    def channels(self) -> list[str]:
+        return sc.channels_of(self.index)
+
+    def cache_args(self) -> dict:
+        """Arguments of the tile cache builders."""
+        cfg = self.cfg
+        return dict(tile_size=cfg.preprocess.tile_size or default_input_size(cfg.model),
+                    workers=resolve_workers(cfg.preprocess_workers, self.runtime),
+                    progress=self.progress_bars, device=self.runtime.preprocess_device)
+
+
+def _embed_on_ray(plates: _PlatesRun) -> tuple[TileCache, list[PlateJob], dict]:
+    """Build every plate's tiles first (Ray actors read finished caches), then embed the
+    unfinished plates on Ray; their profiles are read back from their files."""
+    with plates.timer("read_preprocess_cache"):
+        cache = build_tile_cache(plates.index, plates.cfg.preprocess, plates.cache_root,
+                                 **plates.cache_args())
+    todo = [j for j in plate_jobs(plates.cfg, cache, plates.channels, plates.folder)
+            if not j.done]
+    with plates.timer("infer"):
+        run_plate_jobs_on_ray(plates.cfg, todo, plates.channels, plates.runtime)
+    return cache, todo, {}
+
+
+def _embed_as_tiles_are_ready(plates: _PlatesRun) -> tuple[TileCache, list[PlateJob], dict]:
+    """Embed each unfinished plate here as soon as its tiles are ready (preprocessing the
+    next plates meanwhile when there are workers); returns the cache, the jobs run and their
+    image profiles."""
+    cfg, timer = plates.cfg, plates.timer
+    done_here, computed, embedder = [], {}, None
+    pending = sum(not (plates.folder / f"{safe_name(p)}.parquet").is_file()
+                  for p in plates.index[sc.PLATE].unique())
+    bar = progress(total=pending, desc="profiling plates", unit="plate",
+                   enabled=plates.progress_bars)
+    ready = iter_tile_cache(plates.index, cfg.preprocess, plates.cache_root,
+                            **plates.cache_args())
+    cache = None
+    while True:
+        with timer("read_preprocess_cache"):  # waiting for tiles (or making them)
+            item = next(ready, None)
+        if item is None:
+            break
+        cache, plate = item
+        job = plate_jobs(cfg, cache, plates.channels, plates.folder, [plate])[0]
+        if job.done:
+            continue
+        with timer("infer"):
+            embedder = embedder or make_embedder(cfg, plates.channels, plates.runtime)
+            computed[plate] = job.run(embedder)
+        done_here.append(job)
+        bar.update()
+    bar.close()
+    return cache, done_here, computed
+
+
+def _aggregate_plates(cfg: ProfileConfig, jobs: Sequence[PlateJob], computed: dict
+                      ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Image profiles of every plate (computed now or read back), their wells and the
+    treatments (controls left out)."""
+    images = pd.concat([computed[job.plate] if job.plate in computed
+                        else pd.read_parquet(job.output) for job in jobs], ignore_index=True)
+    wells = sc.aggregate(images, sc.WELL_KEYS, cfg.aggregate)
+    treated = wells[wells[sc.ROLE] != sc.ROLE_CONTROL]
+    return images, wells, sc.aggregate(treated, sc.TREATMENT_KEYS, cfg.aggregate)
 
 
 def _tiles_embedded(cache: TileCache, jobs: Sequence[PlateJob]) -> int:

@@ -72,7 +72,7 @@ class Report:
     profiling: list[dict] = field(default_factory=list)
     profiling_notes: list[str] = field(default_factory=list)
     conformal: list[dict] = field(default_factory=list)  # title, scheme, rows, figure key
-    novelty: dict | None = None  # summary line and one row per held-out MoA
+    novelty: list[dict] = field(default_factory=list)  # title, summary, one row per MoA
     treatments: dict | None = None  # columns, rows (dicts with "_class")
     figures: dict[str, list[Figure]] = field(default_factory=dict)
 
@@ -168,6 +168,14 @@ def _training(report: Report, cv: CVResult, figures: Path, synthetic: bool) -> N
         _conformal(report, cv.conformal["ensemble"], figures, synthetic,
                    "Fine-tuning: the ensemble of the seeds' out-of-fold treatment predictions",
                    "conformal_training")
+    if cv.conformal_well:
+        first = next(iter(cv.conformal_well))
+        _conformal(report, cv.conformal_well[first], figures, synthetic,
+                   f"Fine-tuning, well level: {first}'s out-of-fold well predictions",
+                   "conformal_training_well")
+    if cv.novelty is not None:
+        _novelty(report, cv.novelty, "Fine-tuning: held-out MoA scored by a model trained "
+                 "without it; known MoAs by their leave-one-compound-out folds")
     table = cv.ensemble.table if cv.ensemble is not None else cv.seeds[0].levels["treatment"]
     conf = cv.conformal.get("ensemble")
     report.treatments = _treatment_rows(table, conf)
@@ -238,13 +246,8 @@ def _profiling(report: Report, bundle: RunBundle, figures: Path, synthetic: bool
                    "Profiles: nearest-neighbour scores of the treatment profiles",
                    "conformal_profiles")
     if ev.novelty is not None:
-        report.novelty = {"summary": format_novelty(summarize_novelty(ev.novelty)),
-                          "rows": [{"moa": r.held_out_moa, "n": r.n_novel,
-                                    "scheme": r.scheme,
-                                    "detection": f"{r.detection_rate:.0%}",
-                                    "false_alarm": f"{r.false_alarm_rate:.1%}",
-                                    "auroc": f"{r.auroc:.3f}"}
-                                   for r in ev.novelty.itertuples()]}
+        _novelty(report, ev.novelty, "Profiles: nearest-neighbour scores, the held-out MoA "
+                 "removed from the references")
     if report.treatments is None:
         nsc = first.predictions
         report.treatments = _treatment_rows(nsc, ev.conformal)
@@ -265,6 +268,14 @@ def _table(report: Report, bundle: RunBundle, figures: Path, synthetic: bool) ->
         _conformal(report, t.conformal, figures, synthetic,
                    f"The probabilities of {t.source.name}", "conformal_table")
     report.treatments = _treatment_rows(t.table, t.conformal)
+
+
+def _novelty(report: Report, table: pd.DataFrame, title: str) -> None:
+    report.novelty.append({"title": title, "summary": format_novelty(summarize_novelty(table)),
+                           "rows": [{"moa": r.held_out_moa, "n": r.n_novel, "scheme": r.scheme,
+                                     "detection": f"{r.detection_rate:.0%}",
+                                     "false_alarm": f"{r.false_alarm_rate:.1%}",
+                                     "auroc": f"{r.auroc:.3f}"} for r in table.itertuples()]})
 
 
 def _reliability(report: Report, result: CalibrationResult, figures: Path, synthetic: bool,
@@ -296,7 +307,9 @@ def _conformal(report: Report, result: ConformalResult, figures: Path, synthetic
                 "size": f"{row['mean_set_size']:.2f}", "single": f"{row['single_label_rate']:.0%}",
                 "empty": f"{row['empty_rate']:.0%}"}
                for _, row in result.compare_schemes().iterrows()]
-    report.conformal.append({"title": title, "scheme": f"{result.scheme}.", "rows": rows,
+    assumes = result.notes.get("exchangeability")
+    scheme = f"{result.scheme}." + (f" {assumes[0].upper()}{assumes[1:]}." if assumes else "")
+    report.conformal.append({"title": title, "scheme": scheme, "rows": rows,
                              "schemes": schemes, "key": key})
     report.add(key, Figure(key, "Validity and efficiency",
                            "Left: coverage against the confidence asked for (dots: one MoA "

@@ -23,7 +23,13 @@ from cellmorph.evaluation.predictions import confusion
 from cellmorph.log import get_logger
 from cellmorph.profiling.pipeline import ProfileResult
 from cellmorph.runs import RUN_RECORD, read_provenance
-from cellmorph.training.cv import SeedRun, TrainingRun, load_fold, trained_layers
+from cellmorph.training.cv import (
+    NOVELTY_FOLDS,
+    SeedRun,
+    TrainingRun,
+    load_fold,
+    trained_layers,
+)
 
 log = get_logger(__name__)
 
@@ -96,6 +102,11 @@ def load_training(folder: Path) -> CVResult:
     classes = sc.classes_of(seeds[0].folds[0].predictions)
     run = TrainingRun(cfg, classes, total or len(seeds[0].folds), seeds,
                       (read_provenance(folder) or {}).get("runtime", {}), trained_layers(cfg))
+    novelty = folder / f"seed{cfg.seeds[0]}" / NOVELTY_FOLDS
+    if cfg.novelty and novelty.is_dir():
+        run.novelty = SeedRun(cfg.seeds[0], novelty.parent, sorted(
+            (load_fold(p.parent) for p in novelty.glob("*/predictions.parquet")),
+            key=lambda f: f.name))
     return summarise_cv(run)
 
 

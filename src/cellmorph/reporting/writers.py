@@ -117,8 +117,13 @@ def write_cv(result: CVResult, out: Path | str) -> Path:
         if f"seed{seed.seed}" in result.conformal:
             write_csv(result.conformal[f"seed{seed.seed}"].table,
                       rep / "conformal_treatment.csv")
+        if f"seed{seed.seed}" in result.conformal_well:
+            write_conformal(result.conformal_well[f"seed{seed.seed}"], rep, "conformal_well",
+                            synthetic=synthetic)
     if result.ensemble is not None:
         write_csv(result.ensemble.table, out / "ensemble_treatment.csv")
+    if result.novelty is not None:
+        write_csv(result.novelty, out / "novelty.csv")
     if "ensemble" in result.conformal:
         write_conformal(result.conformal["ensemble"], out, "conformal", synthetic=synthetic)
     path = write_json(result.summary, out / "metrics.json")

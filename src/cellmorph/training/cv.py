@@ -11,6 +11,8 @@ Run folder::
     OUTPUT/seed<S>/init.safetensors    the initial weights every fold starts from
     OUTPUT/seed<S>/folds/<fold>/       model.safetensors, history.json, epoch_probs.npy,
                                        predictions.parquet
+    OUTPUT/seed<S>/novelty/<MoA>/      the same for a fold trained without one MoA (first
+                                       seed, ``novelty: true``)
 
 A fold's ``predictions.parquet`` is written last and marks it done: a rerun skips it.
 """
@@ -21,7 +23,7 @@ import json
 import os
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +90,7 @@ class TrainingRun:
     seeds: list[SeedRun] = field(default_factory=list)
     runtime: dict[str, str | bool] = field(default_factory=dict)
     trained: str = ""  # which layers were trained, in words
+    novelty: SeedRun | None = None  # leave-one-MoA-out folds of the first seed
 
 
 @dataclass(frozen=True)
@@ -132,10 +135,13 @@ def fold_seed(seed: int, fold: str) -> int:
     return zlib.crc32(f"{seed}/{fold}".encode())
 
 
-def fold_dir(seed_folder: Path, name: str) -> Path:
-    """The folder of fold ``name`` inside a seed's folder."""
+NOVELTY_FOLDS = "novelty"  # the leave-one-MoA-out folds' folder inside a seed's folder
+
+
+def fold_dir(seed_folder: Path, name: str, kind: str = "folds") -> Path:
+    """The folder of fold ``name`` inside a seed's folder (``kind``: folds or novelty)."""
     # The hash keeps names apart that sanitise to the same string.
-    return seed_folder / "folds" / f"{safe_name(name)}-{zlib.crc32(name.encode()) & 0xFFFF:04x}"
+    return seed_folder / kind / f"{safe_name(name)}-{zlib.crc32(name.encode()) & 0xFFFF:04x}"
 
 
 def store_labels(table: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
@@ -210,6 +216,7 @@ class _Plan:
     classes: list[str]
     channels: list[str]
     folds_total: int
+    novelty_folds: list[Fold] = field(default_factory=list)  # one per MoA, left out
 
 
 def plan_folds(cfg: TrainConfig, index: pd.DataFrame, *, progress_bars: bool = True,
@@ -224,18 +231,20 @@ def plan_folds(cfg: TrainConfig, index: pd.DataFrame, *, progress_bars: bool = T
     folds = make_folds(store.table, by=cfg.fold_by, only=cfg.folds)
     classes = sorted(sc.treatments(store.table)[sc.MOA].astype(str).unique())
     total = len(make_folds(store.table, by=cfg.fold_by)) if cfg.folds else len(folds)
-    return _Plan(cache, store, folds, classes, channels, total)
+    novelty = make_folds(store.table, by=sc.MOA, unseen_classes=True) if cfg.novelty else []
+    return _Plan(cache, store, folds, classes, channels, total, novelty)
 
 
 def seed_jobs(cfg: TrainConfig, plan: _Plan, seed: int, seed_folder: Path, runtime: Runtime,
-              trunk_cache: Path | None = None) -> list[FoldJob]:
-    """The fold jobs of one seed."""
-    keep_model = cfg.keep_models == "all" or (cfg.keep_models == "explain"
+              *, novelty: bool = False) -> list[FoldJob]:
+    """The fold jobs of one seed (``novelty``: its leave-one-MoA-out folds instead)."""
+    keep_model = cfg.keep_models == "all" or (cfg.keep_models == "explain" and not novelty
                                               and seed == cfg.seeds[0])
+    folds, kind = (plan.novelty_folds, NOVELTY_FOLDS) if novelty else (plan.folds, "folds")
     return [FoldJob(cfg, seed, f.name, np.flatnonzero(f.train), np.flatnonzero(f.test),
                     tuple(plan.classes), plan.cache.folder, seed_folder / "init.safetensors",
-                    fold_dir(seed_folder, f.name), trunk_cache, runtime.device_name,
-                    runtime.precision_name, keep_model) for f in plan.folds]
+                    fold_dir(seed_folder, f.name, kind), None, runtime.device_name,
+                    runtime.precision_name, keep_model) for f in folds]
 
 
 def initial_model(cfg: TrainConfig, n_classes: int, seed: int, path: Path) -> torch.nn.Module:
@@ -302,10 +311,32 @@ def train_layout(cfg: TrainConfig) -> RunLayout:
     folder: a folder per seed, the summaries."""
     return RunLayout(results=(
         *(f"seed{s}" for s in cfg.seeds), "metrics.json", "accuracy_per_epoch.png",
-        "ensemble_treatment.csv",
+        "ensemble_treatment.csv", "novelty.csv",
         *(f"conformal{x}" for x in ("_treatment.csv", "_validity.csv", "_efficiency.csv",
                                     "_efficiency_per_moa.csv", "_schemes.csv", ".png")),
         "report.html", "figures", "explain"))
+
+
+def _run_seed(cfg: TrainConfig, plan: _Plan, seed: int, out: Path, runtime: Runtime,
+              run: TrainingRun, progress_bars: bool) -> None:
+    """Every fold of one seed (and, for the first seed, its leave-one-MoA-out folds)."""
+    rep = ensure_writable_dir(out / f"seed{seed}")
+    model = initial_model(cfg, len(plan.classes), seed, rep / "init.safetensors")
+    folds = seed_jobs(cfg, plan, seed, rep, runtime)
+    held_out = (seed_jobs(cfg, plan, seed, rep, runtime, novelty=True)
+                if plan.novelty_folds and seed == cfg.seeds[0] else [])
+    if cfg.cached_trunk and not all(job.done for job in folds + held_out):
+        cache = prepare_trunk_cache(cfg, plan, model, runtime, rep / "trunk_cache.npy",
+                                    progress_bars=progress_bars)
+        folds, held_out = ([replace(j, trunk_cache=cache) for j in jobs]
+                           for jobs in (folds, held_out))
+    outputs = run_jobs(cfg, folds, runtime, progress_bars=progress_bars,
+                       desc=f"folds (seed {seed})")
+    run.seeds.append(SeedRun(seed, rep, outputs))
+    if held_out:
+        run.novelty = SeedRun(seed, rep, run_jobs(
+            cfg, held_out, runtime, progress_bars=progress_bars,
+            desc=f"leave-one-MoA-out folds (seed {seed})"))
 
 
 def run_folds(cfg: TrainConfig, *, progress_bars: bool = True, overwrite: bool = False,
@@ -330,17 +361,7 @@ def run_folds(cfg: TrainConfig, *, progress_bars: bool = True, overwrite: bool =
         run = TrainingRun(cfg, plan.classes, plan.folds_total, runtime=described,
                           trained=trained_layers(cfg))
         for seed in cfg.seeds:
-            rep = ensure_writable_dir(out / f"seed{seed}")
-            model = initial_model(cfg, len(plan.classes), seed, rep / "init.safetensors")
-            jobs = seed_jobs(cfg, plan, seed, rep, runtime)
-            if cfg.cached_trunk and any(not job.done for job in jobs):
-                trunk_cache = prepare_trunk_cache(cfg, plan, model, runtime,
-                                                  rep / "trunk_cache.npy",
-                                                  progress_bars=progress_bars)
-                jobs = seed_jobs(cfg, plan, seed, rep, runtime, trunk_cache)
-            outputs = run_jobs(cfg, jobs, runtime, progress_bars=progress_bars,
-                               desc=f"folds (seed {seed})")
-            run.seeds.append(SeedRun(seed, rep, outputs))
+            _run_seed(cfg, plan, seed, out, runtime, run, progress_bars)
         if finish is not None:
             finish(run)
     return run

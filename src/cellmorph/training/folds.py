@@ -22,11 +22,12 @@ class Fold:
 
 
 def make_folds(table: pd.DataFrame, by: str = sc.COMPOUND,
-               only: list[str] | None = None) -> list[Fold]:
+               only: list[str] | None = None, *, unseen_classes: bool = False) -> list[Fold]:
     """One fold per value of ``by`` among labelled rows of ``table`` (tiles or fields).
 
     Controls and unlabelled rows are in no fold. Raises if a class would have no training
-    data in some fold (e.g. an MoA with a single compound under leave-one-compound-out).
+    data in some fold (e.g. an MoA with a single compound under leave-one-compound-out),
+    unless ``unseen_classes`` asks for exactly that (leave-one-MoA-out novelty folds).
     """
     if by not in table.columns:
         raise CellmorphError(f"cannot make folds by {by!r}: the index has no such column")
@@ -60,7 +61,12 @@ def make_folds(table: pd.DataFrame, by: str = sc.COMPOUND,
         test = is_lab & (groups == name)
         train = is_lab & (groups != name)
         missing = sorted(set(moa[test]) - set(moa[train]))
-        if missing:
+        if missing and not unseen_classes and by == sc.MOA:
+            raise CellmorphError("folds by Metadata_MoA leave each MoA out of its own training "
+                                 "set, so no prediction can be right; to measure how unseen "
+                                 "MoAs are flagged, keep fold_by: Metadata_Compound and set "
+                                 "novelty: true (it adds a leave-one-MoA-out fold per MoA)")
+        if missing and not unseen_classes:
             raise CellmorphError(f"fold {name!r} has no training data for class(es) {missing}; "
                                  "every class needs examples outside each held-out group")
         folds.append(Fold(name, train, test))
