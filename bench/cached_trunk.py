@@ -42,9 +42,9 @@ def run_depth(index: Path, work: Path, depth: str, tile: int, epochs: int, seed:
     result = api.train(index=index, output=work / f"depth-{depth}-seed{seed}", **settings)
     wall = time.perf_counter() - start
     return {"depth": depth, "seed": seed, "wall_s": wall,
-            "treatment_accuracy": result.summary["treatment_accuracy"]["mean"],
-            "crop_accuracy": result.summary["crop_accuracy"]["mean"],
-            "trained": result.summary["trained"]}
+            "treatment_accuracy": result.summary.treatment_accuracy.mean,
+            "crop_accuracy": result.summary.crop_accuracy.mean,
+            "trained": result.summary.trained}
 
 
 def plot(rows: list[dict], path: Path) -> Path:

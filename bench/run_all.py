@@ -34,6 +34,8 @@ from cellmorph import api
 from cellmorph import schema as sc
 from cellmorph.atomic import write_parquet
 from cellmorph.backbones import create_backbone
+from cellmorph.backbones.model_input import make_input_spec
+from cellmorph.backbones.trunk import freeze, split_model
 from cellmorph.cache import KEEP, TileCache, TileStore, build_tile_cache
 from cellmorph.config import (
     PREPROCESS_PRESETS,
@@ -45,16 +47,8 @@ from cellmorph.config import (
 )
 from cellmorph.datasets.bbbc021 import index_bbbc021
 from cellmorph.log import set_progress
-from cellmorph.profiling.pipeline import make_embedder
-from cellmorph.runtime import (
-    autocast,
-    cpu_has_native_bf16,
-    freeze,
-    keep_freed_memory,
-    make_input_spec,
-    resolve_runtime,
-    split_model,
-)
+from cellmorph.profiling.screen import make_embedder
+from cellmorph.runtime import autocast, cpu_has_native_bf16, keep_freed_memory, resolve_runtime
 from cellmorph.synth.bbbc021 import MOA_PHENOTYPES, synthesize_bbbc021
 from cellmorph.training.trainer import FoldTrainer, compute_trunk_cache
 
@@ -153,7 +147,7 @@ def profiling(table: Table, work: Path, repeats: int, size: tuple[int, int]) -> 
     index = synth_index(work / "p", plates=["Week1_22123"], size=size, sites=4)
     n_fields = len(api.read_index(index))
     settings = dict(model=MODEL, preprocess=PreprocessConfig(grid=(2, 2)), batch_size=48,
-                    progress=False, write=True, device=DEVICE)
+                    progress=False, device=DEVICE)
     # A warm-up run (not timed) gives the tiles and the model for the bare forward, and
     # fills a shared tile cache for the runs that find their tiles made (cache_dir).
     shared = work / "shared_cache"

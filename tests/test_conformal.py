@@ -18,12 +18,11 @@ from cellmorph.cli import main
 from cellmorph.datasets.bbbc021 import index_bbbc021
 from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.conformal import (
-    calibration_note,
     conformal_from_probabilities,
     conformal_from_profiles,
     mondrian_pvalues,
 )
-from cellmorph.evaluation.cv import format_cv
+from cellmorph.reporting.text import calibration_note, format_cv
 from cellmorph.synth.bbbc021 import synthesize_bbbc021
 
 
@@ -110,13 +109,13 @@ def loco_two_seeds(tmp_path_factory) -> tuple[Path, object]:
 
 def test_coverage_on_synthetic_loco_runs(loco_two_seeds) -> None:
     run, result = loco_two_seeds
-    levels = {lvl["confidence"]: lvl for lvl in result.summary["conformal"]["levels"]}
-    assert levels[0.9]["coverage_mean_over_seeds"] >= 0.85
-    assert levels[0.9]["set_size_mean_over_seeds"] > 0  # set sizes are reported
+    levels = {lvl.confidence: lvl for lvl in result.summary.conformal.levels}
+    assert levels[0.9].coverage_mean_over_seeds >= 0.85
+    assert levels[0.9].set_size_mean_over_seeds > 0  # set sizes are reported
     assert set(result.conformal) == {"seed0", "seed1", "ensemble"}
     assert (run / "conformal_treatment.csv").is_file()
     assert (run / "seed1" / "conformal_treatment.csv").is_file()
-    assert result.summary["ensemble"]["n"] == result.summary["n_treatments"]
+    assert result.summary.ensemble.n == result.summary.n_treatments
 
 
 def test_well_level_calibration_has_more_points_and_no_leak(loco_two_seeds) -> None:
@@ -128,8 +127,8 @@ def test_well_level_calibration_has_more_points_and_no_leak(loco_two_seeds) -> N
     for moa, n in treatment.calibration_sizes.items():
         assert well.calibration_sizes[moa] >= 2 * n, moa
     assert "exchangeable" in well.summary()["exchangeability"]
-    levels = {lvl["confidence"]: lvl for lvl in result.summary["conformal_well"]["levels"]}
-    assert levels[0.9]["coverage_mean_over_seeds"] >= 0.8
+    levels = {lvl.confidence: lvl for lvl in result.summary.conformal_well.levels}
+    assert levels[0.9].coverage_mean_over_seeds >= 0.8
     assert len(well.table) == len(result.seeds[0].levels["well"])
     for name in ("conformal_well_treatment.csv", "conformal_well_validity.csv",
                  "conformal_well_efficiency.csv", "conformal_well.png"):
@@ -179,8 +178,9 @@ def test_a_confidence_too_few_calibration_treatments_support_is_said() -> None:
     assert levels[0.8]["too_few_calibration"] == []
     assert levels[0.9]["too_few_calibration"] == ["m0", "m1", "m2"]
     assert levels[0.9]["calibration_needed"] == 9 and levels[0.95]["calibration_needed"] == 19
-    assert calibration_note(levels[0.8]) == ""
-    assert "under 9, to rule out 3 MoA(s)" in calibration_note(levels[0.9])
+    assert calibration_note(levels[0.8]["too_few_calibration"], 4) == ""
+    assert "under 9, to rule out 3 MoA(s)" in calibration_note(levels[0.9]["too_few_calibration"],
+                                                               levels[0.9]["calibration_needed"])
     auto = conformal_from_probabilities(_table())
     assert auto.schemes == {0.8: "mondrian", 0.9: "marginal", 0.95: "marginal"}
     assert all(level["too_few_calibration"] == [] for level in auto.summary()["levels"])

@@ -20,10 +20,10 @@ from cellmorph.config import PreprocessConfig, TrainConfig, save_config
 from cellmorph.datasets.bbbc014 import index_bbbc014
 from cellmorph.datasets.bbbc021 import index_bbbc021
 from cellmorph.errors import CellmorphError
-from cellmorph.evaluation.cv import CVResult
+from cellmorph.evaluation.cv_scores import CVResult
 from cellmorph.synth.bbbc014 import synthesize_bbbc014
 from cellmorph.synth.bbbc021 import synthesize_bbbc021
-from cellmorph.training.cv import fold_dir
+from cellmorph.training.fold_jobs import fold_dir
 
 MOAS = ["Actin disruptors", "Microtubule stabilizers", "Protein synthesis"]
 # The paper's preprocessing, scaled to small synthetic fields: 2x2 crops, 64 px input.
@@ -54,13 +54,13 @@ def imagenet_run(data: Path) -> CVResult:
 
 def test_loco_outputs_and_accuracy(imagenet_run: CVResult, data: Path) -> None:
     run = data / "imagenet"
-    assert imagenet_run.summary["treatment_accuracy"]["mean"] >= 0.7  # chance is 1/3
-    assert len(imagenet_run.summary["per_epoch_accuracy"]["mean"]) == 2
+    assert imagenet_run.summary.treatment_accuracy.mean >= 0.7  # chance is 1/3
+    assert len(imagenet_run.summary.per_epoch_accuracy.mean) == 2
     treat = pd.read_csv(run / "seed0" / "predictions_treatment.csv")
     calibrated = [c for c in treat.columns if c.startswith("Calibrated_")]
     assert len(calibrated) == len(imagenet_run.classes)  # temperature-scaled, LOCO
     np.testing.assert_allclose(treat[calibrated].sum(axis=1), 1.0, atol=1e-6)
-    assert {"ece_before", "ece_after"} <= set(imagenet_run.summary["calibration"])
+    assert imagenet_run.summary.calibration.ece_after >= 0
     index = pd.read_parquet(data / "index.parquet")
     labelled = index[index[sc.ROLE] == sc.ROLE_TREATMENT]
     assert sorted(treat[sc.TREATMENT]) == sorted(labelled[sc.TREATMENT].unique())
@@ -76,8 +76,8 @@ def test_loco_outputs_and_accuracy(imagenet_run: CVResult, data: Path) -> None:
 def test_pretrained_beats_xavier(imagenet_run: CVResult, data: Path) -> None:
     xavier = train(_cfg(data, "xavier", weights="xavier"), progress=False).summary
     pretrained = imagenet_run.summary
-    gain = pretrained["treatment_accuracy"]["mean"] - xavier["treatment_accuracy"]["mean"]
-    assert gain >= 0.25, (pretrained["treatment_accuracy"], xavier["treatment_accuracy"])
+    gain = pretrained.treatment_accuracy.mean - xavier.treatment_accuracy.mean
+    assert gain >= 0.25, (pretrained.treatment_accuracy, xavier.treatment_accuracy)
 
 def _train_until_two_folds(start_cli: Callable[..., subprocess.Popen],
                            wait_for_files: Callable[..., None], config: Path, folds_dir: Path,
@@ -138,7 +138,7 @@ def test_bbbc014_leave_one_cell_line_out(tmp_path: Path) -> None:
     crops = pd.read_parquet(next((tmp_path / "run" / "seed0" / "folds").glob(
         "*/predictions.parquet")))
     assert crops.groupby([sc.PLATE, sc.WELL]).size().eq(16).all()  # 16 crops an image
-    assert summary["well_accuracy"]["mean"] > 0.5
+    assert summary.well_accuracy.mean > 0.5
 
 
 def test_bad_training_inputs(data: Path) -> None:
@@ -160,10 +160,10 @@ def test_compare_initialisations_over_seeds(data: Path) -> None:
     cfg = _cfg(data, "compare", epochs=1, seeds=[0, 1], folds=["emetine", "taxol"])
     results = compare_init(cfg, output=data / "compare", progress=False)
     for init in ("imagenet", "xavier"):
-        acc = results[init].summary["treatment_accuracy"]
-        assert len(acc["values"]) == 2
-        assert acc["sem"] == pytest.approx(np.std(acc["values"], ddof=1) / np.sqrt(2))
-    assert results["xavier"].summary["weights"] == "xavier"
+        acc = results[init].summary.treatment_accuracy
+        assert len(acc.values) == 2
+        assert acc.sem == pytest.approx(np.std(acc.values, ddof=1) / np.sqrt(2))
+    assert results["xavier"].summary.weights == "xavier"
     assert (data / "compare" / "compare_init.png").stat().st_size > 1000
     assert (data / "compare" / "compare_init_epochs.png").is_file()
     assert set(json.loads((data / "compare" / "compare_init.json").read_text())) == {
@@ -178,14 +178,14 @@ def test_diverged_training_stops_with_a_clear_line(data: Path) -> None:
 
 
 def test_partial_runs_and_single_seeds_say_so(data: Path) -> None:
-    from cellmorph.evaluation.cv import format_cv
+    from cellmorph.reporting.text import format_cv
 
     result = train(_cfg(data, "partial", epochs=1, folds=["emetine", "taxol"]), progress=False)
-    assert (result.summary["folds_done"], result.summary["folds_total"]) == (2, 9)
+    assert (result.summary.folds_done, result.summary.folds_total) == (2, 9)
     text = format_cv(result)
     assert "(2 of 9 folds)" in text
     assert "±" not in text  # one seed: the spread is undefined, not zero
-    assert result.summary["treatment_accuracy"]["sem"] is None
+    assert result.summary.treatment_accuracy.sem is None
     assert "the whole network" in text
 
 
@@ -195,7 +195,7 @@ def test_compare_init_fine_tunes_the_whole_network_in_both_arms(data: Path) -> N
     results = compare_init(cfg, output=data / "cmp", progress=False)
     for init, result in results.items():
         assert result.config.freeze_stages == 0 and not result.config.cached_trunk, init
-        assert result.summary["trained"] == "the whole network"
+        assert result.summary.trained == "the whole network"
 
 
 def test_sigint_during_train_exits_130_and_resumes_identically(imagenet_run: CVResult,

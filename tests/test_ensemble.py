@@ -26,12 +26,12 @@ def test_mean_spread_and_disagreements() -> None:
     assert result.seed_accuracies == pytest.approx([2 / 3, 1.0, 1.0])
     assert result.accuracy == 1.0
     summary = result.summary()
-    assert summary["seed_accuracy_sem"] == pytest.approx(np.std([2 / 3, 1, 1], ddof=1) / np.sqrt(3))
-    assert summary["disagreements"] == ["t3"]
+    assert summary.seed_accuracy_sem == pytest.approx(np.std([2 / 3, 1, 1], ddof=1) / np.sqrt(3))
+    assert summary.disagreements == ["t3"]
 
 
 def test_units_missing_from_a_seed_are_left_out() -> None:
     partial = _seed([0.9, 0.2, 0.45]).iloc[:2]
     result = ensemble_seeds([_seed([0.9, 0.2, 0.45]), partial], [0, 1])
     assert list(result.table[sc.TREATMENT]) == ["t1", "t2"]
-    assert ensemble_seeds([partial], [5]).summary()["seed_accuracy_sem"] is None
+    assert ensemble_seeds([partial], [5]).summary().seed_accuracy_sem is None

@@ -11,7 +11,7 @@ import pytest
 from cellmorph import api
 from cellmorph.errors import CellmorphError
 from cellmorph.executors import connect, map_tasks
-from cellmorph.training.cv import fold_dir
+from cellmorph.training.fold_jobs import fold_dir
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'cellmorph[ray]'")
 
@@ -34,7 +34,7 @@ def test_folds_on_ray_equal_the_sequential_run(tiny021: Path, tmp_path: Path) ->
     # Half the folds first, locally; the rest on Ray: resuming works across executors.
     api.train(index=tiny021, output=tmp_path / "ray", **{**TRAIN, "folds": TRAIN["folds"][:1]})
     result = api.train(index=tiny021, output=tmp_path / "ray", executor="ray", **TRAIN)
-    assert result.summary["folds_done"] == 3
+    assert result.summary.folds_done == 3
     for fold in TRAIN["folds"]:
         a = pd.read_parquet(fold_dir(tmp_path / "local" / "seed0", fold) / "predictions.parquet")
         b = pd.read_parquet(fold_dir(tmp_path / "ray" / "seed0", fold) / "predictions.parquet")

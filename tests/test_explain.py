@@ -52,8 +52,9 @@ def test_explain_a_run_folder(tiny021: Path, tmp_path: Path) -> None:
               preset="fast", epochs=1, folds=["emetine", "cytochalasin B"], progress=False,
               preprocess={"grid": [1, 1], "tile_size": 64, "illumination": False,
                           "drop_empty": False})
-    result = api.explain(tmp_path / "run", size=48, steps=8, filters=1, crops_per_moa=1,
-                         progress=False)
+    assert not (tmp_path / "run" / "explain").exists()
+    result = api.explain(tmp_path / "run", output=tmp_path / "run" / "explain", size=48,
+                         steps=8, filters=1, crops_per_moa=1, progress=False)
     assert list(result.actmax) == ["pretrained", "fine-tuned (fold cytochalasin B)"]
     assert len(result.actmax["pretrained"]) == len(default_layers(create_backbone(
         "tf_efficientnet_lite0", "random", num_classes=2)))

@@ -11,7 +11,7 @@ from cellmorph import schema as sc
 from cellmorph.config import EvaluateConfig
 from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.knn import nn_accuracy
-from cellmorph.evaluation.pipeline import prepare_profiles
+from cellmorph.evaluation.profiles import prepare_profiles
 from cellmorph.profiling.cellprofiler import read_profiles
 from cellmorph.schema import TREATMENT_KEYS, aggregate, to_matrix
 

@@ -10,7 +10,7 @@ from copairs.map import average_precision, mean_average_precision
 from cellmorph import schema as sc
 from cellmorph.config import EvaluateConfig
 from cellmorph.evaluation.map import moa_consistency, phenotypic_activity
-from cellmorph.evaluation.pipeline import prepare_profiles
+from cellmorph.evaluation.profiles import prepare_profiles
 from cellmorph.profiling.cellprofiler import read_profiles
 from cellmorph.schema import TREATMENT_KEYS, aggregate, feature_columns
 
@@ -56,7 +56,7 @@ def test_phenotypic_activity_equals_copairs(wells: pd.DataFrame) -> None:
 def test_no_replicate_wells_leave_map_out_with_the_reason(caplog) -> None:
     """A screen of one well a treatment (a user's small plate) has nothing for mAP to
     retrieve: copairs' UnpairedException was an internal error; now 1-NN is still reported."""
-    from cellmorph.evaluation.pipeline import evaluate_profiles
+    from cellmorph.evaluation.profiles import evaluate_profiles
 
     wells = read_profiles("ljosa2013")
     single = wells[~sc.is_control(wells)].drop_duplicates(sc.TREATMENT)

@@ -9,7 +9,7 @@ from sklearn.decomposition import PCA
 
 from cellmorph import schema as sc
 from cellmorph.errors import CellmorphError
-from cellmorph.profiling.normalize import (
+from cellmorph.evaluation.normalize import (
     Sphering,
     check_missing,
     drop_unusable_features,

@@ -12,7 +12,7 @@ from cellmorph import schema as sc
 from cellmorph.api import profile as profile_screen
 from cellmorph.atomic import write_parquet
 from cellmorph.config import EvaluateConfig, PreprocessConfig, ProfileConfig, load_config
-from cellmorph.evaluation.pipeline import evaluate_profiles
+from cellmorph.evaluation.profiles import evaluate_profiles
 
 FAST = PreprocessConfig(grid=(1, 1), tile_size=128)
 

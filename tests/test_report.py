@@ -30,14 +30,16 @@ def runs(tiny021: Path, tmp_path_factory) -> Path:
               preset="fast", epochs=2, seeds=[0, 1], progress=False,
               folds=["emetine", "cytochalasin B", "anisomycin", "cytochalasin D"],
               preprocess=SMALL)
-    api.explain(root / "loco", size=48, steps=8, filters=1, crops_per_moa=1, progress=False)
+    api.explain(root / "loco", output=root / "loco" / "explain", size=48, steps=8, filters=1,
+                crops_per_moa=1, progress=False)
     return root
 
 
 def test_report_of_profiling_and_training_runs(runs: Path) -> None:
-    page = api.report(runs)
-    assert page == runs / "report.html"
-    html = page.read_text()
+    page = api.report(runs, output=runs / "report.html")
+    assert page.path == runs / "report.html"
+    html = page.path.read_text()
+    assert html == page.html
     for section in SECTIONS:
         assert f'id="{section}"' in html, section
     assert 'id="synthetic-warning"' in html
@@ -55,9 +57,19 @@ def test_report_of_profiling_and_training_runs(runs: Path) -> None:
 @pytest.mark.parametrize("kind", ["profiles", "loco"])
 def test_report_of_one_run(runs: Path, kind: str, tmp_path: Path) -> None:
     page = api.report(runs / kind, output=tmp_path / "r.html")
-    html = page.read_text()
+    html = page.path.read_text()
     assert ('id="profiling"' in html) == (kind == "profiles")
     assert ('id="accuracy"' in html) == (kind == "loco")
+
+
+def test_report_without_an_output_writes_nothing(runs: Path, tmp_path: Path) -> None:
+    """The write rule: no output, no files; the page comes back in memory for a notebook."""
+    source = runs / "profiles"
+    before = sorted(p for p in source.rglob("*"))
+    page = api.report(source)
+    assert page.path is None and 'id="profiling"' in page.html
+    assert sorted(p for p in source.rglob("*")) == before
+    assert page._repr_html_().startswith("<iframe srcdoc=") and "in memory" in repr(page)
 
 
 def test_report_errors(tmp_path: Path) -> None:
@@ -85,7 +97,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
                     "'chromium'; .ci/run installs it), so the page cannot be checked in a "
                     "real browser here")
 def test_report_in_a_real_browser(runs: Path) -> None:
-    page = api.report(runs)
+    page = api.report(runs, output=runs / "report.html").path
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
              "--no-first-run", "--disable-background-networking", "--disable-component-update",
              "--disable-sync", f"--user-data-dir={runs / 'chromium-profile'}"]

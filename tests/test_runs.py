@@ -72,7 +72,7 @@ def test_changed_weights_or_epochs_refuse_a_training_folder(tiny021: Path,
     assert len(hist["train_loss"]) == 2  # new results, not the old 1-epoch fold
     # Adding a fold (or a seed) to a finished run resumes: folds are independent.
     result = api.train(**{**kw, "epochs": 2, "folds": ["emetine", "cytochalasin B"]})
-    assert result.summary["folds_done"] == 2
+    assert result.summary.folds_done == 2
 
 
 def test_overwrite_never_deletes_a_folder_that_was_not_a_run(tiny021: Path,

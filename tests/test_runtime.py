@@ -12,18 +12,10 @@ import pytest
 import torch
 
 from cellmorph.backbones import create_backbone
+from cellmorph.backbones.model_input import rgb_mixing, tiles_to_input
+from cellmorph.backbones.trunk import freeze, n_stages, split_model
 from cellmorph.errors import CellmorphError
-from cellmorph.runtime import (
-    Runtime,
-    freeze,
-    keep_freed_memory,
-    n_stages,
-    resolve_device,
-    resolve_precision,
-    rgb_mixing,
-    split_model,
-    tiles_to_input,
-)
+from cellmorph.runtime import Runtime, keep_freed_memory, resolve_device, resolve_precision
 
 
 @pytest.mark.parametrize(("name", "stages"), [("tf_efficientnet_lite0", 3), ("resnet18", 2),

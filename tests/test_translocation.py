@@ -14,7 +14,7 @@ from cellmorph import api
 from cellmorph import schema as sc
 from cellmorph.datasets.bbbc014 import IMAGE_FOLDER, index_bbbc014
 from cellmorph.errors import CellmorphError
-from cellmorph.evaluation.translocation import score_readout, z_prime
+from cellmorph.evaluation.readout import score_readout, z_prime
 from cellmorph.profiling.translocation import RATIO, cell_ratios
 from cellmorph.synth.bbbc014 import synthesize_bbbc014
 

@@ -18,8 +18,18 @@ Entry points (the same as the command line's)::
     compare_init(config)       ImageNet vs Xavier initialisation  -> {init: CVResult}
     translocation(index)       nuclear/cytoplasmic ratio readout  -> TranslocationResult
     explain(run)               activation maximisation, Grad-CAM  -> ExplainResult
-    report(run_or_table)       one self-contained HTML page       -> its path
-    write_h5ad(table, path)    profiles as AnnData for scverse
+    report(run_or_table)       one self-contained HTML page       -> ReportPage
+    describe(result)           a result in words, as the terminal prints it
+    export(profiles, path)     a profile table as AnnData (.h5ad) for scverse
+    write_h5ad(table, path)    the same for a table in memory
+    download_bbbc021(root)     the public images (resumable, verified)
+    download_bbbc014(root)
+    run_demo(output)           the whole pipeline on a SYNTHETIC set
+    config_reference()         every config key, as Markdown
+
+Files are written only where an entry point is given an output (``output=``, or the run
+folder of a ``profile``/``train`` config). Log lines go to the ``cellmorph`` logger: in a
+notebook, ``logging.basicConfig(level=logging.INFO)`` shows them.
 
 Example::
 
@@ -35,22 +45,27 @@ Each entry point's own help (``help(cellmorph.profile)``) lists its settings.
 from __future__ import annotations
 
 import importlib
+from importlib import metadata
 from typing import Any
 
 from cellmorph.errors import CellmorphError
 
-__version__ = "0.2.0"
+__version__ = metadata.version("cellmorph")  # one place: pyproject.toml
 
 _API = ("index_bbbc021", "index_bbbc014", "index_platemap", "index_loaddata", "read_index",
         "read_profiles", "synthesize_bbbc021", "synthesize_bbbc014", "profile", "evaluate",
-        "train", "compare_init", "translocation", "explain", "report", "write_h5ad")
-__all__ = ["CellmorphError", "__version__", *_API]
+        "train", "compare_init", "translocation", "explain", "report", "describe", "export",
+        "write_h5ad", "download_bbbc021", "download_bbbc014", "config_reference")
+_DEMO = ("run_demo",)  # above the API (it calls it), so it has a module of its own
+__all__ = ["CellmorphError", "__version__", *_API, *_DEMO]
 
 
 def __getattr__(name: str) -> Any:
     # The entry points load torch and friends: import them on first use, not at import time.
     if name in _API:
         return getattr(importlib.import_module("cellmorph.api"), name)
+    if name in _DEMO:
+        return importlib.import_module("cellmorph.demo").run_demo
     raise AttributeError(f"module 'cellmorph' has no attribute {name!r}")
 
 

@@ -1,7 +1,9 @@
 """The Python API: the same entry points as the command line, for notebooks and scripts.
 
-Each function runs one stage, writes its outputs in the run folder's layout (unless told not
-to) and returns the typed result, so nothing has to be read back from disk::
+Each function runs one stage and returns the typed result, so nothing has to be read back
+from disk. One rule for files: an entry point writes files only where it is given an
+output (``output=``, or the run folder a ``profile``/``train`` config names, which those
+runs need), in the layout the command line uses::
 
     import cellmorph
     index = cellmorph.index_bbbc021("data/bbbc021", moa_subset=True)
@@ -21,33 +23,42 @@ import pandas as pd
 from pydantic import BaseModel
 
 from cellmorph import schema as sc
+from cellmorph.atomic import check_not_input, writable_target, write_parquet, write_text
 from cellmorph.config import (
     EvaluateConfig,
     ProfileConfig,
     TrainConfig,
     build_config,
     load_config,
+    reference_markdown,
 )
-from cellmorph.datasets.bbbc014 import POSITIVE, index_bbbc014
-from cellmorph.datasets.bbbc021 import index_bbbc021
-from cellmorph.datasets.index import read_index
-from cellmorph.datasets.loaddata import index_loaddata
-from cellmorph.datasets.platemap import index_platemap
+from cellmorph.datasets import bbbc014, bbbc021, loaddata, platemap
+from cellmorph.datasets.bbbc014 import DEFAULT_LAYOUT, POSITIVE, BBBC014Layout
+from cellmorph.datasets.index import read_index, summarize
+from cellmorph.download import download_bbbc014, download_bbbc021
 from cellmorph.errors import CellmorphError
-from cellmorph.evaluation.cv import CVResult, summarise_cv
-from cellmorph.evaluation.pipeline import EvaluationResult, evaluate_profiles
-from cellmorph.evaluation.translocation import TranslocationResult, score_readout
+from cellmorph.evaluation.cv_scores import CVResult, summarise_cv
+from cellmorph.evaluation.profiles import EvaluationResult, evaluate_profiles
+from cellmorph.evaluation.readout import TranslocationResult, score_readout
 from cellmorph.interpret.run import ExplainResult, explain_run
 from cellmorph.profiling.cellprofiler import read_profiles
-from cellmorph.profiling.pipeline import ProfileResult, profile_screen
+from cellmorph.profiling.screen import ProfileResult, profile_screen
 from cellmorph.profiling.translocation import (
     TranslocationSettings,
     aggregate_fields,
     translocation_fields,
 )
 from cellmorph.reporting.anndata import write_h5ad
-from cellmorph.reporting.html import write_report
+from cellmorph.reporting.html import ReportPage, write_report
+from cellmorph.reporting.text import (
+    format_cv,
+    format_evaluation,
+    format_index_summary,
+    format_translocation,
+)
 from cellmorph.reporting.writers import (
+    PROFILE_OUTPUTS,
+    TRAIN_OUTPUTS,
     write_comparison,
     write_cv,
     write_evaluation,
@@ -58,9 +69,10 @@ from cellmorph.reporting.writers import (
 )
 from cellmorph.synth.bbbc014 import synthesize_bbbc014
 from cellmorph.synth.bbbc021 import synthesize_bbbc021
-from cellmorph.training.cv import TrainingRun, run_folds
+from cellmorph.training.fold_jobs import TrainingRun, run_folds
 
-__all__ = ["compare_init", "evaluate", "explain", "index_bbbc014", "index_bbbc021",
+__all__ = ["compare_init", "config_reference", "describe", "download_bbbc014",
+           "download_bbbc021", "evaluate", "explain", "export", "index_bbbc014", "index_bbbc021",
            "index_loaddata", "index_platemap", "profile", "read_index", "read_profiles",
            "report", "synthesize_bbbc014", "synthesize_bbbc021", "train", "translocation",
            "write_h5ad"]
@@ -100,10 +112,91 @@ def _run_config(kind: type[M], config: Any, index: str | Path | pd.DataFrame | N
     return make_config(kind, config, index=index, output=output, **settings), table
 
 
+def _write_index(build: Any, output: str | Path | None, inputs: tuple, **options: Any
+                 ) -> pd.DataFrame:
+    """Build an index; write it to ``output`` (Parquet) when given, checked first: never
+    one of the index's own inputs, never a folder or a special file."""
+    if output is not None:
+        check_not_input(output, *(p for p in inputs if p is not None))
+        writable_target(Path(output))
+    index = build(**options)
+    if output is not None:
+        write_parquet(index, output)
+    return index
+
+
+def index_bbbc021(root: str | Path | None, *, moa_subset: bool = False,
+                  plates: list[str] | None = None, image_csv: str | Path | None = None,
+                  moa_csv: str | Path | None = None, check_files: bool = True,
+                  output: str | Path | None = None) -> pd.DataFrame:
+    """The BBBC021 field-of-view index (see :func:`cellmorph.datasets.bbbc021.index_bbbc021`
+    for the options), written to ``output`` when given.
+
+    Examples
+    --------
+    >>> index = index_bbbc021(None, moa_subset=True, check_files=False,
+    ...                       output=tmp / "bbbc021.parquet")
+    >>> len(read_index(tmp / "bbbc021.parquet")) == len(index)
+    True
+    """
+    return _write_index(bbbc021.index_bbbc021, output, (image_csv, moa_csv), root=root,
+                        moa_subset=moa_subset, plates=plates, image_csv=image_csv,
+                        moa_csv=moa_csv, check_files=check_files)
+
+
+def index_bbbc014(root: str | Path, layout: BBBC014Layout = DEFAULT_LAYOUT, *,
+                  pattern: str | None = None, check_files: bool = True,
+                  output: str | Path | None = None) -> pd.DataFrame:
+    """The BBBC014 index (96 wells, DAPI + FITC), written to ``output`` when given;
+    ``pattern`` is a file-name regex with groups channel, row and column, for renamed files.
+
+    Examples
+    --------
+    >>> len(index_bbbc014(bbbc014_sample))
+    96
+    """
+    if pattern is not None:
+        layout = layout.model_copy(update={"pattern": pattern})
+    return _write_index(bbbc014.index_bbbc014, output, (), root=root, layout=layout,
+                        check_files=check_files)
+
+
+def index_platemap(path: str | Path, *, root: str | Path | None = None, control: str = "DMSO",
+                   check_files: bool = True, output: str | Path | None = None) -> pd.DataFrame:
+    """Your own screen from a plate-map CSV (plate, well, site, ``path_<stain>``..., compound,
+    concentration[, label, batch, replicate]), written to ``output`` when given.
+
+    Examples
+    --------
+    >>> sorted(index_platemap(plate_map)["Metadata_Role"].unique())
+    ['control', 'treatment']
+    """
+    return _write_index(platemap.index_platemap, output, (path,), path=path, root=root,
+                        control=control, check_files=check_files)
+
+
+def index_loaddata(path: str | Path, *, treatments: str | Path | None = None,
+                   root: str | Path | None = None, control: str = "DMSO",
+                   check_files: bool = True, output: str | Path | None = None,
+                   **columns: str | None) -> pd.DataFrame:
+    """A screen from a CellProfiler (or JUMP) LoadData CSV and an optional treatment table
+    (see :func:`cellmorph.datasets.loaddata.index_loaddata`), written to ``output`` when
+    given.
+
+    Examples
+    --------
+    >>> index_loaddata(load_data)["Metadata_Compound"].nunique() > 1
+    True
+    """
+    return _write_index(loaddata.index_loaddata, output, (path, treatments), path=path,
+                        treatments=treatments, root=root, control=control,
+                        check_files=check_files, **columns)
+
+
 def profile(config: str | Path | dict | ProfileConfig | None = None, *,
             index: str | Path | pd.DataFrame | None = None, output: str | Path | None = None,
-            write: bool = True, h5ad: bool = False, overwrite: bool = False,
-            progress: bool = True, **settings: Any) -> ProfileResult:
+            h5ad: bool = False, overwrite: bool = False, progress: bool = True,
+            **settings: Any) -> ProfileResult:
     """Deep-feature profiles of a screen with a frozen network (Pawlowski et al. 2016).
 
     Parameters
@@ -114,9 +207,8 @@ def profile(config: str | Path | dict | ProfileConfig | None = None, *,
     index
         The field-of-view index: a Parquet file from ``cellmorph index`` or a DataFrame.
     output
-        The run folder (config, tile cache, per-plate results, profile tables).
-    write
-        Also write ``profiles_image/well/treatment.parquet`` and ``timings.json``.
+        The run folder: config, tile cache, per-plate results, and the profile tables
+        ``profiles_image/well/treatment.parquet`` with ``timings.json``.
     h5ad
         Also write the profiles as AnnData files (``profiles_<level>.h5ad``).
     overwrite
@@ -138,13 +230,12 @@ def profile(config: str | Path | dict | ProfileConfig | None = None, *,
     cfg, table = _run_config(ProfileConfig, config, index, output, settings)
 
     def finish(result: ProfileResult) -> None:  # while the run still holds its folder
-        if write:
-            write_profiles(result, cfg.output)
+        write_profiles(result, cfg.output)
         if h5ad:
             write_h5ad_profiles(result, cfg.output)
 
     return profile_screen(cfg, progress_bars=progress, overwrite=overwrite, index_table=table,
-                          finish=finish)
+                          finish=finish, outputs=PROFILE_OUTPUTS)
 
 
 def evaluate(profiles: str | Path | pd.DataFrame | ProfileResult,
@@ -187,8 +278,7 @@ def evaluate(profiles: str | Path | pd.DataFrame | ProfileResult,
 
 def train(config: str | Path | dict | TrainConfig | None = None, *,
           index: str | Path | pd.DataFrame | None = None, output: str | Path | None = None,
-          write: bool = True, overwrite: bool = False, progress: bool = True,
-          **settings: Any) -> CVResult:
+          overwrite: bool = False, progress: bool = True, **settings: Any) -> CVResult:
     """Fine-tune with cross-validation (leave-one-compound-out by default; Kensert et al. 2019).
 
     Parameters
@@ -197,9 +287,8 @@ def train(config: str | Path | dict | TrainConfig | None = None, *,
         A YAML file, dict or :class:`~cellmorph.config.TrainConfig`; keyword settings
         (``model=``, ``epochs=``, ``seeds=``, ``folds=``, ...) go on top.
     index, output
-        The field-of-view index (file or DataFrame) and the run folder.
-    write
-        Also write the per-level predictions, metrics and plots.
+        The field-of-view index (file or DataFrame) and the run folder (fold outputs, and
+        the per-level predictions, metrics and plots).
     overwrite
         Start afresh in a run folder made with another configuration (deletes its results);
         without it such a folder is refused, and a folder of the same configuration resumes
@@ -224,10 +313,10 @@ def train(config: str | Path | dict | TrainConfig | None = None, *,
 
     def finish(run: TrainingRun) -> None:  # while the run still holds its folder
         results.append(summarise_cv(run))
-        if write:
-            write_cv(results[0], cfg.output)
+        write_cv(results[0], cfg.output)
 
-    run_folds(cfg, progress_bars=progress, overwrite=overwrite, index_table=table, finish=finish)
+    run_folds(cfg, progress_bars=progress, overwrite=overwrite, index_table=table, finish=finish,
+              outputs=TRAIN_OUTPUTS)
     return results[0]
 
 
@@ -241,6 +330,16 @@ def compare_init(config: str | Path | dict | TrainConfig, *, output: str | Path 
     As in the paper, both arms fine-tune the whole network (``whole_network``): a frozen or
     cached trunk in the config is switched off, since a frozen random trunk would compare a
     head on random features with a fine-tuned network. Each result says what it trained.
+
+    Examples
+    --------
+    >>> results = compare_init({"index": str(tmp / "loco" / "index.parquet"),
+    ...                         "output": str(tmp / "init"), "model": "tf_efficientnet_lite0",
+    ...                         "preset": "fast", "epochs": 1, "folds": ["emetine"],
+    ...                         "preprocess": {"grid": [1, 1], "tile_size": 32}},
+    ...                        progress=False)
+    >>> sorted(results), (tmp / "init" / "compare_init.png").is_file()
+    (['imagenet', 'xavier'], True)
     """
     cfg = make_config(TrainConfig, config, **settings)
     if whole_network:
@@ -270,9 +369,9 @@ def translocation(index: str | Path | pd.DataFrame, *, output: str | Path | None
 
     Examples
     --------
-    >>> result = translocation(index_bbbc014("tests/data/bbbc014"), progress=False)
-    ... # doctest: +SKIP
-    >>> result.wells[["Metadata_Well", "Feature_NucCytoRatio"]]  # doctest: +SKIP
+    >>> result = translocation(index_bbbc014(bbbc014_sample), progress=False)
+    >>> result.scores["auc"], result.scores["holdout"]
+    (1.0, 'Metadata_CellLine')
     """
     settings = TranslocationSettings(nuclei=nuclei, reporter=reporter, ring=ring)
     fields = translocation_fields(read_index(index), settings, progress_bar=progress)
@@ -296,27 +395,93 @@ def explain(run: str | Path, *, output: str | Path | None = None,
             steps: int = 128, crops_per_moa: int = 2, seed: int = 0, device: str = "auto",
             progress: bool = True) -> ExplainResult:
     """What the network of a run sees: activation maximisation of chosen filters (pretrained
-    beside fine-tuned) and Grad-CAM over example crops of each MoA; written to
-    ``RUN/explain`` (or ``output``).
+    beside fine-tuned) and Grad-CAM over example crops of each MoA; the figures are written
+    to ``output`` when given (the command line's default, and what the report shows, is
+    ``RUN/explain``).
 
     Examples
     --------
-    >>> result = explain("runs/bbbc021-loco", steps=64)  # doctest: +SKIP
+    >>> result = explain(tmp / "loco", steps=2, size=32, filters=1, crops_per_moa=1,
+    ...                  progress=False)
+    >>> list(result.actmax)
+    ['pretrained', 'fine-tuned (fold cytochalasin B)']
     """
     result = explain_run(run, layers=layers, filters=filters, size=size, steps=steps,
                          crops_per_moa=crops_per_moa, seed=seed, device=device,
                          progress_bar=progress)
-    write_explain(result, Path(output) if output is not None else Path(run) / "explain")
+    if output is not None:
+        write_explain(result, output)
     return result
 
 
-def report(source: str | Path, *, output: str | Path | None = None) -> Path:
+def report(source: str | Path, *, output: str | Path | None = None) -> ReportPage:
     """One self-contained HTML page for a run folder (profiling, fine-tuning, both, a
-    compare-init folder) or a bare ``predictions_treatment.csv``; returns its path.
+    compare-init folder) or a bare ``predictions_treatment.csv``: written to ``output`` (an
+    ``.html`` file, its figures as PNG in ``figures/`` beside it) when given, else kept in
+    memory (a notebook shows it inline).
 
     Examples
     --------
-    >>> report("demo-output")  # doctest: +SKIP
-    PosixPath('demo-output/report.html')
+    >>> page = report(tmp / "loco")
+    >>> page.path is None and "<html" in page.html
+    True
     """
     return write_report(source, output)
+
+
+def describe(result: Any) -> str:
+    """A result in words, as the command line prints it: an index (DataFrame), an
+    evaluation, a cross-validation run, several runs by name, or a translocation readout.
+
+    Examples
+    --------
+    >>> print(describe(evaluate("ljosa2013", map=False, conformal=False, novelty=False)))
+    ... # doctest: +ELLIPSIS
+    103 treatments, 38 compounds, 12 MoAs (...)
+    ...
+    """
+    if isinstance(result, pd.DataFrame):
+        return format_index_summary(summarize(result))
+    if isinstance(result, EvaluationResult):
+        return format_evaluation(result)
+    if isinstance(result, CVResult):
+        return format_cv(result)
+    if isinstance(result, TranslocationResult):
+        return format_translocation(result)
+    if isinstance(result, dict) and all(isinstance(r, CVResult) for r in result.values()):
+        return "\n".join(format_cv(r) for r in result.values())
+    raise TypeError(f"describe: no words for a {type(result).__name__}")
+
+
+def export(profiles: str | Path | pd.DataFrame, output: str | Path) -> Path:
+    """A profile table (file or DataFrame) as AnnData (``.h5ad``: obs = ``Metadata_``
+    columns, X = features) for scverse tools.
+
+    Examples
+    --------
+    >>> export(evaluate("ljosa2013", map=False, conformal=False, novelty=False).wells,
+    ...        tmp / "wells.h5ad").name
+    'wells.h5ad'
+    """
+    output = Path(output)
+    if output.suffix != ".h5ad":
+        raise CellmorphError(f"-o {output}: give a file name ending in .h5ad")
+    if not isinstance(profiles, pd.DataFrame):
+        check_not_input(output, Path(profiles))
+        profiles = read_profiles(profiles, annotate=False)
+    return write_h5ad(profiles, output)
+
+
+def config_reference(output: str | Path | None = None) -> str:
+    """Every key of the profile, evaluate and train config files, with its description, as
+    Markdown; written to ``output`` when given.
+
+    Examples
+    --------
+    >>> "## train" in config_reference()
+    True
+    """
+    text = reference_markdown()
+    if output is not None:
+        write_text(text, output)
+    return text

@@ -1,8 +1,10 @@
 """The ``cellmorph`` command: a thin typer layer over :mod:`cellmorph.api`.
 
 Every command turns a :class:`~cellmorph.errors.CellmorphError` into one ``error:`` line and
-exit code 2; usage errors also exit 2 with a hint; ``--debug`` (anywhere on the line) shows
-the traceback instead. ``--quiet`` keeps only warnings and errors, ``--verbose`` adds detail.
+exit code 2; usage errors also exit 2 with a hint; ``--debug`` shows the traceback instead.
+``--quiet`` keeps only warnings and errors, ``--verbose`` adds detail. These three are the
+root command's options; :func:`main` lifts them to the front wherever they stand on the line,
+so ``cellmorph train cfg.yaml -q`` works as ``cellmorph -q train cfg.yaml`` does.
 """
 
 from __future__ import annotations
@@ -11,15 +13,15 @@ import logging
 import signal
 import sys
 import traceback
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cellmorph import __version__
-from cellmorph.atomic import check_not_input, writable_target
 from cellmorph.config import ProfileConfig, TrainConfig, field_help
 from cellmorph.errors import CellmorphError
+from cellmorph.log import set_progress
 
 app = typer.Typer(
     help="Mechanism-of-action answers from high-content screens with pretrained networks.",
@@ -36,12 +38,7 @@ app.add_typer(index_app, name="index")
 app.add_typer(synth_app, name="synth")
 app.add_typer(download_app, name="download")
 
-# Read from the command line before typer runs (so they work anywhere on the line); declared
-# on every command so that --help lists them and the parser accepts them.
-Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no "
-                                     "progress bars.")]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail in the log.")]
+GLOBAL_FLAGS = ("--debug", "--quiet", "-q", "--verbose", "-v")
 Overwrite = Annotated[bool, typer.Option(
     "--overwrite/--resume",
     help="--resume (the default) continues a run folder made with the same configuration and "
@@ -51,7 +48,7 @@ Overwrite = Annotated[bool, typer.Option(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"cellmorph {__version__}")
+        typer.echo(f"cellmorph {metadata.version('cellmorph')}")
         raise typer.Exit()
 
 
@@ -59,9 +56,17 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Show the version and exit.")] = False,
-    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no "
+                                        "progress bars.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail in the "
+                                          "log.")] = False,
 ) -> None:
-    """cellmorph: profile, evaluate and fine-tune on cell-painting-like screens."""
+    """cellmorph: profile, evaluate and fine-tune on cell-painting-like screens.
+
+    --debug, --quiet and --verbose may stand anywhere on the line."""
+    configure_logging(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    set_progress(not quiet)
 
 
 def _opt(model: type, name: str, *flags: str) -> typer.models.OptionInfo:
@@ -77,20 +82,14 @@ def _parse_size(size: str) -> tuple[int, int]:
     return h, w  # the bounds are synth.render.check_size's
 
 
-def _output_file(output: Path | None, default: Path, *inputs: Path | None) -> Path:
-    """The file to write: never one of the inputs, never a folder or a special file."""
-    out = output or default
-    check_not_input(out, *inputs)
-    writable_target(out)
-    return out
+def _index(build: str, output: Path, **options: object) -> None:
+    """The one body of the index commands: build with the API, write, say what it holds."""
+    import cellmorph.api as api
 
-
-def _echo_index(df, out: Path) -> None:
-    from cellmorph.datasets.index import format_summary, summarize
-
+    index = getattr(api, build)(output=output, **options)
     if logging.getLogger("cellmorph").getEffectiveLevel() <= logging.INFO:  # not with -q
-        typer.echo(format_summary(summarize(df)))
-        typer.echo(f"index: {len(df)} fields of view -> {out}")
+        typer.echo(api.describe(index))
+        typer.echo(f"index: {len(index)} fields of view -> {output}")
 
 
 # ---------------------------------------------------------------- index
@@ -107,17 +106,10 @@ def index_bbbc021_cmd(
     moa_csv: Annotated[Path | None, typer.Option(help="BBBC021_v1_moa.csv (default: "
                                                  "ROOT's copy, else the bundled one).")] = None,
     check_files: Annotated[bool, typer.Option(help="Check that every image file exists.")] = True,
-    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Index BBBC021: one row per field of view with plate, week, well, site, MoA and paths."""
-    from cellmorph.api import index_bbbc021
-    from cellmorph.atomic import write_parquet
-
-    out = _output_file(output, root / "index.parquet", *(p for p in (image_csv, moa_csv) if p))
-    df = index_bbbc021(root, moa_subset=moa_subset, plates=plate, image_csv=image_csv,
-                       moa_csv=moa_csv, check_files=check_files)
-    write_parquet(df, out)
-    _echo_index(df, out)
+    _index("index_bbbc021", output or root / "index.parquet", root=root, moa_subset=moa_subset,
+           plates=plate, image_csv=image_csv, moa_csv=moa_csv, check_files=check_files)
 
 
 @index_app.command("bbbc014")
@@ -127,18 +119,10 @@ def index_bbbc014_cmd(
                                                  "(default ROOT/index.parquet).")] = None,
     pattern: Annotated[str | None, typer.Option(help="File-name regex with groups channel, "
                                                 "row, column.")] = None,
-    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Index BBBC014: 96 wells, DAPI + FITC; 4 highest doses positive, 4 lowest negative."""
-    from cellmorph.api import index_bbbc014
-    from cellmorph.atomic import write_parquet
-    from cellmorph.datasets.bbbc014 import DEFAULT_LAYOUT
-
-    layout = DEFAULT_LAYOUT.model_copy(update={"pattern": pattern}) if pattern else DEFAULT_LAYOUT
-    out = _output_file(output, root / "index.parquet")
-    df = index_bbbc014(root, layout)
-    write_parquet(df, out)
-    _echo_index(df, out)
+    _index("index_bbbc014", output or root / "index.parquet", root=root,
+           pattern=pattern)
 
 
 @index_app.command("platemap")
@@ -152,16 +136,10 @@ def index_platemap_cmd(
                                               "folder).")] = None,
     control: Annotated[str, typer.Option(help="Compound name of the negative control.")] = "DMSO",
     check_files: Annotated[bool, typer.Option(help="Check that every image file exists.")] = True,
-    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Index your own screen from a plate-map CSV, with any number of stains."""
-    from cellmorph.api import index_platemap
-    from cellmorph.atomic import write_parquet
-
-    out = _output_file(output, platemap.with_suffix(".index.parquet"), platemap)
-    df = index_platemap(platemap, root=root, control=control, check_files=check_files)
-    write_parquet(df, out)
-    _echo_index(df, out)
+    _index("index_platemap", output or platemap.with_suffix(".index.parquet"), path=platemap,
+           root=root, control=control, check_files=check_files)
 
 
 @index_app.command("loaddata")
@@ -184,20 +162,12 @@ def index_loaddata_cmd(
     label_column: Annotated[str | None, typer.Option(help="MoA label column.")] = None,
     batch_column: Annotated[str | None, typer.Option(help="Batch column.")] = None,
     check_files: Annotated[bool, typer.Option(help="Check that every image file exists.")] = True,
-    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Index a screen from a CellProfiler LoadData CSV (with an optional treatment table)."""
-    from cellmorph.api import index_loaddata
-    from cellmorph.atomic import write_parquet
-
-    out = _output_file(output, loaddata.with_suffix(".index.parquet"), loaddata,
-                       *(p for p in (treatments,) if p))
-    df = index_loaddata(loaddata, treatments=treatments, root=root, control=control,
-                        check_files=check_files, compound=compound_column,
-                        concentration=concentration_column, label=label_column,
-                        batch=batch_column)
-    write_parquet(df, out)
-    _echo_index(df, out)
+    _index("index_loaddata", output or loaddata.with_suffix(".index.parquet"), path=loaddata,
+           treatments=treatments, root=root, control=control, check_files=check_files,
+           compound=compound_column, concentration=concentration_column, label=label_column,
+           batch=batch_column)
 
 
 # ---------------------------------------------------------------- synth
@@ -217,13 +187,12 @@ def synth_bbbc021_cmd(
     size: Annotated[str, typer.Option(help="HEIGHTxWIDTH; the real images are 1024x1280.")]
     = "128x160",
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same pixels).")] = 0,
-    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Write SYNTHETIC BBBC021 plates: real file names and layout, procedurally drawn cells."""
-    from cellmorph.synth.bbbc021 import DEFAULT_MOAS, MOA_PHENOTYPES, synthesize_bbbc021
+    from cellmorph.api import synthesize_bbbc021
 
-    moas = sorted(MOA_PHENOTYPES) if moa == ["all"] else (moa or list(DEFAULT_MOAS))
-    rows = synthesize_bbbc021(out, moas=moas, compounds=compound, plates=plate, sites=sites,
+    chosen = {"moas": "all" if moa == ["all"] else moa} if moa else {}  # else the default 4
+    rows = synthesize_bbbc021(out, **chosen, compounds=compound, plates=plate, sites=sites,
                               max_concentrations=max_concentrations or None,
                               controls_per_plate=controls_per_plate or None,
                               size=_parse_size(size), seed=seed)
@@ -237,10 +206,9 @@ def synth_bbbc014_cmd(
     size: Annotated[str, typer.Option(help="HEIGHTxWIDTH; the real images are 1024x1360.")]
     = "256x340",
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same pixels).")] = 0,
-    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Write a SYNTHETIC BBBC014 plate (96 wells, DAPI + FITC, 8-bit BMP)."""
-    from cellmorph.synth.bbbc014 import synthesize_bbbc014
+    from cellmorph.api import synthesize_bbbc014
 
     folder = synthesize_bbbc014(out, size=_parse_size(size), seed=seed)
     typer.echo(f"SYNTHETIC BBBC014: 96 wells x 2 stains -> {folder}")
@@ -254,13 +222,12 @@ def download_bbbc021_cmd(
                                                     "(repeat); default all 55.")] = None,
     base_url: Annotated[str | None, typer.Option(help="Mirror of the BBBC021 files.")] = None,
     keep_zips: Annotated[bool, typer.Option(help="Keep the zips after unpacking.")] = False,
-    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Download BBBC021 per-plate zips and metadata; resumes, verifies, extracts safely."""
-    from cellmorph.download import BBBC021_BASE_URL, download_bbbc021
+    from cellmorph.api import download_bbbc021
 
-    folders = download_bbbc021(root, plate, base_url=base_url or BBBC021_BASE_URL,
-                               keep_zips=keep_zips)
+    folders = download_bbbc021(root, plate, keep_zips=keep_zips,
+                               **({"base_url": base_url} if base_url else {}))
     typer.echo(f"{len(folders)} plate folder(s) ready under {root}; next: "
                f"cellmorph index bbbc021 {root} --moa-subset")
 
@@ -271,13 +238,13 @@ def download_bbbc014_cmd(
                                          "map.")],
     base_url: Annotated[str | None, typer.Option(help="Mirror of the BBBC014 files.")] = None,
     keep_zip: Annotated[bool, typer.Option(help="Keep the zip after unpacking.")] = False,
-    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Download BBBC014 images and plate map (concentrations); resumes, verifies, extracts
     safely."""
-    from cellmorph.download import BBBC014_BASE_URL, download_bbbc014
+    from cellmorph.api import download_bbbc014
 
-    folder = download_bbbc014(root, base_url=base_url or BBBC014_BASE_URL, keep_zip=keep_zip)
+    folder = download_bbbc014(root, keep_zip=keep_zip,
+                              **({"base_url": base_url} if base_url else {}))
     typer.echo(f"images ready in {folder}; next: cellmorph index bbbc014 {root}")
 
 
@@ -306,7 +273,6 @@ def profile_cmd(
     ray_address: Annotated[str | None, _opt(_P, "ray_address", "--ray-address")] = None,
     cache_dir: Annotated[str | None, _opt(_P, "cache_dir", "--cache-dir")] = None,
     overwrite: Overwrite = False,
-    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Images -> deep-feature profiles (image, well and treatment level) with a frozen network."""
     from cellmorph.api import profile
@@ -314,8 +280,7 @@ def profile_cmd(
     result = profile(config, index=index, output=output, model=model, weights=weights,
                      channel_mode=channel_mode, preprocess=preprocess, batch_size=batch_size,
                      device=device, precision=precision, h5ad=h5ad, executor=executor,
-                     ray_address=ray_address, cache_dir=cache_dir, overwrite=overwrite,
-                     progress=not quiet)
+                     ray_address=ray_address, cache_dir=cache_dir, overwrite=overwrite)
     out = result.config.output
     typer.echo(f"profiles: {out / 'profiles_well.parquet'} (wells), "
                f"{out / 'profiles_treatment.parquet'} (treatments); config saved as "
@@ -340,21 +305,18 @@ def evaluate_cmd(
     pca: Annotated[int | None, typer.Option(help="PCA components (fitted on DMSO).")] = None,
     map_: Annotated[bool | None, typer.Option("--map/--no-map", help="mAP via copairs.")]
     = None,
-    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Profiles -> NSC/NSCB 1-NN MoA accuracy, mAP (copairs), confusion matrices."""
-    from cellmorph.api import evaluate
-    from cellmorph.evaluation.pipeline import format_results
-    from cellmorph.profiling.cellprofiler import LJOSA2013
+    from cellmorph.api import describe, evaluate
 
     if output is None:
         src = Path(profiles)
-        output = (Path("evaluation-ljosa2013") if profiles == LJOSA2013
+        output = (Path("evaluation-ljosa2013") if profiles == "ljosa2013"
                   else (src if src.is_dir() else src.parent) / "evaluation")
     result = evaluate(profiles, config, output=output, index=index, normalize=normalize,
                       normalize_by=normalize_by, sphering=sphering, pca_components=pca,
                       map=map_)
-    typer.echo(format_results(result))
+    typer.echo(describe(result))
     typer.echo(f"metrics, tables and plots -> {output}")
 
 
@@ -369,24 +331,15 @@ def translocation_cmd(
     ring: Annotated[int, typer.Option(min=1, max=100, help="Cytoplasm ring width, pixels.")] = 6,
     positive: Annotated[str | None, typer.Option(help="Label of translocated wells (default: "
                                                  "BBBC014's 'translocation').")] = None,
-    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Nuclear/cytoplasmic reporter ratio per field and well: the classic translocation
     readout, a baseline with no learning."""
-    from cellmorph.api import translocation
+    from cellmorph.api import describe, translocation
 
     out = output or index.parent / "translocation"
     result = translocation(index, output=out, nuclei=nuclei, reporter=reporter, ring=ring,
-                           positive=positive, progress=not quiet)
-    typer.echo(result.wells[["Metadata_Well", "Metadata_Concentration",
-                             "Feature_NucCytoRatio"]].to_string(index=False))
-    scores = result.scores
-    if "auc" in scores:
-        typer.echo(f"AUC {scores['auc']:.3f}, Z' {scores['z_prime']:.2f}"
-                   + (f", {scores['holdout']} hold-out accuracy {scores['accuracy']:.1%}"
-                      if scores.get("accuracy") is not None else ""))
-    if "note" in scores:
-        typer.echo(f"note: {scores['note']}")
+                           positive=positive)
+    typer.echo(describe(result))
     typer.echo(f"tables, scores and dose-response plot -> {out}")
 
 
@@ -394,16 +347,11 @@ def translocation_cmd(
 def export_cmd(
     profiles: Annotated[Path, typer.Argument(help="A profile table (.parquet/.csv).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The .h5ad file to write.")],
-    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Write a profile table as AnnData (.h5ad: obs = Metadata_ columns, X = features)."""
-    from cellmorph.api import write_h5ad
-    from cellmorph.profiling.cellprofiler import read_profiles
+    from cellmorph.api import export
 
-    out = _output_file(output, output, profiles)
-    if out.suffix != ".h5ad":
-        raise CellmorphError(f"-o {out}: give a file name ending in .h5ad")
-    path = write_h5ad(read_profiles(profiles, annotate=False), out)
+    path = export(profiles, output)
     typer.echo(f"AnnData -> {path}")
 
 
@@ -431,19 +379,17 @@ def train_cmd(
     cache_dir: Annotated[str | None, _opt(_T, "cache_dir", "--cache-dir")] = None,
     novelty: Annotated[bool | None, _opt(_T, "novelty", "--novelty/--no-novelty")] = None,
     overwrite: Overwrite = False,
-    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Fine-tune with leave-one-compound-out (or any group) cross-validation; resumable."""
-    from cellmorph.api import train
-    from cellmorph.evaluation.cv import format_cv
+    from cellmorph.api import describe, train
 
     result = train(config, index=index, output=output, model=model, weights=weights,
                    preset=preset, preprocess=preprocess, epochs=epochs, batch_size=batch_size,
                    seeds=seed, fold_by=fold_by, folds=fold, freeze_stages=freeze_stages,
                    device=device, precision=precision, executor=executor,
                    ray_address=ray_address, cache_dir=cache_dir, novelty=novelty,
-                   overwrite=overwrite, progress=not quiet)
-    typer.echo(format_cv(result))
+                   overwrite=overwrite)
+    typer.echo(describe(result))
     typer.echo(f"run folder: {result.config.output}")
 
 
@@ -460,17 +406,14 @@ def compare_init_cmd(
         "--keep-frozen", help="Keep the config's frozen/cached trunk in both arms (the "
         "default, as in the paper, fine-tunes the whole network in both).")] = False,
     overwrite: Overwrite = False,
-    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Pretrained (ImageNet) vs Xavier-initialised fine-tuning, side by side."""
-    from cellmorph.api import compare_init
-    from cellmorph.evaluation.cv import format_cv
+    from cellmorph.api import compare_init, describe
 
     results = compare_init(config, output=output, epochs=epochs, seeds=seed, folds=fold,
-                           whole_network=not keep_frozen, overwrite=overwrite,
-                           progress=not quiet)
+                           whole_network=not keep_frozen, overwrite=overwrite)
     out = output or next(iter(results.values())).config.output.parent
-    typer.echo("\n".join(format_cv(r) for r in results.values()))
+    typer.echo(describe(results))
     typer.echo(f"plots: {out / 'compare_init.png'}")
 
 
@@ -487,15 +430,15 @@ def explain_cmd(
     steps: Annotated[int, typer.Option(min=1, max=5000, help="Optimisation steps.")] = 128,
     crops: Annotated[int, typer.Option(min=0, max=20, help="Grad-CAM crops per MoA.")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
-    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """What the network sees: activation maximisation (pretrained beside fine-tuned) and
     Grad-CAM over example crops of each MoA."""
     from cellmorph.api import explain
 
-    explain(run, output=output, layers=layer, filters=filters, size=size, steps=steps,
-            crops_per_moa=crops, device=device, progress=not quiet)
-    typer.echo(f"figures -> {output or run / 'explain'} (the report shows them)")
+    out = output or run / "explain"
+    explain(run, output=out, layers=layer, filters=filters, size=size, steps=steps,
+            crops_per_moa=crops, device=device)
+    typer.echo(f"figures -> {out} (the report shows them)")
 
 
 @app.command("report")
@@ -505,13 +448,14 @@ def report_cmd(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file (default: "
                                                 "SOURCE/report.html for a run folder, "
                                                 "TABLE.report.html beside a table).")] = None,
-    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """One self-contained HTML page of a run: accuracy, confusion, per-treatment table,
     conformal sets, maps, Grad-CAM; figures also as PNG beside it."""
     from cellmorph.api import report
 
-    typer.echo(f"report -> {report(source, output=output)}")
+    out = output or (source / "report.html" if source.is_dir()
+                     else source.with_suffix(".report.html"))
+    typer.echo(f"report -> {report(source, output=out).path}")
 
 
 # ---------------------------------------------------------------- demo, reference
@@ -519,16 +463,14 @@ def report_cmd(
 def demo_cmd(
     out: Annotated[Path, typer.Option("-o", "--output", help="Demo folder.")]
     = Path("demo-output"),
-    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Run the whole pipeline on a small SYNTHETIC BBBC021 set (no downloads needed)."""
+    from cellmorph.api import describe
     from cellmorph.demo import run_demo
-    from cellmorph.evaluation.cv import format_cv
-    from cellmorph.evaluation.pipeline import format_results
 
-    demo = run_demo(out, progress=not quiet)
-    typer.echo(format_results(demo.evaluation))
-    typer.echo(format_cv(demo.training))
+    demo = run_demo(out)
+    typer.echo(describe(demo.evaluation))
+    typer.echo(describe(demo.training))
     typer.echo("SYNTHETIC data: these numbers show the pipeline works, not biology.\n"
                f"Plots and tables: {demo.profiles / 'evaluation'} and {demo.training_folder}\n"
                f"Report (open it in a browser): {demo.report}")
@@ -538,17 +480,14 @@ def demo_cmd(
 def config_reference_cmd(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the Markdown "
                                                  "here instead of printing it.")] = None,
-    debug: Debug = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Every key of the profile, evaluate and train config files, with its description."""
-    from cellmorph.atomic import write_text
-    from cellmorph.config import reference_markdown
+    from cellmorph.api import config_reference
 
-    text = reference_markdown()
+    text = config_reference(output)
     if output is None:
         typer.echo(text, nl=False)
     else:
-        write_text(text, output)
         typer.echo(f"configuration reference -> {output}")
 
 
@@ -575,14 +514,10 @@ def configure_logging(level: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: one error line and a non-zero exit on bad input."""
-    from cellmorph.log import set_progress
-
     argv = list(sys.argv[1:] if argv is None else argv)
+    # The root command's options, wherever they stand, go first (where typer reads them).
+    argv = [a for a in argv if a in GLOBAL_FLAGS] + [a for a in argv if a not in GLOBAL_FLAGS]
     debug = "--debug" in argv
-    quiet = "--quiet" in argv or "-q" in argv
-    verbose = "--verbose" in argv or "-v" in argv
-    configure_logging(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
-    set_progress(not quiet)
     # SIGTERM (a scheduler, `kill`) stops a run like Ctrl-C: finished parts stay, exit 130.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

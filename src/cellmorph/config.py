@@ -151,49 +151,61 @@ class AugmentConfig(_Strict):
         return self.intensity == 0 and self.blur == 0 and self.noise == 0
 
 
-class ProfileConfig(_Strict):
-    """``cellmorph profile``: images -> deep-feature profiles."""
+PREPROCESS_HELP = ("preset name (pawlowski, kensert, kensert-bbbc014) or preprocessing "
+                   "settings")
+
+
+class RunConfig(_Strict):
+    """What every run that owns a folder (``profile``, ``train``) has in common: its index and
+    folder, the network and its weights, the preprocessing, where and how it computes."""
 
     index: RunPath = Field(description="field-of-view index from `cellmorph index`")
     output: RunPath = Field(description="run folder")
     cache_dir: RunPath | None = Field(None, description="tile cache (default OUTPUT/cache); runs "
                                                     "of the same screen can share one")
-    model: str = Field("tf_efficientnet_lite0", description="any timm model name")
-    weights: str = Field("imagenet", description="imagenet, random, xavier or a weights file")
-    channel_mode: Literal["greyscale", "rgb"] = Field(
-        "greyscale", description="greyscale: each stain alone, features concatenated; rgb: "
-        "stains mapped to colours")
+    model: str = Field(description="any timm model name")
+    weights: str = Field("imagenet", description="imagenet, xavier, random or a weights file")
+    preprocess: PreprocessConfig | str = Field(description=PREPROCESS_HELP)
     rgb_map: dict[str, Colour] = Field(
         default_factory=lambda: dict(DEFAULT_RGB_MAP),
-        description="stain -> colour for rgb mode (stains sharing a colour are averaged)")
-    preprocess: PreprocessConfig | str = Field(
-        "pawlowski", description="preset name (pawlowski, kensert, kensert-bbbc014) or "
-        "preprocessing settings")
+        description="stain -> input colour (case-insensitive; stains sharing a colour are "
+        "averaged, colours no stain maps to stay zero)")
+    precision: Precision = Field("auto", description="auto (bf16 where native), fp32, bf16, "
+                                 "fp16")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
+    channels_last: bool = Field(True, description="channels-last memory format (faster on "
+                                "most hardware)")
+    executor: Executor = Field("local", description="local or ray")
+    ray_address: str | None = Field(None, description="Ray cluster to use (auto: the one `ray "
+                                    "start` runs here; ray://HOST:10001); default: start a "
+                                    "local Ray")
+
+    @model_validator(mode="after")
+    def _preset(self) -> RunConfig:
+        self.preprocess = resolve_preprocess(self.preprocess)
+        return self
+
+
+class ProfileConfig(RunConfig):
+    """``cellmorph profile``: images -> deep-feature profiles."""
+
+    model: str = Field("tf_efficientnet_lite0", description="any timm model name")
+    channel_mode: Literal["greyscale", "rgb"] = Field(
+        "greyscale", description="greyscale: each stain alone, features concatenated; rgb: "
+        "stains mapped to colours (rgb_map)")
+    preprocess: PreprocessConfig | str = Field("pawlowski", description=PREPROCESS_HELP)
     aggregate: Literal["mean", "median"] = Field("mean", description="tile -> image -> well -> "
                                                  "treatment aggregation")
     batch_size: int = Field(64, ge=1, description="images per forward pass")
     preprocess_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         "auto", description="processes decoding and preprocessing plates while the network "
         "embeds finished ones; auto: all cores but one beside a GPU, none on a CPU")
-    precision: Precision = Field("auto", description="auto (bf16 where native), fp32, bf16, "
-                                 "fp16")
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
-    channels_last: bool = Field(True, description="channels-last memory format (faster on "
-                                "most hardware)")
     fold_batchnorm: bool = Field(
         True, description="fold each BatchNorm into the convolution before it: the same "
         "features up to float rounding, 1.3-1.9x faster on a CPU")
     executor: Executor = Field("local", description="local: plates one after the other here; "
                                "ray: plates on a Ray actor pool (pip install 'cellmorph[ray]')")
-    ray_address: str | None = Field(None, description="Ray cluster to use (auto: the one `ray "
-                                    "start` runs here; ray://HOST:10001); default: start a "
-                                    "local Ray")
     seed: int = Field(0, description="seed for random weights")
-
-    @model_validator(mode="after")
-    def _preset(self) -> ProfileConfig:
-        self.preprocess = resolve_preprocess(self.preprocess)
-        return self
 
 
 class EvaluateConfig(_Strict):
@@ -248,22 +260,11 @@ class Hyper:
     class_balanced: bool
 
 
-class TrainConfig(_Strict):
+class TrainConfig(RunConfig):
     """``cellmorph train``: fine-tuning with cross-validation (LOCO by default)."""
 
-    index: RunPath = Field(description="field-of-view index from `cellmorph index`")
-    output: RunPath = Field(description="run folder")
-    cache_dir: RunPath | None = Field(None, description="tile cache (default OUTPUT/cache); runs "
-                                                    "of the same screen can share one")
     model: str = Field("resnet50", description="any timm model name")
-    weights: str = Field("imagenet", description="imagenet, xavier, random or a weights file")
-    preprocess: PreprocessConfig | str = Field(
-        "kensert", description="preset name (pawlowski, kensert, kensert-bbbc014) or "
-        "preprocessing settings")
-    rgb_map: dict[str, Colour] = Field(
-        default_factory=lambda: dict(DEFAULT_RGB_MAP),
-        description="stain -> input colour (case-insensitive); colours no stain maps to stay "
-        "zero")
+    preprocess: PreprocessConfig | str = Field("kensert", description=PREPROCESS_HELP)
     preset: Literal["paper", "fast"] = Field(
         "paper", description="paper: SGD, lr 1e-4, batch 8, 10 epochs; fast: AdamW, cosine, "
         "batch 32, 5 epochs")
@@ -310,22 +311,14 @@ class TrainConfig(_Strict):
                                "folds (needs freeze_stages > 0, dihedral-only augmentation)")
     trunk_cache_dtype: Literal["float16", "float32"] = Field(
         "float16", description="storage type of the cached trunk activations")
-    precision: Precision = Field("auto", description="auto (bf16 where native), fp32, bf16, "
-                                 "fp16")
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
-    channels_last: bool = Field(True, description="channels-last memory format")
     compile: bool = Field(False, description="torch.compile the trained part")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     executor: Executor = Field("local", description="local: folds one after the other here; "
                                "ray: every fold of every seed a Ray task, one GPU each where "
                                "there are GPUs (pip install 'cellmorph[ray]')")
-    ray_address: str | None = Field(None, description="Ray cluster to use (auto: the one `ray "
-                                    "start` runs here; ray://HOST:10001); default: start a "
-                                    "local Ray")
 
     @model_validator(mode="after")
     def _checks(self) -> TrainConfig:
-        self.preprocess = resolve_preprocess(self.preprocess)
         if self.cached_trunk and self.freeze_stages == 0:
             raise ValueError("cached_trunk needs freeze_stages > 0")
         if self.cached_trunk and not self.augment.dihedral_only:

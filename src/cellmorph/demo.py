@@ -9,18 +9,18 @@ from cellmorph import api
 from cellmorph.atomic import write_parquet
 from cellmorph.config import PREPROCESS_PRESETS, EvaluateConfig, PreprocessConfig
 from cellmorph.datasets.bbbc021 import index_bbbc021
-from cellmorph.datasets.index import format_summary, summarize
-from cellmorph.evaluation.cv import CVResult
-from cellmorph.evaluation.pipeline import EvaluationResult
+from cellmorph.evaluation.cv_scores import CVResult
+from cellmorph.evaluation.profiles import EvaluationResult
 from cellmorph.log import get_logger
+from cellmorph.records import ShortRepr
 from cellmorph.synth.bbbc021 import synthesize_bbbc021
 
 log = get_logger(__name__)
 STEPS = 7
 
 
-@dataclass
-class DemoResult:
+@dataclass(repr=False)
+class DemoResult(ShortRepr):
     """Where the demo put things, and what it measured."""
 
     folder: Path
@@ -33,9 +33,16 @@ class DemoResult:
     report: Path
 
 
-def run_demo(out: Path | str, *, progress: bool = True) -> DemoResult:
+def run_demo(out: Path | str = "demo-output", *, progress: bool = True) -> DemoResult:
     """Synthesise, index, profile with ImageNet EfficientNet-Lite0, evaluate, fine-tune over
-    two seeds, explain, and write the report."""
+    two seeds, explain, and write the report (about 4 minutes on 2 cores).
+
+    Examples
+    --------
+    >>> demo = run_demo("demo-output")  # doctest: +SKIP
+    >>> demo.report  # doctest: +SKIP
+    PosixPath('demo-output/report.html')
+    """
     out = Path(out)
     images = out / "synthetic-bbbc021"
     log.info("[1/%d] synthesising a SYNTHETIC BBBC021 set in %s", STEPS, images)
@@ -43,7 +50,7 @@ def run_demo(out: Path | str, *, progress: bool = True) -> DemoResult:
     log.info("[2/%d] indexing it with the MoA benchmark rules", STEPS)
     index = index_bbbc021(images, moa_subset=True)
     index_path = write_parquet(index, out / "index.parquet")
-    log.info("%s", format_summary(summarize(index)))
+    log.info("%s", api.describe(index))
     log.info("[3/%d] profiling with frozen ImageNet EfficientNet-Lite0 (per stain)", STEPS)
     profiles = out / "profiles"
     # The synthetic fields are small (128x160): one tile per field, resized to the model input.
@@ -60,7 +67,8 @@ def run_demo(out: Path | str, *, progress: bool = True) -> DemoResult:
                    conformal_levels=["treatment", "well"],
                    preprocess=PREPROCESS_PRESETS["kensert"].model_copy(update={"tile_size": 64}))
     log.info("[6/%d] what the network sees: activation maximisation and Grad-CAM", STEPS)
-    api.explain(training, size=96, steps=64, filters=2, progress=progress)
+    api.explain(training, output=training / "explain", size=96, steps=64, filters=2,
+                progress=progress)
     log.info("[7/%d] writing the report", STEPS)
-    page = api.report(out)
+    page = api.report(out, output=out / "report.html").path
     return DemoResult(out, images, index_path, profiles, evaluation, training, cv, page)

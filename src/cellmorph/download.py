@@ -169,6 +169,11 @@ def download_bbbc021(root: Path | str, plates: Sequence[str] | None = None, *,
 
     Images land in ``root/WeekN/WeekN_PLATE/`` as ``Image_PathName_*`` expects; a plate whose
     folder already holds its images is skipped.
+
+    Examples
+    --------
+    >>> download_bbbc021("data/bbbc021", ["Week1_22123"])  # doctest: +SKIP
+    [PosixPath('data/bbbc021/Week1/Week1_22123')]
     """
     with _new_folder(root) as root:
         return _download_bbbc021(root, plates, base_url=base_url, keep_zips=keep_zips,
@@ -229,6 +234,11 @@ def download_bbbc014(root: Path | str, *, base_url: str = BBBC014_BASE_URL,
 
     The images land in ``root/BBBC014_v1_images/`` (whether or not the zip has a top folder)
     and ``BBBC014_v1_platemap_all.txt`` beside it, as ``cellmorph index bbbc014`` expects.
+
+    Examples
+    --------
+    >>> download_bbbc014("data/bbbc014")  # doctest: +SKIP
+    PosixPath('data/bbbc014/BBBC014_v1_images')
     """
     with _new_folder(root) as folder:
         return _download_bbbc014(folder, base_url=base_url, keep_zip=keep_zip,

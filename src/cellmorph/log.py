@@ -1,14 +1,19 @@
 """Logging and progress bars. The library logs to ``logging.getLogger("cellmorph")`` and never
 prints; the command line decides where messages go and how verbose they are.
 
-Progress bars are tqdm's. They show on an interactive terminal only (``disable=None``), so a
-log redirected to a file never fills with cursor-movement escape codes; ``--quiet`` turns them
-off everywhere.
+Progress bars are tqdm's (``tqdm.auto``: widgets in Jupyter). They show on an interactive
+terminal (``disable=None``), so a log redirected to a file never fills with cursor-movement
+escape codes, and in a Jupyter kernel, whose stderr is no terminal but draws widgets;
+``--quiet`` turns them off everywhere.
+
+A notebook sees the library's INFO lines after ``logging.basicConfig(level=logging.INFO)``
+(the library adds no handler of its own; the command line adds one).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -31,7 +36,16 @@ def set_progress(enabled: bool) -> None:
     _progress_enabled = enabled
 
 
+def in_notebook() -> bool:
+    """True in a Jupyter kernel (not in a plain IPython terminal)."""
+    get_ipython = getattr(sys.modules.get("IPython"), "get_ipython", None)
+    return type(get_ipython() if get_ipython else None).__name__ == "ZMQInteractiveShell"
+
+
 def progress(iterable: Iterable[T] | None = None, *, enabled: bool = True, **kwargs: Any) -> tqdm:
-    """A tqdm bar that shows only on a terminal and only when progress is enabled."""
-    disable = None if (enabled and _progress_enabled) else True
+    """A tqdm bar that shows on a terminal or in a notebook, when progress is enabled."""
+    if not (enabled and _progress_enabled):
+        disable: bool | None = True
+    else:
+        disable = False if in_notebook() else None
     return tqdm(iterable, disable=disable, dynamic_ncols=True, **kwargs)

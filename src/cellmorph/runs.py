@@ -38,7 +38,6 @@ from typing import Any
 
 import pandas as pd
 import timm
-from pydantic import BaseModel
 
 from cellmorph.atomic import (
     LOCK,
@@ -50,7 +49,7 @@ from cellmorph.atomic import (
 )
 from cellmorph.backbones import check_weights, default_input_size, efficientnet_lite
 from cellmorph.cache import image_stamps
-from cellmorph.config import save_config
+from cellmorph.config import RunConfig, TrainConfig, save_config
 from cellmorph.datasets.index import read_index
 from cellmorph.errors import CellmorphError
 from cellmorph.executors import check_ray
@@ -115,18 +114,16 @@ _HYPER_SETTINGS = {"preset", "epochs", "batch_size", "lr", "weight_decay", "labe
                    "class_balanced"}
 
 
-def fingerprint(config: BaseModel, kind: str, runtime: dict, index_digest: str,
+def fingerprint(config: RunConfig, kind: str, runtime: dict, index_digest: str,
                 images: dict[str, str] | None = None) -> dict:
     """Everything that decides the numbers of a ``profile`` or ``train`` run, as resolved (an
     index given by another path or a value equal to the preset's default is the same run)."""
     skip = (_NOT_RESULTS_PROFILE if kind == "profile" else _NOT_RESULTS_TRAIN) | \
         _RESOLVED_ELSEWHERE
     settings = {k: v for k, v in config.model_dump(mode="json").items() if k not in skip}
-    model, weights = getattr(config, "model", ""), getattr(config, "weights", "")
-    preprocess = getattr(config, "preprocess", None)
-    if isinstance(preprocess, BaseModel) and model:
-        settings["preprocess"]["tile_size"] = preprocess.tile_size or default_input_size(model)
-    if hasattr(config, "hyper"):
+    model, weights = config.model, config.weights
+    settings["preprocess"]["tile_size"] = config.preprocess.tile_size or default_input_size(model)
+    if isinstance(config, TrainConfig):
         settings = {k: v for k, v in settings.items() if k not in _HYPER_SETTINGS}
         settings["hyper"] = dataclasses.asdict(config.hyper())
     return {"settings": settings, "device": str(runtime.get("device", "")).split(":")[0],
@@ -410,7 +407,7 @@ class StartedRun:
 
 
 @contextlib.contextmanager
-def start_run(cfg: BaseModel, *, kind: str, layout: RunLayout, overwrite: bool = False,
+def start_run(cfg: RunConfig, *, kind: str, layout: RunLayout, overwrite: bool = False,
               check_index: Callable[[pd.DataFrame], object] | None = None,
               index_table: pd.DataFrame | None = None,
               stale: Callable[[list[str]], list[str]] | None = None,

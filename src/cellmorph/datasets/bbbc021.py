@@ -79,28 +79,11 @@ def platemap(
     treatments without an MoA annotation are marked unlabelled.
     """
     img = image_meta
-    conc = pd.to_numeric(img["Image_Metadata_Concentration"], errors="coerce")
-    moa_key = {
-        (str(c), round(float(x), 6)): str(m)
-        for c, x, m in zip(moa_meta["compound"], moa_meta["concentration"], moa_meta["moa"],
-                           strict=True)
-    }
     compound = img["Image_Metadata_Compound"].astype(str)
-    moa = pd.Series([moa_key.get((c, round(float(x), 6))) for c, x in zip(compound, conc,
-                                                                             strict=True)],
-                    index=img.index, dtype=object)
+    conc = pd.to_numeric(img["Image_Metadata_Concentration"], errors="coerce")
     plate = img["Image_Metadata_Plate_DAPI"].astype(str)
     well = img["Image_Metadata_Well_DAPI"].astype(str)
-    is_control = compound == CONTROL_COMPOUND
-    is_taxol_treatment = plate.isin(TAXOL_PLATES) & well.isin(TAXOL_WELLS)
-    benchmark = moa.notna() & ~is_control & ((compound != TAXOL) | is_taxol_treatment)
-
-    role = pd.Series(sc.ROLE_UNLABELLED, index=img.index, dtype=object)
-    role[benchmark] = sc.ROLE_TREATMENT
-    role[is_control] = sc.ROLE_CONTROL
-    moa = moa.where(benchmark | is_control, None)
-    moa[is_control] = CONTROL_COMPOUND
-
+    moa, role = _benchmark_roles(moa_meta, compound, conc, plate, well)
     site = pd.to_numeric(img["Image_FileName_DAPI"].astype(str).str.extract(_SITE_RE, expand=False))
     out = pd.DataFrame({
         sc.PLATE: plate,
@@ -121,6 +104,35 @@ def platemap(
         bad = img["Image_FileName_DAPI"][out[sc.SITE].isna()].iloc[0]
         raise CellmorphError(f"BBBC021 image metadata: file name {bad!r} has no _sN_ site part")
 
+    return _select(out, moa_subset=moa_subset, plates=plates)
+
+
+def _benchmark_roles(moa_meta: pd.DataFrame, compound: pd.Series, conc: pd.Series,
+                     plate: pd.Series, well: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Each field's MoA and role: the benchmark's labelled treatments (taxol rule), DMSO
+    controls, the rest unlabelled."""
+    moa_key = {
+        (str(c), round(float(x), 6)): str(m)
+        for c, x, m in zip(moa_meta["compound"], moa_meta["concentration"], moa_meta["moa"],
+                           strict=True)
+    }
+    moa = pd.Series([moa_key.get((c, round(float(x), 6))) for c, x in zip(compound, conc,
+                                                                             strict=True)],
+                    index=compound.index, dtype=object)
+    is_control = compound == CONTROL_COMPOUND
+    is_taxol_treatment = plate.isin(TAXOL_PLATES) & well.isin(TAXOL_WELLS)
+    benchmark = moa.notna() & ~is_control & ((compound != TAXOL) | is_taxol_treatment)
+    role = pd.Series(sc.ROLE_UNLABELLED, index=compound.index, dtype=object)
+    role[benchmark] = sc.ROLE_TREATMENT
+    role[is_control] = sc.ROLE_CONTROL
+    moa = moa.where(benchmark | is_control, None)
+    moa[is_control] = CONTROL_COMPOUND
+    return moa, role
+
+
+def _select(out: pd.DataFrame, *, moa_subset: bool, plates: list[str] | None) -> pd.DataFrame:
+    """The MoA benchmark's fields (and its plates' DMSO) and the plates asked for."""
+    role = out[sc.ROLE]
     if moa_subset:
         treated_plates = set(out.loc[role == sc.ROLE_TREATMENT, sc.PLATE])
         keep = (role == sc.ROLE_TREATMENT) | ((role == sc.ROLE_CONTROL)

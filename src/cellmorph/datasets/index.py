@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +75,28 @@ def build_index(
     carries its file line numbers there (``line N``), other tables their row numbers.
     """
     channels = list(channels)
+    _check_columns(platemap, channels, source)
+    df = platemap.copy()
+    at = _locator(df)
+    _typed_metadata(df, source, at)
+    _check_consistent_labels(df, source, at)
+    _check_fields(df, source, at)
+    _resolve_paths(df, channels, root, source, at)
+    if check_files:
+        report_missing_files(df, channels, source)
+    _warn_shared_files(df, channels, source, at)
+
+    ordered = METADATA_COLUMNS + [path_column(c) for c in channels]
+    extra = [c for c in df.columns if c not in ordered]
+    out = df[ordered + extra].sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
+    return out
+
+
+SYNTHETIC_MARKER = "SYNTHETIC.txt"  # written by `cellmorph synth` beside synthetic images
+
+
+def _check_columns(platemap: pd.DataFrame, channels: list[str], source: str) -> None:
+    """Every required column there, at least one channel and one row."""
     if not channels:
         raise CellmorphError(f"{source}: no channels given; name at least one stain")
     required = [PLATE, WELL, SITE, COMPOUND, CONCENTRATION, ROLE] + [path_column(c) for c in channels]
@@ -84,14 +106,15 @@ def build_index(
     if platemap.empty:
         raise CellmorphError(f"{source}: the selection is empty; check the filters and the input")
 
-    df = platemap.copy()
-    at = _locator(df)
+
+def _typed_metadata(df: pd.DataFrame, source: str, at: Callable[[object], str]) -> None:
+    """Defaults for the optional columns, each column in its type (checked row by row), the
+    treatment ids; in place."""
     for col, default in ((BATCH, None), (REPLICATE, 1), (MOA, None)):
         if col not in df.columns:
             df[col] = df[PLATE] if col == BATCH else default
-    df[PLATE] = df[PLATE].astype(str)
-    df[BATCH] = df[BATCH].astype(str)
-    df[COMPOUND] = df[COMPOUND].astype(str)
+    for col in (PLATE, BATCH, COMPOUND):
+        df[col] = df[col].astype(str)
     df[WELL] = _checked_wells(df[WELL], source, at)
     df[SITE] = _checked_int(df[SITE], SITE, source, at)
     df[REPLICATE] = _checked_int(df[REPLICATE], REPLICATE, source, at)
@@ -107,10 +130,11 @@ def build_index(
     if bad_role.any():
         raise CellmorphError(f"{source}: {at(df.index[bad_role][0])}: unknown role "
                              f"{df[ROLE][bad_role].iloc[0]!r}")
-    _check_consistent_labels(df, source, at)
 
-    _check_fields(df, source, at)
 
+def _resolve_paths(df: pd.DataFrame, channels: list[str], root: Path | str | None, source: str,
+                   at: Callable[[object], str]) -> None:
+    """Every channel's path present and absolute (relative ones against ``root``); in place."""
     root_path = Path(os.path.abspath(root)) if root is not None else None
     for ch in channels:
         col = path_column(ch)
@@ -119,17 +143,6 @@ def build_index(
             raise CellmorphError(f"{source}: {at(df.index[empty][0])}: channel {ch!r} has no "
                                  "image path; every field of view needs a file for every channel")
         df[col] = [_resolve(p, root_path) for p in df[col]]
-    if check_files:
-        report_missing_files(df, channels, source)
-    _warn_shared_files(df, channels, source, at)
-
-    ordered = METADATA_COLUMNS + [path_column(c) for c in channels]
-    extra = [c for c in df.columns if c not in ordered]
-    out = df[ordered + extra].sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
-    return out
-
-
-SYNTHETIC_MARKER = "SYNTHETIC.txt"  # written by `cellmorph synth` beside synthetic images
 
 
 def mark_synthetic(platemap: pd.DataFrame, *folders: Path | str | None) -> pd.DataFrame:
@@ -284,7 +297,14 @@ def read_csv_table(path: Path | str, what: str = "file", *,
 
 def read_index(index: Path | str | pd.DataFrame) -> pd.DataFrame:
     """An index written by ``cellmorph index`` (a Parquet path) or a DataFrame in the index
-    schema, with its columns checked."""
+    schema, with its columns checked.
+
+    Examples
+    --------
+    >>> index.to_parquet(tmp / "index.parquet")
+    >>> len(read_index(tmp / "index.parquet")) == len(index)
+    True
+    """
     if isinstance(index, pd.DataFrame):
         return check_index(index, "index table")
     path = Path(index)
@@ -323,15 +343,3 @@ def summarize(index: pd.DataFrame) -> dict[str, int | list[str]]:
         "unlabelled_images": int(len(unl)),
         "channels": channels_of(index),
     }
-
-
-def format_summary(summary: dict) -> str:
-    """A few readable lines for the terminal."""
-    return (
-        f"labelled: {summary['images']} images, {summary['wells']} wells, "
-        f"{summary['treatments']} treatments, {summary['compounds']} compounds, "
-        f"{summary['moas']} MoAs on {summary['plates']} plates in {summary['batches']} batches\n"
-        f"controls: {summary['control_images']} images in {summary['control_wells']} wells; "
-        f"unlabelled: {summary['unlabelled_images']} images\n"
-        f"channels: {', '.join(summary['channels'])}"
-    )

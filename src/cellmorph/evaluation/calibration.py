@@ -22,14 +22,15 @@ from scipy.special import log_softmax
 
 from cellmorph import schema as sc
 from cellmorph.errors import CellmorphError
+from cellmorph.records import ShortRepr
 
 CALIBRATED_PREFIX = "Calibrated_"
 BINS = 10
 _EPS = 1e-12
 
 
-@dataclass
-class CalibrationResult:
+@dataclass(repr=False)
+class CalibrationResult(ShortRepr):
     """Calibrated probabilities of every treatment, and how well calibrated both sets are."""
 
     table: pd.DataFrame  # metadata, Prob_<class>, Calibrated_<class>, Metadata_Temperature

@@ -45,6 +45,7 @@ from scipy.spatial.distance import cdist
 from cellmorph import schema as sc
 from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.knn import single_compound_moas
+from cellmorph.records import ShortRepr
 
 CONFIDENCES = (0.8, 0.9, 0.95)
 PVALUE_PREFIX = "P_"  # class-conditional (Mondrian) p-values
@@ -59,8 +60,8 @@ WELL_LEVEL = ("well level: every well a calibration point, wells taken as exchan
               "separately")
 
 
-@dataclass
-class ConformalResult:
+@dataclass(repr=False)
+class ConformalResult(ShortRepr):
     """Per-treatment p-values and prediction sets, and their validity and efficiency."""
 
     method: str
@@ -97,6 +98,10 @@ class ConformalResult:
     def set_column(self, confidence: float) -> str:
         """The column holding the prediction sets at ``confidence``."""
         return f"Set_{round(confidence * 100):d}"
+
+    def summary_table(self) -> pd.DataFrame:
+        """Coverage and efficiency at each confidence (what a notebook shows)."""
+        return pd.DataFrame(self.summary()["levels"]).drop(columns=["too_few_calibration"])
 
     def validity(self) -> pd.DataFrame:
         """Empirical coverage (true MoA in the set) per confidence, overall and per MoA."""
@@ -186,16 +191,6 @@ def schemes_used(asked: str, confidences: Sequence[float],
 def minimum_calibration(confidence: float) -> int:
     """Calibration objects a class needs before its p-values can fall below 1 - confidence."""
     return int(np.ceil(1 / (1 - confidence) - 1 - 1e-9))
-
-
-def calibration_note(level: dict) -> str:
-    """Words beside a coverage figure whose confidence some classes cannot support."""
-    few = level.get("too_few_calibration") or []
-    if not few:
-        return ""
-    return (f" (too few calibration treatments, under {level['calibration_needed']}, to rule "
-            f"out {len(few)} MoA(s) but by chance: {', '.join(few[:3])}"
-            f"{', ...' if len(few) > 3 else ''})")
 
 
 def _covered(table: pd.DataFrame, column: str) -> pd.Series:

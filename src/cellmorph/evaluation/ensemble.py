@@ -15,12 +15,13 @@ import pandas as pd
 
 from cellmorph import schema as sc
 from cellmorph.errors import CellmorphError
+from cellmorph.records import ShortRepr
 
 STD_PREFIX = "Std_"
 
 
-@dataclass
-class EnsembleResult:
+@dataclass(repr=False)
+class EnsembleResult(ShortRepr):
     """Mean probabilities over seeds, their spread, and where the seeds disagree."""
 
     level: str
@@ -38,14 +39,28 @@ class EnsembleResult:
         """The treatments (or wells, images) whose seeds predict different MoAs."""
         return self.table[~self.table["seeds_agree"]]
 
-    def summary(self) -> dict:
+    def summary(self) -> EnsembleSummary:
         """Ensemble vs per-seed accuracy, for metrics.json."""
         values = np.asarray(self.seed_accuracies)
         sem = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
-        return {"level": self.level, "seeds": self.seeds, "ensemble_accuracy": self.accuracy,
-                "seed_accuracy_mean": float(values.mean()), "seed_accuracy_sem": sem,
-                "n": int(len(self.table)), "n_disagreements": int(len(self.disagreements)),
-                "disagreements": list(self.disagreements[sc.LEVEL_KEYS[self.level][-1]])}
+        return EnsembleSummary(self.level, list(self.seeds), self.accuracy, float(values.mean()),
+                               sem, int(len(self.table)), int(len(self.disagreements)),
+                               list(self.disagreements[sc.LEVEL_KEYS[self.level][-1]]))
+
+
+@dataclass(frozen=True)
+class EnsembleSummary:
+    """The seeds combined: the ensemble's accuracy beside the seeds' mean and SEM, and the
+    units where the seeds disagree."""
+
+    level: str
+    seeds: list[int]
+    ensemble_accuracy: float
+    seed_accuracy_mean: float
+    seed_accuracy_sem: float | None
+    n: int
+    n_disagreements: int
+    disagreements: list[str]
 
 
 def ensemble_seeds(tables: Sequence[pd.DataFrame], seeds: Sequence[int],

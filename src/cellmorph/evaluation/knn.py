@@ -17,11 +17,12 @@ from scipy.spatial.distance import cdist
 
 from cellmorph import schema as sc
 from cellmorph.errors import CellmorphError
+from cellmorph.records import ShortRepr
 from cellmorph.schema import to_matrix
 
 
-@dataclass
-class NNResult:
+@dataclass(repr=False)
+class NNResult(ShortRepr):
     """Outcome of one 1-NN evaluation."""
 
     holdout: str

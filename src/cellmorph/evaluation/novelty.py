@@ -19,6 +19,8 @@ Two sources of scores, one table:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from crepes.extras import hinge
@@ -137,19 +139,24 @@ def _usable(treatments: pd.DataFrame) -> pd.DataFrame:
     return lab[~lab[sc.MOA].isin(single_compound_moas(lab))].reset_index(drop=True)
 
 
-def summarize_novelty(table: pd.DataFrame) -> dict:
-    """Means over the held-out MoAs (for metrics.json and the terminal), and each MoA's."""
-    return {"confidence": float(table["confidence"].iloc[0]),
-            "mean_auroc": float(table["auroc"].mean()),
-            "min_auroc": float(table["auroc"].min()), "max_auroc": float(table["auroc"].max()),
-            "detection_rate": float(table["detection_rate"].mean()),
-            "false_alarm_rate": float(table["false_alarm_rate"].mean()),
-            "per_moa": {r.held_out_moa: round(r.auroc, 4) for r in table.itertuples()}}
+@dataclass(frozen=True)
+class NoveltySummary:
+    """How well unseen mechanisms stand out: means over the held-out MoAs, and each MoA's
+    AUROC."""
+
+    confidence: float
+    mean_auroc: float
+    min_auroc: float
+    max_auroc: float
+    detection_rate: float
+    false_alarm_rate: float
+    per_moa: dict[str, float]
 
 
-def format_novelty(summary: dict) -> str:
-    """One line: how well unseen mechanisms stand out."""
-    return (f"novelty (leave-one-MoA-out, {summary['confidence']:.0%} sets): AUROC "
-            f"{summary['mean_auroc']:.3f} ({summary['min_auroc']:.2f}-{summary['max_auroc']:.2f} "
-            f"over held-out MoAs); 'none of these' for {summary['detection_rate']:.0%} of unseen "
-            f"treatments, {summary['false_alarm_rate']:.1%} of known ones")
+def summarize_novelty(table: pd.DataFrame) -> NoveltySummary:
+    """The leave-one-MoA-out table in a few numbers (for metrics.json and the terminal)."""
+    return NoveltySummary(float(table["confidence"].iloc[0]), float(table["auroc"].mean()),
+                          float(table["auroc"].min()), float(table["auroc"].max()),
+                          float(table["detection_rate"].mean()),
+                          float(table["false_alarm_rate"].mean()),
+                          {r.held_out_moa: round(r.auroc, 4) for r in table.itertuples()})

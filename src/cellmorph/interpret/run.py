@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from cellmorph import schema as sc
 from cellmorph.backbones import create_backbone, data_config, default_input_size
+from cellmorph.backbones.model_input import make_input_spec
 from cellmorph.cache import TileCache, cache_key
 from cellmorph.config import ProfileConfig, TrainConfig, load_config
 from cellmorph.datasets.index import read_index
@@ -27,14 +28,15 @@ from cellmorph.errors import CellmorphError
 from cellmorph.interpret.actmax import ActMax, active_channels, default_layers, maximise
 from cellmorph.interpret.gradcam import grad_cam, overlay
 from cellmorph.log import get_logger, progress
-from cellmorph.runtime import make_input_spec, resolve_device
-from cellmorph.training.cv import fold_dir
+from cellmorph.records import ShortRepr
+from cellmorph.runtime import resolve_device
+from cellmorph.training.fold_jobs import fold_dir
 
 log = get_logger(__name__)
 
 
-@dataclass
-class CropExplanation:
+@dataclass(repr=False)
+class CropExplanation(ShortRepr):
     """One crop, what was predicted for it, and where the network looked."""
 
     moa: str
@@ -45,8 +47,8 @@ class CropExplanation:
     heat: np.ndarray  # (H, W) in [0, 1]
 
 
-@dataclass
-class ExplainResult:
+@dataclass(repr=False)
+class ExplainResult(ShortRepr):
     """Activation-maximisation panels and Grad-CAM crops of a run."""
 
     model: str

@@ -25,6 +25,12 @@ def read_profiles(source: Path | str, *, annotate_with: pd.DataFrame | None = No
     columns. A table without treatment annotations is annotated (unless ``annotate`` is
     off) by plate and well from ``annotate_with`` (an index), or from the BBBC021 metadata
     when its plates are BBBC021's.
+
+    Examples
+    --------
+    >>> wells = read_profiles("ljosa2013")
+    >>> wells.shape, sorted(wells["Metadata_Role"].unique())
+    ((596, 525), ['control', 'treatment'])
     """
     if str(source) == LJOSA2013:
         from cellmorph.datasets.bbbc021 import bundled_path

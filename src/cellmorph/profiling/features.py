@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cellmorph.runtime import InputSpec, Runtime, autocast
+from cellmorph.backbones.model_input import InputSpec
+from cellmorph.runtime import Runtime, autocast
 
 
 class TileEmbedder:

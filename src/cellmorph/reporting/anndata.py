@@ -73,7 +73,14 @@ def _dataframe(group, index: list[str], columns: dict[str, pd.Series]) -> None:
 
 
 def write_h5ad(profiles: pd.DataFrame, path: Path | str) -> Path:
-    """Write a profile table as an AnnData ``.h5ad`` file (atomically)."""
+    """Write a profile table as an AnnData ``.h5ad`` file (atomically).
+
+    Examples
+    --------
+    >>> from cellmorph.api import read_profiles
+    >>> write_h5ad(read_profiles("ljosa2013"), tmp / "wells.h5ad").name
+    'wells.h5ad'
+    """
     h5py = _h5py()
     feats = sc.feature_columns(profiles)
     meta = sc.metadata_columns(profiles)

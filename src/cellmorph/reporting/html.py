@@ -9,22 +9,23 @@ to a colleague on its own.
 from __future__ import annotations
 
 import base64
+import tempfile
 from dataclasses import dataclass, field
-from importlib import resources
+from html import escape as html_escape
+from importlib import metadata, resources
 from pathlib import Path
 
 import jinja2
 import numpy as np
 import pandas as pd
 
-from cellmorph import __version__
 from cellmorph import schema as sc
 from cellmorph.atomic import check_not_input, ensure_writable_dir, writable_target, write_text
 from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.calibration import CalibrationResult
-from cellmorph.evaluation.conformal import ConformalResult, calibration_note
-from cellmorph.evaluation.cv import CVResult, format_accuracy, partial_note
-from cellmorph.evaluation.novelty import format_novelty, summarize_novelty
+from cellmorph.evaluation.conformal import ConformalResult
+from cellmorph.evaluation.cv_scores import CVResult
+from cellmorph.evaluation.novelty import summarize_novelty
 from cellmorph.reporting.load import RunBundle, load_bundle
 from cellmorph.reporting.plots import (
     plot_bars,
@@ -34,6 +35,12 @@ from cellmorph.reporting.plots import (
     plot_embedding,
     plot_ranked,
     plot_reliability,
+)
+from cellmorph.reporting.text import (
+    calibration_note,
+    format_accuracy,
+    format_novelty,
+    partial_note,
 )
 
 LOW_CONFIDENCE = 0.5  # a top probability below this is marked in the treatment table
@@ -107,7 +114,8 @@ def build_report(bundle: RunBundle, figures: Path) -> Report:
     report = Report(
         title="cellmorph report" + (" (SYNTHETIC data)" if synthetic else ""),
         source=str(bundle.source), synthetic=synthetic, kinds=kinds, overview=overview,
-        configs=bundle.configs, versions=prov.get("versions", {"cellmorph": __version__}),
+        configs=bundle.configs,
+        versions=prov.get("versions", {"cellmorph": metadata.version("cellmorph")}),
         dataset=[(k.replace("_", " "), ", ".join(v) if isinstance(v, list) else str(v))
                  for k, v in (bundle.dataset or {}).items()])
     if bundle.training is not None:
@@ -137,17 +145,18 @@ _EXPLAIN_CAPTIONS = {
 
 def _training(report: Report, cv: CVResult, figures: Path, synthetic: bool) -> None:
     s = cv.summary
-    for key in ("treatment_accuracy", "well_accuracy", "image_accuracy", "crop_accuracy"):
-        report.accuracy.append({"level": key.split("_")[0], "value": format_accuracy(s[key]),
-                                "seeds": ", ".join(f"{v:.1%}" for v in s[key]["values"])})
-    report.accuracy_note = (f"{s['model']} ({s['weights']}), {s['n_seeds']} seed(s)"
-                            f"{partial_note(s)}; trained: {s.get('trained', '?')}")
-    if s["n_seeds"] > 1 and cv.ensemble is not None:
+    for level in ("treatment", "well", "image", "crop"):
+        accuracy = s.accuracy(level)
+        report.accuracy.append({"level": level, "value": format_accuracy(accuracy),
+                                "seeds": ", ".join(f"{v:.1%}" for v in accuracy.values)})
+    report.accuracy_note = (f"{s.model} ({s.weights}), {s.n_seeds} seed(s)"
+                            f"{partial_note(s)}; trained: {s.trained or '?'}")
+    if s.n_seeds > 1 and cv.ensemble is not None:
         e = cv.ensemble.summary()
-        report.ensemble = {"accuracy": f"{e['ensemble_accuracy']:.1%}",
-                           "mean": f"{e['seed_accuracy_mean']:.1%}",
-                           "sem": f"{e['seed_accuracy_sem']:.1%}",
-                           "disagree": ", ".join(e["disagreements"]) or "none"}
+        report.ensemble = {"accuracy": f"{e.ensemble_accuracy:.1%}",
+                           "mean": f"{e.seed_accuracy_mean:.1%}",
+                           "sem": f"{e.seed_accuracy_sem:.1%}",
+                           "disagree": ", ".join(e.disagreements) or "none"}
     level = cv.config.report_level
     report.add("accuracy", Figure("confusion", f"Confusion matrix ({level} level, seed "
                                   f"{cv.seeds[0].seed})", "Rows: true MoA; columns: predicted.",
@@ -191,15 +200,16 @@ def _training(report: Report, cv: CVResult, figures: Path, synthetic: bool) -> N
 def _comparison(report: Report, results: dict[str, CVResult], figures: Path,
                 synthetic: bool) -> None:
     names = list(results)
-    key = f"{results[names[0]].config.report_level}_accuracy"
+    level = results[names[0]].config.report_level
     summary = {n: results[n].summary for n in names}
-    path = plot_bars({n: summary[n][key]["mean"] for n in names},
+    accuracy = {n: summary[n].accuracy(level) for n in names}
+    path = plot_bars({n: accuracy[n].mean for n in names},
                      "accuracy by initialisation, mean ± SEM", "accuracy",
                      figures / "compare_init.png",
-                     errors={n: summary[n][key]["sem"] for n in names},
-                     points={n: summary[n][key]["values"] for n in names},
+                     errors={n: accuracy[n].sem for n in names},
+                     points={n: accuracy[n].values for n in names},
                      chance=1 / max(1, len(results[names[0]].classes)), synthetic=synthetic)
-    trained = "; ".join(f"{n}: {summary[n].get('trained', '?')}" for n in names)
+    trained = "; ".join(f"{n}: {summary[n].trained or '?'}" for n in names)
     report.add("comparison", Figure("compare_init", "Pretrained vs Xavier initialisation",
                                     f"Each dot is one seed. Trained: {trained}.", path))
 
@@ -294,10 +304,12 @@ def _conformal(report: Report, result: ConformalResult, figures: Path, synthetic
                title: str, key: str) -> None:
     validity, efficiency = result.validity(), result.efficiency()
     overall = validity[validity["moa"] == "all"].set_index("confidence")
-    levels = {level["confidence"]: level for level in result.summary()["levels"]}
+    notes = {level["confidence"]: calibration_note(level["too_few_calibration"],
+                                                   level["calibration_needed"])
+             for level in result.summary()["levels"]}
     rows = [{"confidence": f"{row['confidence']:.0%}",
              "coverage": f"{overall.loc[row['confidence'], 'coverage']:.1%}"
-                         f"{calibration_note(levels[row['confidence']])}",
+                         f"{notes[row['confidence']]}",
              "size": f"{row['mean_set_size']:.2f}",
              "single": f"{row['single_label_rate']:.0%}", "empty": f"{row['empty_rate']:.0%}"}
             for _, row in efficiency.iterrows()]
@@ -373,16 +385,38 @@ def render(report: Report) -> str:
     return env.get_template("report.html.j2").render(r=report)
 
 
-def write_report(source: Path | str, out: Path | str | None = None) -> Path:
-    """Build and write the report of ``source`` (a run folder or a prediction table);
-    returns the HTML file. Figures go beside it in ``figures/``."""
+@dataclass(frozen=True)
+class ReportPage:
+    """A rendered report: the self-contained HTML, and the file it was written to (None when
+    it was kept in memory)."""
+
+    html: str
+    path: Path | None = None
+
+    def __repr__(self) -> str:
+        where = self.path if self.path is not None else "in memory"
+        return f"ReportPage({where}, {len(self.html) // 1024} kB)"
+
+    def _repr_html_(self) -> str:
+        # In an iframe, so the page's own styles and script stay out of the notebook's.
+        return (f'<iframe srcdoc="{html_escape(self.html, quote=True)}" '
+                'style="width:100%;height:800px;border:1px solid #ddd"></iframe>')
+
+
+def write_report(source: Path | str, out: Path | str | None = None) -> ReportPage:
+    """Build the report of ``source`` (a run folder or a prediction table); write it to
+    ``out`` with its figures beside it in ``figures/``, or keep it in memory (figures drawn
+    in a temporary folder) when ``out`` is None."""
     source = Path(source)
-    html = Path(out) if out is not None else (
-        source / "report.html" if source.is_dir() else source.with_suffix(".report.html"))
+    if out is None:
+        with tempfile.TemporaryDirectory(prefix="cellmorph-report-") as figures:
+            return ReportPage(render(build_report(load_bundle(source), Path(figures))))
+    html = Path(out)
     if html.suffix.lower() not in (".html", ".htm"):
         raise CellmorphError(f"report output {html}: give a file name ending in .html")
     check_not_input(html, source)
     writable_target(html)
     bundle = load_bundle(source)
     report = build_report(bundle, html.parent / "figures")
-    return write_text(render(report), html)
+    text = render(report)
+    return ReportPage(text, write_text(text, html))

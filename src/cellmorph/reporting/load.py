@@ -17,13 +17,13 @@ from cellmorph.datasets.index import read_index, summarize
 from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.calibration import CalibrationResult, calibrate_loco
 from cellmorph.evaluation.conformal import ConformalResult, conformal_from_probabilities
-from cellmorph.evaluation.cv import CVResult, summarise_cv
-from cellmorph.evaluation.pipeline import EvaluationResult, evaluate_profiles
+from cellmorph.evaluation.cv_scores import CVResult, summarise_cv
 from cellmorph.evaluation.predictions import confusion
+from cellmorph.evaluation.profiles import EvaluationResult, evaluate_profiles
 from cellmorph.log import get_logger
-from cellmorph.profiling.pipeline import ProfileResult
+from cellmorph.profiling.screen import ProfileResult
 from cellmorph.runs import RUN_RECORD, read_provenance
-from cellmorph.training.cv import (
+from cellmorph.training.fold_jobs import (
     NOVELTY_FOLDS,
     SeedRun,
     TrainingRun,

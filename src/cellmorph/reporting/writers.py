@@ -16,12 +16,13 @@ from cellmorph import schema as sc
 from cellmorph.atomic import ensure_writable_dir, write_csv, write_json, write_parquet
 from cellmorph.config import save_config
 from cellmorph.evaluation.conformal import ConformalResult
-from cellmorph.evaluation.cv import CVResult, partial_note
-from cellmorph.evaluation.pipeline import EvaluationResult
-from cellmorph.evaluation.translocation import TranslocationResult
+from cellmorph.evaluation.cv_scores import CVResult
+from cellmorph.evaluation.profiles import EvaluationResult
+from cellmorph.evaluation.readout import TranslocationResult
 from cellmorph.interpret.run import ExplainResult, overlays
-from cellmorph.profiling.pipeline import ProfileResult
+from cellmorph.profiling.screen import ProfileResult
 from cellmorph.profiling.translocation import RATIO
+from cellmorph.records import as_dict
 from cellmorph.reporting.anndata import write_h5ad
 from cellmorph.reporting.plots import (
     plot_bars,
@@ -32,6 +33,20 @@ from cellmorph.reporting.plots import (
     plot_image_grid,
     plot_ranked,
 )
+from cellmorph.reporting.text import partial_note
+
+# What the writers (and the commands that write into a run folder afterwards) put at the top
+# of a run folder: the runs claim these names in their manifests.
+PROFILE_FILES = (*(f"profiles_{level}.{ext}" for ext in ("parquet", "h5ad")
+                   for level in ("image", "well", "treatment")), "timings.json")
+CV_FILES = ("metrics.json", "accuracy_per_epoch.png", "ensemble_treatment.csv", "novelty.csv",
+            *(f"conformal{x}" for x in ("_treatment.csv", "_validity.csv", "_efficiency.csv",
+                                        "_efficiency_per_moa.csv", "_schemes.csv", ".png")))
+EVALUATION_FOLDER = "evaluation"  # `cellmorph evaluate RUN`'s default output
+REPORT_FILES = ("report.html", "figures")
+EXPLAIN_FOLDER = "explain"
+PROFILE_OUTPUTS = (*PROFILE_FILES, EVALUATION_FOLDER, *REPORT_FILES, EXPLAIN_FOLDER)
+TRAIN_OUTPUTS = (*CV_FILES, *REPORT_FILES, EXPLAIN_FOLDER)
 
 
 def write_profiles(result: ProfileResult, out: Path | str) -> dict[str, Path]:
@@ -126,7 +141,7 @@ def write_cv(result: CVResult, out: Path | str) -> Path:
         write_csv(result.novelty, out / "novelty.csv")
     if "ensemble" in result.conformal:
         write_conformal(result.conformal["ensemble"], out, "conformal", synthetic=synthetic)
-    path = write_json(result.summary, out / "metrics.json")
+    path = write_json(as_dict(result.summary), out / "metrics.json")
     curves = {f"seed {s.seed}": s.per_epoch_accuracy for s in result.seeds}
     plot_curves(curves, f"{level}-level test accuracy per epoch{partial}", "epoch", "accuracy",
                 out / "accuracy_per_epoch.png", chance=1 / max(1, len(result.classes)),
@@ -140,22 +155,22 @@ def write_comparison(results: dict[str, CVResult], out: Path | str) -> Path:
     names = list(results)
     first = results[names[0]].config
     level = first.report_level
-    key = f"{level}_accuracy"
     summaries = {n: results[n].summary for n in names}
+    accuracy = {n: summaries[n].accuracy(level) for n in names}
     synthetic = any(sc.is_synthetic(s.crops) for r in results.values() for s in r.seeds)
     chance = 1 / max(1, len(results[names[0]].classes))
-    plot_bars({n: summaries[n][key]["mean"] for n in names},
+    plot_bars({n: accuracy[n].mean for n in names},
               f"{first.model}: {level} accuracy, mean ± SEM over {len(first.seeds)} seed(s)"
               f"{partial_note(summaries[names[0]])}", "accuracy", out / "compare_init.png",
-              errors={n: summaries[n][key]["sem"] for n in names},
-              points={n: summaries[n][key]["values"] for n in names}, chance=chance,
+              errors={n: accuracy[n].sem for n in names},
+              points={n: accuracy[n].values for n in names}, chance=chance,
               synthetic=synthetic)
-    plot_curves({n: summaries[n]["per_epoch_accuracy"]["mean"] for n in names},
+    plot_curves({n: summaries[n].per_epoch_accuracy.mean for n in names},
                 f"{first.model}: {level} test accuracy per epoch", "epoch", "accuracy",
                 out / "compare_init_epochs.png",
-                bands={n: summaries[n]["per_epoch_accuracy"]["sem"] for n in names},
+                bands={n: summaries[n].per_epoch_accuracy.sem for n in names},
                 chance=chance, synthetic=synthetic)
-    return write_json(summaries, out / "compare_init.json")
+    return write_json(as_dict(summaries), out / "compare_init.json")
 
 
 def write_translocation(result: TranslocationResult, out: Path | str) -> Path:

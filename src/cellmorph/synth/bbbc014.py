@@ -33,7 +33,14 @@ NOTE = "SYNTHETIC DATA made by `cellmorph synth bbbc014`: not microscopy images.
 
 def synthesize_bbbc014(out: Path | str, *, size: tuple[int, int] = (256, 340), seed: int = 0,
                        progress: bool = True) -> Path:
-    """Write ``out/BBBC014_v1_images`` with two BMPs (DAPI, FITC) per well; returns the folder."""
+    """Write ``out/BBBC014_v1_images`` with two BMPs (DAPI, FITC) per well; returns the folder.
+
+    Examples
+    --------
+    >>> folder = synthesize_bbbc014(tmp / "bbbc014", size=(64, 80), progress=False)
+    >>> folder.name, len(list(folder.iterdir()))
+    ('BBBC014_v1_images', 192)
+    """
     size = check_size(size)
     folder = ensure_writable_dir(Path(out) / IMAGE_FOLDER)
     plate = PlateEffect.random(("DAPI", "FITC"), np.random.default_rng(stable_seed(seed, "bbbc014")))

@@ -63,7 +63,7 @@ def select(
     image_meta: pd.DataFrame,
     moa_meta: pd.DataFrame,
     *,
-    moas: Sequence[str] | None = DEFAULT_MOAS,
+    moas: Sequence[str] | str | None = DEFAULT_MOAS,
     compounds: Sequence[str] | None = None,
     plates: Sequence[str] | None = None,
     sites: int = 1,
@@ -125,9 +125,19 @@ def synthesize_bbbc021(
 ) -> pd.DataFrame:
     """Write synthetic BBBC021 plate folders under ``out``; returns the image table written.
 
-    ``size`` is (height, width); the real images are (1024, 1280).
+    ``moas``: the MoAs drawn (``"all"``: the 12); ``size`` is (height, width), the real
+    images are (1024, 1280).
+
+    Examples
+    --------
+    >>> table = synthesize_bbbc021(tmp / "synthetic", moas=["Actin disruptors",
+    ...                            "Protein synthesis"], max_concentrations=1,
+    ...                            controls_per_plate=1, size=(64, 80), progress=False)
+    >>> len(table), sorted(p.name for p in (tmp / "synthetic").iterdir())[:2]
+    (36, ['BBBC021_v1_image.csv', 'BBBC021_v1_moa.csv'])
     """
     size = check_size(size)
+    moas = sorted(MOA_PHENOTYPES) if moas == "all" else moas
     image_meta = b21.read_image_metadata()
     moa_meta = b21.read_moa_metadata()
     rows = select(image_meta, moa_meta, moas=moas, compounds=compounds, plates=plates, sites=sites,

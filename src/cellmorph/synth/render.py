@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -124,14 +125,61 @@ def render_field(
     return out
 
 
+@dataclass(frozen=True)
+class _Cell:
+    """One drawn cell's geometry, in its bounding box at ``(y0, x0)``: offsets from the
+    centre (``dy``, ``dx``), coordinates along and across its long axis (``u``, ``v``), the
+    normalised radius and angle, and the soft cell mask."""
+
+    mitotic: bool
+    fragmented: bool
+    multinucleate: bool
+    aster: bool
+    rn: float  # nucleus radius
+    rc: float  # cell radius
+    elong_n: float
+    corner: tuple[int, int]
+    dy: np.ndarray
+    dx: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    r_cell: np.ndarray
+    phi: np.ndarray
+    mask: np.ndarray
+
+
 def _draw_cell(planes: dict[str, np.ndarray], p: Phenotype, rn0: float,
                rng: np.random.Generator, shape: tuple[int, int]) -> None:
+    # The random draws happen in a fixed order (shape, nucleus, then each stain): the same
+    # seed draws the same cells.
+    cell = _cell_shape(p, rn0, rng, shape)
+    if cell is None:
+        return
+    nucleus = _nucleus(cell, rng)
+    if "DAPI" in planes:
+        texture = 1.0 + p.nuclear_texture * rng.normal(0, 1, nucleus.shape).astype(np.float32)
+        level = (1.8 if cell.mitotic else 0.8) * rng.uniform(0.85, 1.15)
+        _add(planes["DAPI"], cell.corner, nucleus * level * np.clip(texture, 0.3, None))
+    if "Tubulin" in planes:
+        _add(planes["Tubulin"], cell.corner, _tubulin(cell, p, rng))
+    if "Actin" in planes:
+        _add(planes["Actin"], cell.corner, _actin(cell, p, rng))
+    if "FITC" in planes:
+        cyto = np.clip(cell.mask - nucleus, 0, 1)
+        f = p.nuclear_signal
+        sig = (1 - f) * cyto * 0.5 + f * nucleus * 1.6
+        _add(planes["FITC"], cell.corner, sig * rng.uniform(0.8, 1.2))
+
+
+def _cell_shape(p: Phenotype, rn0: float, rng: np.random.Generator,
+                shape: tuple[int, int]) -> _Cell | None:
+    """Where the cell is, its state (mitotic, fragmented ...), size and outline; None when
+    its box falls outside the field."""
     h, w = shape
     mitotic = rng.random() < p.mitotic_fraction
     fragmented = (not mitotic) and rng.random() < p.fragmented_fraction
     multinuc = (not mitotic) and (not fragmented) and rng.random() < p.multinucleate_fraction
     aster = rng.random() < p.aster_fraction
-
     rn = rn0 * p.nucleus_size * rng.uniform(0.85, 1.15) * (0.7 if mitotic else 1.0)
     rc = rn0 * 2.3 * p.cell_size * rng.uniform(0.85, 1.15) * (0.75 if mitotic else 1.0)
     elong_c = 1.0 if mitotic else p.cell_elongation * rng.uniform(0.9, 1.1)
@@ -142,64 +190,64 @@ def _draw_cell(planes: dict[str, np.ndarray], p: Phenotype, rn0: float,
     y0, y1 = max(0, int(cy) - half), min(h, int(cy) + half + 1)
     x0, x1 = max(0, int(cx) - half), min(w, int(cx) + half + 1)
     if y0 >= y1 or x0 >= x1:
-        return
+        return None
     yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
     dy, dx = yy - cy, xx - cx
     u = dx * np.cos(theta) + dy * np.sin(theta)  # along the long axis
     v = -dx * np.sin(theta) + dy * np.cos(theta)
     r_cell = np.sqrt((u / (rc * np.sqrt(elong_c))) ** 2 + (v * np.sqrt(elong_c) / rc) ** 2)
-    cell = _soft(r_cell, 1.0, 0.08)
-    phi = np.arctan2(v, u)
+    return _Cell(mitotic, fragmented, multinuc, aster, rn, rc, elong_n, (y0, x0), dy, dx, u, v,
+                 r_cell, np.arctan2(v, u), _soft(r_cell, 1.0, 0.08))
 
-    # Nucleus (or nuclei / fragments): DNA channel and the nuclear mask for translocation.
-    nucleus = np.zeros_like(cell)
-    if fragmented:
+
+def _nucleus(cell: _Cell, rng: np.random.Generator) -> np.ndarray:
+    """The nucleus (or nuclei, or fragments): the DNA stain and the translocation's mask."""
+    nucleus = np.zeros_like(cell.mask)
+    rn = cell.rn
+    if cell.fragmented:
         for _ in range(int(rng.integers(3, 7))):
             oy, ox = rng.normal(0, rn * 0.6, 2)
-            r = np.sqrt((dy - oy) ** 2 + (dx - ox) ** 2) / (rn * rng.uniform(0.25, 0.4))
+            r = np.sqrt((cell.dy - oy) ** 2 + (cell.dx - ox) ** 2) / (rn * rng.uniform(0.25, 0.4))
             nucleus = np.maximum(nucleus, _soft(r, 1.0, 0.15))
-    else:
-        centres = [(0.0, 0.0)]
-        if multinuc:
-            k = int(rng.integers(2, 4))
-            centres = [(rn * 0.9 * np.cos(a), rn * 0.9 * np.sin(a))
-                       for a in np.linspace(0, 2 * np.pi, k, endpoint=False) + rng.uniform(0, 6)]
-        for ou, ov in centres:
-            r = np.sqrt(((u - ou) / (rn * np.sqrt(elong_n))) ** 2
-                        + ((v - ov) * np.sqrt(elong_n) / rn) ** 2)
-            nucleus = np.maximum(nucleus, _soft(r, 1.0, 0.1))
-    if "DAPI" in planes:
-        texture = 1.0 + p.nuclear_texture * rng.normal(0, 1, nucleus.shape).astype(np.float32)
-        level = (1.8 if mitotic else 0.8) * rng.uniform(0.85, 1.15)
-        _add(planes["DAPI"], (y0, x0), nucleus * level * np.clip(texture, 0.3, None))
+        return nucleus
+    centres = [(0.0, 0.0)]
+    if cell.multinucleate:
+        k = int(rng.integers(2, 4))
+        centres = [(rn * 0.9 * np.cos(a), rn * 0.9 * np.sin(a))
+                   for a in np.linspace(0, 2 * np.pi, k, endpoint=False) + rng.uniform(0, 6)]
+    for ou, ov in centres:
+        r = np.sqrt(((cell.u - ou) / (rn * np.sqrt(cell.elong_n))) ** 2
+                    + ((cell.v - ov) * np.sqrt(cell.elong_n) / rn) ** 2)
+        nucleus = np.maximum(nucleus, _soft(r, 1.0, 0.1))
+    return nucleus
 
-    if "Tubulin" in planes:
-        n_fib = int(rng.integers(9, 16))
-        fib = (0.5 + 0.5 * np.cos(n_fib * phi + rng.uniform(0, 6.3))) ** (6.0 / p.fiber_thickness)
-        radial = np.clip(r_cell, 0, 1)
-        tub = cell * p.tubulin_level * (0.35 + p.fiber_strength * fib * (0.4 + radial))
-        if aster or mitotic:
-            ring = np.exp(-((r_cell - 0.35) / 0.12) ** 2)
-            tub = tub + (1.2 if aster else 0.6) * ring * cell
-        _add(planes["Tubulin"], (y0, x0), 0.6 * tub * rng.uniform(0.85, 1.15))
 
-    if "Actin" in planes:
-        ring = np.exp(-((r_cell - 0.92) / 0.1) ** 2) * p.actin_ring
-        k = rng.uniform(0.9, 1.4)
-        fibres = (0.5 + 0.5 * np.cos(k * v + rng.uniform(0, 6.3))) ** 8 * p.stress_fibers * cell
-        act = 0.2 * cell + ring + fibres
-        if p.actin_puncta > 0:
-            for _ in range(int(rng.poisson(6 * p.actin_puncta))):
-                oy, ox = rng.normal(0, rc * 0.5, 2)
-                r = np.sqrt((dy - oy) ** 2 + (dx - ox) ** 2) / (rn * 0.22)
-                act = act + 1.5 * _soft(r, 1.0, 0.2) * cell
-        _add(planes["Actin"], (y0, x0), 0.6 * act * rng.uniform(0.85, 1.15))
+def _tubulin(cell: _Cell, p: Phenotype, rng: np.random.Generator) -> np.ndarray:
+    """Microtubule fibres radiating from the centre; a ring for asters and mitoses."""
+    n_fib = int(rng.integers(9, 16))
+    fib = (0.5 + 0.5 * np.cos(n_fib * cell.phi + rng.uniform(0, 6.3))) ** (6.0 / p.fiber_thickness)
+    radial = np.clip(cell.r_cell, 0, 1)
+    tub = cell.mask * p.tubulin_level * (0.35 + p.fiber_strength * fib * (0.4 + radial))
+    if cell.aster or cell.mitotic:
+        ring = np.exp(-((cell.r_cell - 0.35) / 0.12) ** 2)
+        tub = tub + (1.2 if cell.aster else 0.6) * ring * cell.mask
+    return 0.6 * tub * rng.uniform(0.85, 1.15)
 
-    if "FITC" in planes:
-        cyto = np.clip(cell - nucleus, 0, 1)
-        f = p.nuclear_signal
-        sig = (1 - f) * cyto * 0.5 + f * nucleus * 1.6
-        _add(planes["FITC"], (y0, x0), sig * rng.uniform(0.8, 1.2))
+
+def _actin(cell: _Cell, p: Phenotype, rng: np.random.Generator) -> np.ndarray:
+    """A cortical ring, stress fibres along the long axis, puncta where the phenotype has
+    them."""
+    ring = np.exp(-((cell.r_cell - 0.92) / 0.1) ** 2) * p.actin_ring
+    k = rng.uniform(0.9, 1.4)
+    fibres = (0.5 + 0.5 * np.cos(k * cell.v + rng.uniform(0, 6.3))) ** 8 * p.stress_fibers \
+        * cell.mask
+    act = 0.2 * cell.mask + ring + fibres
+    if p.actin_puncta > 0:
+        for _ in range(int(rng.poisson(6 * p.actin_puncta))):
+            oy, ox = rng.normal(0, cell.rc * 0.5, 2)
+            r = np.sqrt((cell.dy - oy) ** 2 + (cell.dx - ox) ** 2) / (cell.rn * 0.22)
+            act = act + 1.5 * _soft(r, 1.0, 0.2) * cell.mask
+    return 0.6 * act * rng.uniform(0.85, 1.15)
 
 
 def _soft(r: np.ndarray, edge: float, width: float) -> np.ndarray:

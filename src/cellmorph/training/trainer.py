@@ -9,6 +9,7 @@ stages and dihedral-only augmentation they give the same model.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,12 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
+from cellmorph.backbones.model_input import InputSpec
 from cellmorph.cache import TileStore
 from cellmorph.config import AugmentConfig, Hyper
 from cellmorph.errors import CellmorphError
 from cellmorph.log import progress
-from cellmorph.runtime import InputSpec, Runtime, autocast
+from cellmorph.runtime import Runtime, autocast
 from cellmorph.training.augment import N_DIHEDRAL, dihedral, draw_dihedral, photometric
 
 
@@ -43,6 +45,17 @@ class _Batches(Dataset):
         if self.store is None:
             return idx, torch.empty(0)
         return idx, torch.from_numpy(self.store.take(self.positions[batch]))
+
+
+@dataclass
+class _Step:
+    """What one optimisation step uses, shared by a fold's epochs."""
+
+    optimiser: torch.optim.Optimizer
+    schedule: object | None  # an LR scheduler, or None for a constant rate
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    labels: torch.Tensor  # class index of every tile in the store
 
 
 class FoldTrainer:
@@ -86,60 +99,77 @@ class FoldTrainer:
         with :class:`TrainingDiverged`."""
         h = self.hyper
         generator = torch.Generator().manual_seed(seed)
+        opt, sched = self._optimiser(len(train))
+        criterion = self._criterion(labels[train], n_classes)
+        # fp16 needs loss scaling against underflow; bf16 and fp32 do not.
+        scaler = torch.amp.GradScaler(self.device.type,
+                                      enabled=self.precision == torch.float16)
+        step = _Step(opt, sched, scaler, criterion, torch.from_numpy(labels).long())
+        data = _Batches(None if self.trunk_cache is not None else store, train)
+        per_epoch_probs, losses = [], []
+        for epoch in progress(range(h.epochs), desc="epochs", leave=False, enabled=self.progress):
+            where = f"in fold {name} at epoch {epoch + 1}"
+            losses.append(self._train_epoch(data, train, step, generator, where))
+            probs = self.predict(store, test)
+            if not np.isfinite(probs).all():
+                raise TrainingDiverged(f"training diverged {where} (non-finite predictions); "
+                                       "lower lr")
+            per_epoch_probs.append(probs)
+        return per_epoch_probs, losses
+
+    def _optimiser(self, n_train: int) -> tuple[torch.optim.Optimizer, object | None]:
+        """The optimiser of the trainable parameters and the learning-rate schedule."""
+        h = self.hyper
         params = [p for p in self.model.parameters() if p.requires_grad]
         if h.optimizer == "sgd":
             opt = torch.optim.SGD(params, lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay)
         else:
             opt = torch.optim.AdamW(params, lr=h.lr, weight_decay=h.weight_decay)
-        steps = h.epochs * math.ceil(len(train) / h.batch_size)
+        steps = h.epochs * math.ceil(n_train / h.batch_size)
         sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
                  if h.schedule == "cosine" else None)
-        y_all = torch.from_numpy(labels).long()
+        return opt, sched
+
+    def _criterion(self, train_labels: np.ndarray, n_classes: int) -> nn.CrossEntropyLoss:
+        """Cross-entropy, class-weighted by the training labels' counts if asked."""
+        h = self.hyper
         weight = None
         if h.class_balanced:
-            counts = np.bincount(labels[train], minlength=n_classes).astype(np.float64)
+            counts = np.bincount(train_labels, minlength=n_classes).astype(np.float64)
             weight = torch.tensor(np.where(counts > 0, counts.sum() / (n_classes * np.maximum(
                 counts, 1)), 0.0), dtype=torch.float32, device=self.device)
-        criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=h.label_smoothing)
-        # fp16 needs loss scaling against underflow; bf16 and fp32 do not.
-        scaler = torch.amp.GradScaler(self.device.type,
-                                      enabled=self.precision == torch.float16)
-        data = _Batches(None if self.trunk_cache is not None else store, train)
-        per_epoch_probs, losses = [], []
-        for epoch in progress(range(h.epochs), desc="epochs", leave=False, enabled=self.progress):
-            self.rest.train()
-            if not self.trunk_frozen:
-                self.trunk.train()
-            order = torch.randperm(len(train), generator=generator).tolist()
-            loader = DataLoader(data, batch_size=None, sampler=BatchSampler(order, h.batch_size,
-                                                                            drop_last=False),
-                                num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
-            total, n = 0.0, 0
-            for idx, tiles in loader:
-                k = draw_dihedral(len(idx), self.augment, generator)
-                positions = torch.from_numpy(train[idx.numpy()])
-                x = self._inputs(positions, tiles, k, generator)
-                y = y_all[positions].to(self.device)
-                with autocast(self.device, self.precision):
-                    loss = criterion(self.rest(x).float(), y)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(f"training diverged in fold {name} at epoch "
-                                           f"{epoch + 1} (loss {float(loss.detach())}); lower lr")
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                if sched is not None:
-                    sched.step()
-                total += float(loss.detach()) * len(idx)
-                n += len(idx)
-            losses.append(total / max(n, 1))
-            probs = self.predict(store, test)
-            if not np.isfinite(probs).all():
-                raise TrainingDiverged(f"training diverged in fold {name} at epoch {epoch + 1} "
-                                       "(non-finite predictions); lower lr")
-            per_epoch_probs.append(probs)
-        return per_epoch_probs, losses
+        return nn.CrossEntropyLoss(weight=weight, label_smoothing=h.label_smoothing)
+
+    def _train_epoch(self, data: _Batches, train: np.ndarray, step: _Step,
+                     generator: torch.Generator, where: str) -> float:
+        """One pass over the training positions in a fresh order; the mean loss."""
+        self.rest.train()
+        if not self.trunk_frozen:
+            self.trunk.train()
+        order = torch.randperm(len(train), generator=generator).tolist()
+        loader = DataLoader(data, batch_size=None,
+                            sampler=BatchSampler(order, self.hyper.batch_size, drop_last=False),
+                            num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
+        total, n = 0.0, 0
+        for idx, tiles in loader:
+            k = draw_dihedral(len(idx), self.augment, generator)
+            positions = torch.from_numpy(train[idx.numpy()])
+            x = self._inputs(positions, tiles, k, generator)
+            y = step.labels[positions].to(self.device)
+            with autocast(self.device, self.precision):
+                loss = step.criterion(self.rest(x).float(), y)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"training diverged {where} (loss "
+                                       f"{float(loss.detach())}); lower lr")
+            step.optimiser.zero_grad(set_to_none=True)
+            step.scaler.scale(loss).backward()
+            step.scaler.step(step.optimiser)
+            step.scaler.update()
+            if step.schedule is not None:
+                step.schedule.step()
+            total += float(loss.detach()) * len(idx)
+            n += len(idx)
+        return total / max(n, 1)
 
     @torch.no_grad()
     def predict(self, store: TileStore, positions: np.ndarray, batch: int = 64) -> np.ndarray:

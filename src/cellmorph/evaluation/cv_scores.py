@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,21 +18,114 @@ from cellmorph.evaluation.calibration import (
 )
 from cellmorph.evaluation.conformal import (
     ConformalResult,
-    calibration_note,
     conformal_from_probabilities,
 )
-from cellmorph.evaluation.ensemble import EnsembleResult, ensemble_seeds
+from cellmorph.evaluation.ensemble import EnsembleResult, EnsembleSummary, ensemble_seeds
 from cellmorph.evaluation.novelty import (
-    format_novelty,
+    NoveltySummary,
     novelty_from_probabilities,
     summarize_novelty,
 )
 from cellmorph.evaluation.predictions import aggregate_probabilities, confusion
-from cellmorph.training.cv import SeedRun, TrainingRun
+from cellmorph.records import ShortRepr, optional
+from cellmorph.training.fold_jobs import SeedRun, TrainingRun
+
+ACCURACY_KEYS = ("crop_accuracy", "image_accuracy", "well_accuracy", "treatment_accuracy")
 
 
-@dataclass
-class SeedResult:
+@dataclass(frozen=True)
+class Accuracy:
+    """An accuracy over replicate seeds: the mean, its SEM (None for a single seed, whose
+    spread is undefined) and each seed's value."""
+
+    mean: float
+    sem: float | None
+    values: list[float]
+
+    @classmethod
+    def over(cls, values: Sequence[float]) -> Accuracy:
+        array = np.asarray(values, dtype=float)
+        return cls(float(array.mean()), sem(array), array.tolist())
+
+
+@dataclass(frozen=True)
+class EpochCurve:
+    """Accuracy after each epoch: mean and SEM over seeds."""
+
+    mean: list[float]
+    sem: list[float | None]
+
+
+@dataclass(frozen=True)
+class ConformalLevel:
+    """Coverage and set size at one confidence: mean over seeds, and of the ensemble (where
+    there is one); the scheme used and the MoAs too small to be ruled out."""
+
+    confidence: float
+    coverage_mean_over_seeds: float
+    set_size_mean_over_seeds: float
+    ensemble_coverage: float | None = optional()
+    ensemble_set_size: float | None = optional()
+    scheme: str = ""
+    too_few_calibration: list[str] = field(default_factory=list)
+    calibration_needed: int = 0
+
+
+@dataclass(frozen=True)
+class ConformalSummary:
+    """A run's conformal sets at every confidence, with the calibration in words."""
+
+    scheme: str
+    levels: list[ConformalLevel]
+
+
+@dataclass(frozen=True)
+class CalibrationSummary:
+    """Expected calibration error before and after temperature scaling, mean over seeds."""
+
+    method: str
+    bins: int
+    ece_before: float
+    ece_after: float
+    temperature_median: float
+
+
+@dataclass(frozen=True)
+class CVSummary:
+    """A cross-validation run in numbers (``metrics.json`` is :func:`as_dict` of it)."""
+
+    model: str
+    weights: str
+    seeds: list[int]
+    report_level: str
+    n_seeds: int
+    folds_done: int
+    folds_total: int
+    trained: str
+    crop_accuracy: Accuracy
+    image_accuracy: Accuracy
+    well_accuracy: Accuracy
+    treatment_accuracy: Accuracy
+    per_epoch_accuracy: EpochCurve
+    n_treatments: int
+    ensemble: EnsembleSummary
+    conformal: ConformalSummary | None = optional()
+    conformal_well: ConformalSummary | None = optional()
+    calibration: CalibrationSummary | None = optional()
+    novelty_not_evaluated: str | None = optional()
+    novelty: NoveltySummary | None = optional()
+
+    def accuracy(self, level: str) -> Accuracy:
+        """The accuracy at ``level`` (crop, image, well or treatment)."""
+        return getattr(self, f"{level}_accuracy")
+
+    def partial(self) -> bool:
+        """True when only some of the folds were run."""
+        return self.folds_done != self.folds_total
+
+
+@dataclass(repr=False)
+class SeedResult(ShortRepr):
     """The scored predictions of one replicate seed."""
 
     seed: int
@@ -46,14 +140,14 @@ class SeedResult:
         return self.metrics["per_epoch_accuracy"]
 
 
-@dataclass
-class CVResult:
+@dataclass(repr=False)
+class CVResult(ShortRepr):
     """A scored cross-validation run: every seed, and mean ± SEM over seeds."""
 
     config: TrainConfig
     classes: list[str]
     seeds: list[SeedResult]
-    summary: dict
+    summary: CVSummary
     folds_total: int
     runtime: dict = field(default_factory=dict)
     ensemble: EnsembleResult | None = None  # the seeds combined (treatment level)
@@ -66,6 +160,13 @@ class CVResult:
     def folds_done(self) -> int:
         """Folds predicted (per seed); fewer than ``folds_total`` when only some were run."""
         return len(self.seeds[0].folds) if self.seeds else 0
+
+    def summary_table(self) -> pd.DataFrame:
+        """Accuracy at each level, mean and SEM over seeds (what a notebook shows)."""
+        return pd.DataFrame([{"level": level, "mean": round(acc.mean, 4), "sem": acc.sem,
+                              "per seed": acc.values}
+                             for level in ("crop", "image", "well", "treatment")
+                             for acc in [self.summary.accuracy(level)]])
 
     def confusion(self, seed_index: int = 0) -> pd.DataFrame:
         """True vs predicted MoA at the report level for one seed."""
@@ -100,33 +201,26 @@ def summarise_cv(run: TrainingRun) -> CVResult:
     seed is undefined and given as None)."""
     cfg = run.config
     seeds = [score_seed(s, cfg.report_level) for s in run.seeds]
-    summary: dict = {"model": cfg.model, "weights": cfg.weights, "seeds": cfg.seeds,
-                     "report_level": cfg.report_level, "n_seeds": len(seeds),
-                     "folds_done": len(seeds[0].folds), "folds_total": run.folds_total,
-                     "trained": run.trained}
-    for key in ("crop_accuracy", "image_accuracy", "well_accuracy", "treatment_accuracy"):
-        vals = np.array([s.metrics[key] for s in seeds])
-        summary[key] = {"mean": float(vals.mean()), "sem": sem(vals), "values": vals.tolist()}
-    curves = np.array([s.per_epoch_accuracy for s in seeds])
-    summary["per_epoch_accuracy"] = {"mean": curves.mean(0).tolist(),
-                                     "sem": [sem(c) for c in curves.T]}
-    summary["n_treatments"] = seeds[0].metrics["n_treatments"]
     ensemble = ensemble_seeds([s.levels["treatment"] for s in seeds], [s.seed for s in seeds])
-    summary["ensemble"] = ensemble.summary()
     conformal, conformal_well = conformal_seeds(seeds, ensemble, cfg)
-    if conformal:
-        summary["conformal"] = conformal_summary(conformal, cfg.confidences)
-    if conformal_well:
-        summary["conformal_well"] = conformal_summary(conformal_well, cfg.confidences)
     calibration = calibrate_seeds(seeds)
-    if calibration:
-        summary["calibration"] = calibration_summary(calibration)
     try:
-        novelty = score_novelty(run, seeds)
+        novelty, not_evaluated = score_novelty(run, seeds), None
     except CellmorphError as exc:  # e.g. a partial run: too few known compounds to calibrate
-        novelty, summary["novelty_not_evaluated"] = None, str(exc)
-    if novelty is not None:
-        summary["novelty"] = summarize_novelty(novelty)
+        novelty, not_evaluated = None, str(exc)
+    curves = np.array([s.per_epoch_accuracy for s in seeds])
+    summary = CVSummary(
+        cfg.model, cfg.weights, list(cfg.seeds), cfg.report_level, len(seeds),
+        len(seeds[0].folds), run.folds_total, run.trained,
+        *(Accuracy.over([s.metrics[key] for s in seeds]) for key in ACCURACY_KEYS),
+        EpochCurve(curves.mean(0).tolist(), [sem(c) for c in curves.T]),
+        seeds[0].metrics["n_treatments"], ensemble.summary(),
+        conformal=conformal_summary(conformal, cfg.confidences) if conformal else None,
+        conformal_well=(conformal_summary(conformal_well, cfg.confidences)
+                        if conformal_well else None),
+        calibration=calibration_summary(calibration) if calibration else None,
+        novelty_not_evaluated=not_evaluated,
+        novelty=summarize_novelty(novelty) if novelty is not None else None)
     return CVResult(cfg, run.classes, seeds, summary, run.folds_total, run.runtime, ensemble,
                     conformal, calibration, conformal_well, novelty)
 
@@ -177,76 +271,34 @@ def calibrate_seeds(seeds: list[SeedResult]) -> dict[str, CalibrationResult]:
     return out
 
 
-def calibration_summary(results: dict[str, CalibrationResult]) -> dict:
+def calibration_summary(results: dict[str, CalibrationResult]) -> CalibrationSummary:
     """ECE before and after calibration, mean over seeds."""
     summaries = [r.summary() for r in results.values()]
-    return {"method": summaries[0]["method"], "bins": summaries[0]["bins"],
-            **{k: float(np.mean([s[k] for s in summaries]))
-               for k in ("ece_before", "ece_after", "temperature_median")}}
+    return CalibrationSummary(summaries[0]["method"], summaries[0]["bins"],
+                              *(float(np.mean([s[k] for s in summaries]))
+                                for k in ("ece_before", "ece_after", "temperature_median")))
 
 
-def conformal_summary(results: dict[str, ConformalResult], confidences) -> dict:
+def conformal_summary(results: dict[str, ConformalResult],
+                      confidences: Sequence[float]) -> ConformalSummary:
     """Coverage and set size per confidence: mean over seeds, and of the ensemble where
     there is one."""
     per_seed = [r.summary()["levels"] for k, r in results.items() if k != "ensemble"]
     last = results.get("ensemble") or next(reversed(results.values()))
-    out: dict = {"scheme": last.scheme, "levels": []}
+    levels = []
     for i, conf in enumerate(confidences):
         level = last.summary()["levels"][i]
         ensemble = ({"ensemble_coverage": level["coverage"],
                      "ensemble_set_size": level["mean_set_size"]} if "ensemble" in results
                     else {})
-        out["levels"].append({
-            "confidence": conf,
-            "coverage_mean_over_seeds": float(np.mean([s[i]["coverage"] for s in per_seed])),
-            "set_size_mean_over_seeds": float(np.mean([s[i]["mean_set_size"] for s in per_seed])),
-            **ensemble,
-            **{k: level[k] for k in ("scheme", "too_few_calibration", "calibration_needed")}})
-    return out
+        levels.append(ConformalLevel(
+            conf, float(np.mean([s[i]["coverage"] for s in per_seed])),
+            float(np.mean([s[i]["mean_set_size"] for s in per_seed])), **ensemble,
+            **{k: level[k] for k in ("scheme", "too_few_calibration", "calibration_needed")}))
+    return ConformalSummary(last.scheme, levels)
 
 
 def sem(values: np.ndarray) -> float | None:
     """Standard error of the mean; None for a single value (the spread is undefined)."""
     values = np.asarray(values, dtype=float)
     return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
-
-
-def partial_note(summary: dict) -> str:
-    """``" (2 of 13 folds)"`` when only some folds were run, else empty."""
-    done, total = summary.get("folds_done"), summary.get("folds_total")
-    return f" ({done} of {total} folds)" if done is not None and done != total else ""
-
-
-def format_accuracy(value: dict) -> str:
-    """``87.0 % ± 1.2 %`` over seeds, or ``87.0 %`` for one seed."""
-    if value.get("sem") is None:
-        return f"{value['mean']:.1%}"
-    return f"{value['mean']:.1%} ± {value['sem']:.1%}"
-
-
-def format_cv(result: CVResult | dict) -> str:
-    """Accuracies as mean ± SEM over seeds, for the terminal."""
-    summary = result.summary if isinstance(result, CVResult) else result
-    lines = [f"{summary['model']} ({summary['weights']}), {summary['n_seeds']} seed(s)"
-             f"{partial_note(summary)}:"]
-    for key in ("treatment_accuracy", "well_accuracy", "image_accuracy", "crop_accuracy"):
-        lines.append(f"  {key.replace('_', ' '):<20}{format_accuracy(summary[key])}")
-    if summary.get("n_seeds", 1) > 1 and "ensemble" in summary:
-        e = summary["ensemble"]
-        lines.append(f"  ensemble of the seeds: {e['ensemble_accuracy']:.1%} "
-                     f"({e['n_disagreements']} of {e['n']} treatments where seeds disagree)")
-    for key, unit in (("conformal", ""), ("conformal_well", " per well")):
-        for level in summary.get(key, {}).get("levels", []):
-            lines.append(f"  conformal {level['confidence']:.0%}{unit} ({level['scheme']}): "
-                         f"coverage {level['coverage_mean_over_seeds']:.1%}, mean set size "
-                         f"{level['set_size_mean_over_seeds']:.2f} MoAs"
-                         f"{calibration_note(level)}")
-    if "calibration" in summary:
-        c = summary["calibration"]
-        lines.append(f"  calibration: ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f} "
-                     f"({c['method']}; median T {c['temperature_median']:.2f})")
-    if "novelty" in summary:
-        lines.append(f"  {format_novelty(summary['novelty'])}")
-    if summary.get("trained"):
-        lines.append(f"  trained: {summary['trained']}")
-    return "\n".join(lines)

@@ -23,26 +23,22 @@ import torch
 from cellmorph import schema as sc
 from cellmorph.atomic import ensure_writable_dir, write_parquet
 from cellmorph.backbones import create_backbone, default_input_size, fold_batchnorm
+from cellmorph.backbones.model_input import make_input_spec
 from cellmorph.cache import KEEP, TILE, TileCache, build_tile_cache, iter_tile_cache, safe_name
 from cellmorph.config import ProfileConfig
 from cellmorph.errors import CellmorphError
 from cellmorph.executors import map_actors
 from cellmorph.log import get_logger, progress
 from cellmorph.profiling.features import TileEmbedder, feature_names
+from cellmorph.records import ShortRepr
 from cellmorph.runs import RunLayout, start_run
-from cellmorph.runtime import (
-    Runtime,
-    keep_freed_memory,
-    make_input_spec,
-    resolve_runtime,
-    runtime_from_names,
-)
+from cellmorph.runtime import Runtime, keep_freed_memory, resolve_runtime, runtime_from_names
 
 log = get_logger(__name__)
 
 
-@dataclass
-class ProfileResult:
+@dataclass(repr=False)
+class ProfileResult(ShortRepr):
     """Profiles of a screen at three levels, with the run's settings and timings.
 
     Tables follow pycytominer's layout: ``Metadata_*`` columns plus ``Feature_*`` columns.
@@ -56,6 +52,13 @@ class ProfileResult:
     treatments: pd.DataFrame
     runtime: dict[str, str | bool] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+
+    def summary_table(self) -> pd.DataFrame:
+        """Rows and features of each level (what a notebook shows)."""
+        return pd.DataFrame([{"level": level, "rows": len(table),
+                              "features": len(sc.feature_columns(table))}
+                             for level, table in (("image", self.images), ("well", self.wells),
+                                                  ("treatment", self.treatments))])
 
 
 class StageTimer:
@@ -192,12 +195,6 @@ def resolve_workers(workers: int | str, runtime: Runtime) -> int:
 
 
 # What a profiling run (and evaluate, explain and report after it) creates in its folder.
-PROFILE_LAYOUT = RunLayout(results=(
-    "plates", *(f"profiles_{level}.{ext}" for ext in ("parquet", "h5ad")
-                for level in ("image", "well", "treatment")),
-    "timings.json", "evaluation", "report.html", "figures", "explain"))
-
-
 def _plate_results(plates: list[str]) -> list[str]:
     """The recorded files holding the results of ``plates`` (redone when their images
     change)."""
@@ -206,7 +203,8 @@ def _plate_results(plates: list[str]) -> list[str]:
 
 def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True, overwrite: bool = False,
                    index_table: pd.DataFrame | None = None,
-                   finish: Callable[[ProfileResult], object] | None = None) -> ProfileResult:
+                   finish: Callable[[ProfileResult], object] | None = None,
+                   outputs: Sequence[str] = ()) -> ProfileResult:
     """Run the profiling pipeline; returns the profile tables (and keeps per-plate results
     in ``OUTPUT/plates`` so that an interrupted run resumes).
 
@@ -214,7 +212,8 @@ def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True, overwrite:
     ``overwrite`` its results are deleted first. Device, model and weights are checked before
     any preprocessing starts. ``index_table`` is an index given as a table (saved in the run
     folder as ``cfg.index``); ``finish`` is called with the result while the folder is still
-    held (to write its files).
+    held (to write its files); ``outputs`` names what the caller writes at the top of the
+    folder (now or in later commands), so that the run's manifest claims it.
 
     Examples
     --------
@@ -222,7 +221,8 @@ def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True, overwrite:
     ... # doctest: +SKIP
     """
     timer = StageTimer()
-    with start_run(cfg, kind="profile", layout=PROFILE_LAYOUT, overwrite=overwrite,
+    layout = RunLayout(results=("plates", *outputs))
+    with start_run(cfg, kind="profile", layout=layout, overwrite=overwrite,
                    index_table=index_table, stale=_plate_results) as run:
         plates = _PlatesRun(cfg, run.index, run.runtime, ensure_writable_dir(run.folder / "plates"),
                             cfg.cache_dir or run.folder / "cache", timer, progress_bars)

@@ -3,7 +3,7 @@
 The unit of work is a :class:`FoldJob`: one fold of one seed, holding everything it needs
 (paths, positions, settings) so that it can run in this process, another process or on
 another machine. :func:`run_folds` runs them one after the other; scoring the predictions is
-:mod:`cellmorph.evaluation.cv`'s job.
+:mod:`cellmorph.evaluation.cv_scores`'s job.
 
 Run folder::
 
@@ -19,6 +19,7 @@ A fold's ``predictions.parquet`` is written last and marks it done: a rerun skip
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import zlib
@@ -41,28 +42,23 @@ from cellmorph.atomic import (
     write_parquet,
 )
 from cellmorph.backbones import create_backbone, default_input_size
+from cellmorph.backbones.model_input import make_input_spec
+from cellmorph.backbones.trunk import freeze, n_stages, split_model
 from cellmorph.cache import TileCache, TileStore, build_tile_cache, safe_name
 from cellmorph.config import TrainConfig
 from cellmorph.executors import map_tasks
 from cellmorph.log import get_logger, progress
+from cellmorph.records import ShortRepr
 from cellmorph.runs import RunLayout, start_run
-from cellmorph.runtime import (
-    Runtime,
-    freeze,
-    keep_freed_memory,
-    make_input_spec,
-    n_stages,
-    runtime_from_names,
-    split_model,
-)
+from cellmorph.runtime import Runtime, keep_freed_memory, runtime_from_names
 from cellmorph.training.folds import Fold, make_folds
 from cellmorph.training.trainer import FoldTrainer, compute_trunk_cache
 
 log = get_logger(__name__)
 
 
-@dataclass
-class FoldOutput:
+@dataclass(repr=False)
+class FoldOutput(ShortRepr):
     """What one fold produced: crop-level test predictions and per-epoch history."""
 
     name: str
@@ -71,8 +67,8 @@ class FoldOutput:
     train_loss: list[float]
 
 
-@dataclass
-class SeedRun:
+@dataclass(repr=False)
+class SeedRun(ShortRepr):
     """The folds of one replicate seed, in fold order."""
 
     seed: int
@@ -80,8 +76,8 @@ class SeedRun:
     folds: list[FoldOutput]
 
 
-@dataclass
-class TrainingRun:
+@dataclass(repr=False)
+class TrainingRun(ShortRepr):
     """The fold outputs of every seed of a run, and what the run was."""
 
     config: TrainConfig
@@ -124,10 +120,18 @@ def trained_layers(cfg: TrainConfig) -> str:
         return "the whole network"
     if cfg.freeze_stages == "all":
         return f"the classifier only (a linear probe on frozen pooled features{how})"
-    total = n_stages(create_backbone(cfg.model, "random", num_classes=2))
+    total = stage_count(cfg.model)
     trained = (f"stage {total}" if cfg.freeze_stages + 1 == total
                else f"stages {cfg.freeze_stages + 1}-{total}")
     return f"{trained} and the head (stem and stages 1-{cfg.freeze_stages} frozen{how})"
+
+
+@functools.cache
+def stage_count(model: str) -> int:
+    """Feature stages of a timm architecture, counted on a weightless copy (the meta device
+    allocates nothing, so a report does not build a whole network to say what was trained)."""
+    with torch.device("meta"):
+        return n_stages(create_backbone(model, "random", num_classes=2))
 
 
 def fold_seed(seed: int, fold: str) -> int:
@@ -207,7 +211,7 @@ def load_fold(folder: Path) -> FoldOutput:
 
 
 @dataclass
-class _Plan:
+class FoldPlan:
     """Everything shared by a run's fold jobs."""
 
     cache: TileCache
@@ -220,7 +224,7 @@ class _Plan:
 
 
 def plan_folds(cfg: TrainConfig, index: pd.DataFrame, *, progress_bars: bool = True,
-               device: torch.device | str = "cpu") -> _Plan:
+               device: torch.device | str = "cpu") -> FoldPlan:
     """Build the tile cache (preprocessing on ``device``) and the folds of a run (no training
     yet)."""
     channels = sc.channels_of(index)
@@ -232,10 +236,10 @@ def plan_folds(cfg: TrainConfig, index: pd.DataFrame, *, progress_bars: bool = T
     classes = sorted(sc.treatments(store.table)[sc.MOA].astype(str).unique())
     total = len(make_folds(store.table, by=cfg.fold_by)) if cfg.folds else len(folds)
     novelty = make_folds(store.table, by=sc.MOA, unseen_classes=True) if cfg.novelty else []
-    return _Plan(cache, store, folds, classes, channels, total, novelty)
+    return FoldPlan(cache, store, folds, classes, channels, total, novelty)
 
 
-def seed_jobs(cfg: TrainConfig, plan: _Plan, seed: int, seed_folder: Path, runtime: Runtime,
+def seed_jobs(cfg: TrainConfig, plan: FoldPlan, seed: int, seed_folder: Path, runtime: Runtime,
               *, novelty: bool = False) -> list[FoldJob]:
     """The fold jobs of one seed (``novelty``: its leave-one-MoA-out folds instead)."""
     keep_model = cfg.keep_models == "all" or (cfg.keep_models == "explain" and not novelty
@@ -259,7 +263,7 @@ def initial_model(cfg: TrainConfig, n_classes: int, seed: int, path: Path) -> to
     return model
 
 
-def prepare_trunk_cache(cfg: TrainConfig, plan: _Plan, model: torch.nn.Module,
+def prepare_trunk_cache(cfg: TrainConfig, plan: FoldPlan, model: torch.nn.Module,
                         runtime: Runtime, path: Path, *, progress_bars: bool = True) -> Path:
     """Compute (once) the frozen trunk's activations for every labelled crop."""
     if path.is_file():
@@ -306,18 +310,7 @@ def run_sequentially(jobs: Sequence[FoldJob], runtime: Runtime, *,
     return outputs
 
 
-def train_layout(cfg: TrainConfig) -> RunLayout:
-    """What a training run (and evaluate, explain and report after it) creates in its
-    folder: a folder per seed, the summaries."""
-    return RunLayout(results=(
-        *(f"seed{s}" for s in cfg.seeds), "metrics.json", "accuracy_per_epoch.png",
-        "ensemble_treatment.csv", "novelty.csv",
-        *(f"conformal{x}" for x in ("_treatment.csv", "_validity.csv", "_efficiency.csv",
-                                    "_efficiency_per_moa.csv", "_schemes.csv", ".png")),
-        "report.html", "figures", "explain"))
-
-
-def _run_seed(cfg: TrainConfig, plan: _Plan, seed: int, out: Path, runtime: Runtime,
+def _run_seed(cfg: TrainConfig, plan: FoldPlan, seed: int, out: Path, runtime: Runtime,
               run: TrainingRun, progress_bars: bool) -> None:
     """Every fold of one seed (and, for the first seed, its leave-one-MoA-out folds)."""
     rep = ensure_writable_dir(out / f"seed{seed}")
@@ -341,17 +334,20 @@ def _run_seed(cfg: TrainConfig, plan: _Plan, seed: int, out: Path, runtime: Runt
 
 def run_folds(cfg: TrainConfig, *, progress_bars: bool = True, overwrite: bool = False,
               index_table: pd.DataFrame | None = None,
-              finish: Callable[[TrainingRun], object] | None = None) -> TrainingRun:
+              finish: Callable[[TrainingRun], object] | None = None,
+              outputs: Sequence[str] = ()) -> TrainingRun:
     """Train and predict every fold of every seed; returns their outputs.
 
     Every fold starts from the seed's saved initial weights; finished folds are skipped, so
     an interrupted run resumes where it stopped. The run folder must have been made with the
     same configuration (more folds or seeds may be added); ``overwrite`` starts afresh.
-    ``index_table`` and ``finish`` are as for :func:`cellmorph.profiling.pipeline.profile_screen`.
+    ``index_table``, ``finish`` and ``outputs`` are as for
+    :func:`cellmorph.profiling.screen.profile_screen`.
     """
     torch.use_deterministic_algorithms(True, warn_only=True)
     # Bad folds fail before preprocessing.
-    with start_run(cfg, kind="train", layout=train_layout(cfg), overwrite=overwrite,
+    layout = RunLayout(results=(*(f"seed{s}" for s in cfg.seeds), *outputs))
+    with start_run(cfg, kind="train", layout=layout, overwrite=overwrite,
                    index_table=index_table, check_index=lambda index: make_folds(index, by=cfg.fold_by,
                                                         only=cfg.folds)) as started:
         out, runtime, index, described = (started.folder, started.runtime, started.index,

@@ -14,25 +14,26 @@ from copairs.matching import UnpairedException
 from cellmorph import schema as sc
 from cellmorph.config import EvaluateConfig
 from cellmorph.errors import CellmorphError
-from cellmorph.evaluation.conformal import ConformalResult, calibration_note, conformal_from_profiles
+from cellmorph.evaluation.conformal import ConformalResult, conformal_from_profiles
 from cellmorph.evaluation.knn import NNResult, nn_accuracy
 from cellmorph.evaluation.map import moa_consistency, phenotypic_activity, summarize_map
-from cellmorph.evaluation.novelty import format_novelty, leave_one_moa_out, summarize_novelty
-from cellmorph.evaluation.predictions import confusion
-from cellmorph.log import get_logger
-from cellmorph.profiling.normalize import (
+from cellmorph.evaluation.normalize import (
     check_missing,
     drop_unusable_features,
     normalize,
     reduce_pca,
     sphere,
 )
+from cellmorph.evaluation.novelty import leave_one_moa_out, summarize_novelty
+from cellmorph.evaluation.predictions import confusion
+from cellmorph.log import get_logger
+from cellmorph.records import ShortRepr, as_dict
 
 log = get_logger(__name__)
 
 
-@dataclass
-class EvaluationResult:
+@dataclass(repr=False)
+class EvaluationResult(ShortRepr):
     """Everything an evaluation of profiles found, as tables and numbers."""
 
     config: EvaluateConfig
@@ -62,6 +63,12 @@ class EvaluationResult:
                 return res
         raise KeyError(f"no {holdout}/{metric} result (metrics evaluated: {self.config.metrics})")
 
+    def summary_table(self) -> pd.DataFrame:
+        """1-NN accuracy of each hold-out and distance (what a notebook shows)."""
+        return pd.DataFrame([{"hold-out": r.holdout.upper(), "metric": r.metric,
+                              "accuracy": round(r.accuracy, 4), "treatments": r.n_treatments}
+                             for r in self.nn])
+
     def nn_predictions(self) -> pd.DataFrame:
         """Every 1-NN prediction of every hold-out and distance, in one table."""
         return pd.concat([r.predictions.assign(metric=r.metric, holdout=r.holdout)
@@ -83,7 +90,7 @@ class EvaluationResult:
         if self.conformal is not None:
             out["conformal"] = self.conformal.summary()
         if self.novelty is not None:
-            out["novelty"] = summarize_novelty(self.novelty)
+            out["novelty"] = as_dict(summarize_novelty(self.novelty))
         return out
 
 
@@ -178,30 +185,3 @@ def evaluate_profiles(wells: pd.DataFrame, cfg: EvaluateConfig | None = None) ->
         except CellmorphError as exc:
             result.notes["novelty_not_evaluated"] = str(exc)
     return result
-
-
-def format_results(result: EvaluationResult) -> str:
-    """A short table for the terminal."""
-    m = result.metrics()
-    lines = [f"{m['n_treatments']} treatments, {m['n_compounds']} compounds, "
-             f"{m['n_moas']} MoAs ({m['n_wells']} wells)",
-             f"{'hold-out':<9}{'metric':<11}{'1-NN acc':>9}{'n':>5}  dropped MoAs"]
-    for r in m["nn"]:
-        lines.append(f"{r['holdout'].upper():<9}{r['metric']:<11}{r['accuracy']:>9.1%}"
-                     f"{r['n_treatments']:>5}  {', '.join(r['dropped_moas']) or '-'}")
-    if "nscb_not_evaluated" in m:
-        lines.append(f"NSCB not evaluated: {m['nscb_not_evaluated']}")
-    for level in m.get("conformal", {}).get("levels", []):
-        lines.append(f"conformal {level['confidence']:.0%} ({m['conformal']['method']}, "
-                     f"{level['scheme']}): "
-                     f"coverage {level['coverage']:.1%}, mean set size "
-                     f"{level['mean_set_size']:.2f} MoAs{calibration_note(level)}")
-    if "novelty" in m:
-        lines.append(format_novelty(m["novelty"]))
-    if "map_activity" in m:
-        a, c = m["map_activity"], m["map_moa_consistency"]
-        lines.append(f"mAP activity vs DMSO: {a['mean_map']:.3f} "
-                     f"({a['fraction_retrieved']:.0%} of {a['n']} treatments retrieved)")
-        lines.append(f"mAP MoA consistency: {c['mean_map']:.3f} "
-                     f"({c['fraction_retrieved']:.0%} of {c['n']} MoAs retrieved)")
-    return "\n".join(lines)

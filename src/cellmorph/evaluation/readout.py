@@ -13,16 +13,22 @@ from sklearn.metrics import roc_auc_score
 from cellmorph import schema as sc
 from cellmorph.errors import CellmorphError
 from cellmorph.profiling.translocation import RATIO, TranslocationSettings
+from cellmorph.records import ShortRepr
 
 
-@dataclass
-class TranslocationResult:
+@dataclass(repr=False)
+class TranslocationResult(ShortRepr):
     """The readout per field and per well, and how well it separates the classes."""
 
     settings: TranslocationSettings
     fields: pd.DataFrame
     wells: pd.DataFrame
     scores: dict = field(default_factory=dict)
+
+    def summary_table(self) -> pd.DataFrame:
+        """The scores of the readout, one row (what a notebook shows)."""
+        return pd.DataFrame([self.scores]) if self.scores else \
+            self.wells[[c for c in self.wells.columns if c != "Metadata_Path"]].head(12)
 
 
 def z_prime(positive: np.ndarray, negative: np.ndarray) -> float:

@@ -1,0 +1,121 @@
+"""Results in words: the lines the terminal prints (and the report reuses).
+
+Every stage returns numbers; how they read is decided here, in one place.
+"""
+
+from __future__ import annotations
+
+from cellmorph.evaluation.cv_scores import Accuracy, CVResult, CVSummary
+from cellmorph.evaluation.novelty import NoveltySummary, summarize_novelty
+from cellmorph.evaluation.profiles import EvaluationResult
+from cellmorph.evaluation.readout import TranslocationResult
+
+
+def calibration_note(too_few: list[str], needed: int) -> str:
+    """Words beside a coverage figure whose confidence some classes cannot support: the MoAs
+    with fewer than ``needed`` calibration treatments."""
+    if not too_few:
+        return ""
+    return (f" (too few calibration treatments, under {needed}, to rule out {len(too_few)} "
+            f"MoA(s) but by chance: {', '.join(too_few[:3])}{', ...' if len(too_few) > 3 else ''})")
+
+
+def format_novelty(summary: NoveltySummary) -> str:
+    """One line: how well unseen mechanisms stand out."""
+    return (f"novelty (leave-one-MoA-out, {summary.confidence:.0%} sets): AUROC "
+            f"{summary.mean_auroc:.3f} ({summary.min_auroc:.2f}-{summary.max_auroc:.2f} "
+            f"over held-out MoAs); 'none of these' for {summary.detection_rate:.0%} of unseen "
+            f"treatments, {summary.false_alarm_rate:.1%} of known ones")
+
+
+def format_index_summary(summary: dict) -> str:
+    """An index's summary (:func:`cellmorph.datasets.index.summarize`) in a few lines."""
+    return (
+        f"labelled: {summary['images']} images, {summary['wells']} wells, "
+        f"{summary['treatments']} treatments, {summary['compounds']} compounds, "
+        f"{summary['moas']} MoAs on {summary['plates']} plates in {summary['batches']} batches\n"
+        f"controls: {summary['control_images']} images in {summary['control_wells']} wells; "
+        f"unlabelled: {summary['unlabelled_images']} images\n"
+        f"channels: {', '.join(summary['channels'])}"
+    )
+
+
+def format_evaluation(result: EvaluationResult) -> str:
+    """An evaluation's numbers as a short table."""
+    m = result.metrics()
+    lines = [f"{m['n_treatments']} treatments, {m['n_compounds']} compounds, "
+             f"{m['n_moas']} MoAs ({m['n_wells']} wells)",
+             f"{'hold-out':<9}{'metric':<11}{'1-NN acc':>9}{'n':>5}  dropped MoAs"]
+    for r in m["nn"]:
+        lines.append(f"{r['holdout'].upper():<9}{r['metric']:<11}{r['accuracy']:>9.1%}"
+                     f"{r['n_treatments']:>5}  {', '.join(r['dropped_moas']) or '-'}")
+    if "nscb_not_evaluated" in m:
+        lines.append(f"NSCB not evaluated: {m['nscb_not_evaluated']}")
+    for level in m.get("conformal", {}).get("levels", []):
+        lines.append(f"conformal {level['confidence']:.0%} ({m['conformal']['method']}, "
+                     f"{level['scheme']}): "
+                     f"coverage {level['coverage']:.1%}, mean set size "
+                     f"{level['mean_set_size']:.2f} MoAs"
+                     f"{calibration_note(level['too_few_calibration'], level['calibration_needed'])}")
+    if result.novelty is not None:
+        lines.append(format_novelty(summarize_novelty(result.novelty)))
+    if "map_activity" in m:
+        a, c = m["map_activity"], m["map_moa_consistency"]
+        lines.append(f"mAP activity vs DMSO: {a['mean_map']:.3f} "
+                     f"({a['fraction_retrieved']:.0%} of {a['n']} treatments retrieved)")
+        lines.append(f"mAP MoA consistency: {c['mean_map']:.3f} "
+                     f"({c['fraction_retrieved']:.0%} of {c['n']} MoAs retrieved)")
+    return "\n".join(lines)
+
+
+def partial_note(summary: CVSummary) -> str:
+    """``" (2 of 13 folds)"`` when only some folds were run, else empty."""
+    return f" ({summary.folds_done} of {summary.folds_total} folds)" if summary.partial() else ""
+
+
+def format_accuracy(value: Accuracy) -> str:
+    """``87.0 % ± 1.2 %`` over seeds, or ``87.0 %`` for one seed."""
+    if value.sem is None:
+        return f"{value.mean:.1%}"
+    return f"{value.mean:.1%} ± {value.sem:.1%}"
+
+
+def format_cv(result: CVResult) -> str:
+    """Accuracies as mean ± SEM over seeds, and the uncertainty lines, for the terminal."""
+    s = result.summary
+    lines = [f"{s.model} ({s.weights}), {s.n_seeds} seed(s){partial_note(s)}:"]
+    for level in ("treatment", "well", "image", "crop"):
+        lines.append(f"  {level + ' accuracy':<20}{format_accuracy(s.accuracy(level))}")
+    if s.n_seeds > 1:
+        e = s.ensemble
+        lines.append(f"  ensemble of the seeds: {e.ensemble_accuracy:.1%} "
+                     f"({e.n_disagreements} of {e.n} treatments where seeds disagree)")
+    for conformal, unit in ((s.conformal, ""), (s.conformal_well, " per well")):
+        for level in conformal.levels if conformal is not None else []:
+            lines.append(f"  conformal {level.confidence:.0%}{unit} ({level.scheme}): "
+                         f"coverage {level.coverage_mean_over_seeds:.1%}, mean set size "
+                         f"{level.set_size_mean_over_seeds:.2f} MoAs"
+                         f"{calibration_note(level.too_few_calibration, level.calibration_needed)}")
+    if s.calibration is not None:
+        c = s.calibration
+        lines.append(f"  calibration: ECE {c.ece_before:.3f} -> {c.ece_after:.3f} "
+                     f"({c.method}; median T {c.temperature_median:.2f})")
+    if s.novelty is not None:
+        lines.append(f"  {format_novelty(s.novelty)}")
+    if s.trained:
+        lines.append(f"  trained: {s.trained}")
+    return "\n".join(lines)
+
+
+def format_translocation(result: TranslocationResult) -> str:
+    """The per-well ratios and, for labelled wells, how well they separate the classes."""
+    lines = [result.wells[["Metadata_Well", "Metadata_Concentration",
+                           "Feature_NucCytoRatio"]].to_string(index=False)]
+    scores = result.scores
+    if "auc" in scores:
+        lines.append(f"AUC {scores['auc']:.3f}, Z' {scores['z_prime']:.2f}"
+                     + (f", {scores['holdout']} hold-out accuracy {scores['accuracy']:.1%}"
+                        if scores.get("accuracy") is not None else ""))
+    if "note" in scores:
+        lines.append(f"note: {scores['note']}")
+    return "\n".join(lines)
