@@ -23,7 +23,7 @@ from cellmorph.atomic import write_parquet
 from cellmorph.datasets.bbbc021 import index_bbbc021
 from cellmorph.log import set_progress
 from cellmorph.reporting.plots import Figure, save
-from cellmorph.synth.bbbc021 import MOA_PHENOTYPES, synthesize_bbbc021
+from cellmorph.synth.bbbc021_synthetic import MOA_PHENOTYPES, synthesize_bbbc021
 
 HERE = Path(__file__).parent
 

@@ -49,7 +49,7 @@ from cellmorph.datasets.bbbc021 import index_bbbc021
 from cellmorph.log import set_progress
 from cellmorph.profiling.screen import make_embedder
 from cellmorph.runtime import autocast, cpu_has_native_bf16, keep_freed_memory, resolve_runtime
-from cellmorph.synth.bbbc021 import MOA_PHENOTYPES, synthesize_bbbc021
+from cellmorph.synth.bbbc021_synthetic import MOA_PHENOTYPES, synthesize_bbbc021
 from cellmorph.training.trainer import FoldTrainer, compute_trunk_cache
 
 HERE = Path(__file__).parent

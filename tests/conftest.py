@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cellmorph.datasets.bbbc021 import index_bbbc021
-from cellmorph.synth.bbbc021 import synthesize_bbbc021
+from cellmorph.synth.bbbc021_synthetic import synthesize_bbbc021
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from cellmorph import schema as sc
 from cellmorph.backbones import fusion
 from cellmorph.datasets import bbbc021
 from cellmorph.evaluation import profiles as evaluation_profiles
-from cellmorph.synth.bbbc021 import synthesize_bbbc021
+from cellmorph.synth.bbbc021_synthetic import synthesize_bbbc021
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -57,8 +57,8 @@ def test_documented_examples_run(module, tiny_index, tmp_path) -> None:
 ENTRY_POINT_ORDER = [
     "read_index", "read_profiles", "synthesize_bbbc021", "synthesize_bbbc014", "index_bbbc021",
     "index_bbbc014", "index_platemap", "index_loaddata", "profile", "evaluate", "describe",
-    "export", "write_h5ad", "config_reference", "translocation", "train", "compare_init",
-    "explain", "report", "download_bbbc021", "download_bbbc014", "run_demo"]
+    "figures", "export", "write_h5ad", "config_reference", "translocation", "train",
+    "compare_init", "explain", "report", "download_bbbc021", "download_bbbc014", "run_demo"]
 SKIPPED_EXAMPLES = {  # documented, not run here, and why
     "download_bbbc021": "the network; test_download runs the code against a local mirror",
     "download_bbbc014": "the network; test_download runs the code against a local mirror",
@@ -135,7 +135,7 @@ def test_the_package_names_stay_callable_in_a_fresh_interpreter() -> None:
 
 def test_every_entry_point_runs_through_the_package(tiny_index, tmp_path) -> None:
     """Each name of ``cellmorph.__all__`` called through the package, after the others."""
-    from cellmorph.synth.bbbc014 import synthesize_bbbc014 as _  # noqa: F401 (import order)
+    from cellmorph.synth.bbbc014_synthetic import synthesize_bbbc014 as _  # noqa: F401 (import order)
 
     small = {"grid": [1, 1], "tile_size": 32, "drop_empty": False, "illumination": False}
     tiny_root = tmp_path / "tiny"
@@ -172,6 +172,7 @@ def test_every_entry_point_runs_through_the_package(tiny_index, tmp_path) -> Non
         "export": lambda: cellmorph.export(tmp_path / "p" / "profiles_well.parquet",
                                            tmp_path / "w.h5ad"),
         "config_reference": lambda: cellmorph.config_reference(),
+        "figures": lambda: cellmorph.figures(cellmorph.evaluate("ljosa2013", map=False)),
     }
     entry_points = [n for n in cellmorph.__all__ if n not in ("CellmorphError", "__version__")]
     assert sorted([*calls, *SKIPPED_EXAMPLES]) == sorted(entry_points)

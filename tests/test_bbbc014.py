@@ -11,7 +11,7 @@ import pytest
 from cellmorph import schema as sc
 from cellmorph.datasets import bbbc014
 from cellmorph.errors import CellmorphError
-from cellmorph.synth.bbbc014 import synthesize_bbbc014
+from cellmorph.synth.bbbc014_synthetic import synthesize_bbbc014
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from cellmorph.evaluation.conformal import (
     mondrian_pvalues,
 )
 from cellmorph.reporting.text import calibration_note, format_cv
-from cellmorph.synth.bbbc021 import synthesize_bbbc021
+from cellmorph.synth.bbbc021_synthetic import synthesize_bbbc021
 
 
 def _table(seed: int = 0, n_compounds: int = 12) -> pd.DataFrame:

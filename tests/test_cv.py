@@ -21,8 +21,8 @@ from cellmorph.datasets.bbbc014 import index_bbbc014
 from cellmorph.datasets.bbbc021 import index_bbbc021
 from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.cv_scores import CVResult
-from cellmorph.synth.bbbc014 import synthesize_bbbc014
-from cellmorph.synth.bbbc021 import synthesize_bbbc021
+from cellmorph.synth.bbbc014_synthetic import synthesize_bbbc014
+from cellmorph.synth.bbbc021_synthetic import synthesize_bbbc021
 from cellmorph.training.fold_jobs import fold_dir
 
 MOAS = ["Actin disruptors", "Microtubule stabilizers", "Protein synthesis"]

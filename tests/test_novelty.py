@@ -25,7 +25,7 @@ from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.conformal import minimum_calibration
 from cellmorph.evaluation.novelty import leave_one_moa_out
 from cellmorph.reporting.load import load_training
-from cellmorph.synth.bbbc021 import MOA_PHENOTYPES, synthesize_bbbc021
+from cellmorph.synth.bbbc021_synthetic import MOA_PHENOTYPES, synthesize_bbbc021
 from cellmorph.training.folds import make_folds
 
 

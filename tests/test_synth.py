@@ -11,7 +11,7 @@ import tifffile
 from cellmorph import schema as sc
 from cellmorph.cli import main
 from cellmorph.datasets import index as ix
-from cellmorph.synth.bbbc021 import synthesize_bbbc021
+from cellmorph.synth.bbbc021_synthetic import synthesize_bbbc021
 
 
 def test_synth_then_index_round_trips(tmp_path: Path) -> None:

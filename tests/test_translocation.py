@@ -16,7 +16,7 @@ from cellmorph.datasets.bbbc014 import IMAGE_FOLDER, index_bbbc014
 from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.readout import score_readout, z_prime
 from cellmorph.profiling.translocation import RATIO, cell_ratios
-from cellmorph.synth.bbbc014 import synthesize_bbbc014
+from cellmorph.synth.bbbc014_synthetic import synthesize_bbbc014
 
 SAMPLE = Path(__file__).parent / "data" / "bbbc014"
 

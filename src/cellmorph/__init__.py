@@ -20,6 +20,7 @@ Entry points (the same as the command line's)::
     explain(run)               activation maximisation, Grad-CAM  -> ExplainResult
     report(run_or_table)       one self-contained HTML page       -> ReportPage
     describe(result)           a result in words, as the terminal prints it
+    figures(result)            its figures, as matplotlib figures
     export(profiles, path)     a profile table as AnnData (.h5ad) for scverse
     write_h5ad(table, path)    the same for a table in memory
     download_bbbc021(root)     the public images (resumable, verified)
@@ -54,7 +55,8 @@ __version__ = metadata.version("cellmorph")  # one place: pyproject.toml
 
 _API = ("index_bbbc021", "index_bbbc014", "index_platemap", "index_loaddata", "read_index",
         "read_profiles", "synthesize_bbbc021", "synthesize_bbbc014", "profile", "evaluate",
-        "train", "compare_init", "translocation", "explain", "report", "describe", "export",
+        "train", "compare_init", "translocation", "explain", "report", "describe", "figures",
+        "export",
         "write_h5ad", "download_bbbc021", "download_bbbc014", "config_reference")
 _DEMO = ("run_demo",)  # above the API (it calls it), so it has a module of its own
 __all__ = ["CellmorphError", "__version__", *_API, *_DEMO]

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
+from matplotlib.figure import Figure
 from pydantic import BaseModel
 
-from cellmorph import schema as sc
 from cellmorph.atomic import check_not_input, writable_target, write_parquet, write_text
 from cellmorph.config import (
     EvaluateConfig,
@@ -39,16 +39,13 @@ from cellmorph.download import download_bbbc014, download_bbbc021
 from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.cv_scores import CVResult, summarise_cv
 from cellmorph.evaluation.profiles import EvaluationResult, evaluate_profiles
-from cellmorph.evaluation.readout import TranslocationResult, score_readout
+from cellmorph.evaluation.readout import TranslocationResult, translocation_readout
 from cellmorph.interpret.run import ExplainResult, explain_run
 from cellmorph.profiling.cellprofiler import read_profiles
 from cellmorph.profiling.screen import ProfileResult, profile_screen
-from cellmorph.profiling.translocation import (
-    TranslocationSettings,
-    aggregate_fields,
-    translocation_fields,
-)
+from cellmorph.profiling.translocation import TranslocationSettings
 from cellmorph.reporting.anndata import write_h5ad
+from cellmorph.reporting.figures import cv_figures, evaluation_figures, translocation_figures
 from cellmorph.reporting.html import ReportPage, write_report
 from cellmorph.reporting.text import (
     format_cv,
@@ -67,12 +64,13 @@ from cellmorph.reporting.writers import (
     write_profiles,
     write_translocation,
 )
-from cellmorph.synth.bbbc014 import synthesize_bbbc014
-from cellmorph.synth.bbbc021 import synthesize_bbbc021
+from cellmorph.synth.bbbc014_synthetic import synthesize_bbbc014
+from cellmorph.synth.bbbc021_synthetic import synthesize_bbbc021
 from cellmorph.training.fold_jobs import TrainingRun, run_folds
 
 __all__ = ["compare_init", "config_reference", "describe", "download_bbbc014",
-           "download_bbbc021", "evaluate", "explain", "export", "index_bbbc014", "index_bbbc021",
+           "download_bbbc021", "evaluate", "explain", "export", "figures", "index_bbbc014",
+           "index_bbbc021",
            "index_loaddata", "index_platemap", "profile", "read_index", "read_profiles",
            "report", "synthesize_bbbc014", "synthesize_bbbc021", "train", "translocation",
            "write_h5ad"]
@@ -374,17 +372,8 @@ def translocation(index: str | Path | pd.DataFrame, *, output: str | Path | None
     (1.0, 'Metadata_CellLine')
     """
     settings = TranslocationSettings(nuclei=nuclei, reporter=reporter, ring=ring)
-    fields = translocation_fields(read_index(index), settings, progress_bar=progress)
-    wells = aggregate_fields(fields, "well")
-    labels = set(sc.treatments(wells)[sc.MOA].dropna())
-    scores = {}
-    if labels:
-        positive = positive or (POSITIVE if POSITIVE in labels else None)
-        if positive is None:
-            raise CellmorphError(f"translocation: which label is the translocated one? give "
-                                 f"positive= (labels: {sorted(labels)})")
-        scores = score_readout(wells, positive)
-    result = TranslocationResult(settings, fields, wells, scores)
+    result = translocation_readout(read_index(index), settings, positive=positive,
+                                   default_positive=POSITIVE, progress_bar=progress)
     if output is not None:
         write_translocation(result, output)
     return result
@@ -451,6 +440,25 @@ def describe(result: Any) -> str:
     if isinstance(result, dict) and all(isinstance(r, CVResult) for r in result.values()):
         return "\n".join(format_cv(r) for r in result.values())
     raise TypeError(f"describe: no words for a {type(result).__name__}")
+
+
+def figures(result: Any) -> dict[str, Figure]:
+    """The figures of an evaluation, a cross-validation run or a translocation readout, as
+    matplotlib figures (what the writers save as ``<name>.png``), for a notebook to show.
+
+    Examples
+    --------
+    >>> shown = figures(evaluate("ljosa2013", map=False, novelty=False))
+    >>> sorted(shown)[:3], type(shown["conformal"]).__name__
+    (['conformal', 'confusion_nsc_cosine', 'confusion_nsc_euclidean'], 'Figure')
+    """
+    if isinstance(result, EvaluationResult):
+        return evaluation_figures(result)
+    if isinstance(result, CVResult):
+        return cv_figures(result)
+    if isinstance(result, TranslocationResult):
+        return translocation_figures(result)
+    raise TypeError(f"figures: no figures for a {type(result).__name__}")
 
 
 def export(profiles: str | Path | pd.DataFrame, output: str | Path) -> Path:

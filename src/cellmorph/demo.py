@@ -13,7 +13,7 @@ from cellmorph.evaluation.cv_scores import CVResult
 from cellmorph.evaluation.profiles import EvaluationResult
 from cellmorph.log import get_logger
 from cellmorph.records import ShortRepr
-from cellmorph.synth.bbbc021 import synthesize_bbbc021
+from cellmorph.synth.bbbc021_synthetic import synthesize_bbbc021
 
 log = get_logger(__name__)
 STEPS = 7

@@ -12,7 +12,12 @@ from sklearn.metrics import roc_auc_score
 
 from cellmorph import schema as sc
 from cellmorph.errors import CellmorphError
-from cellmorph.profiling.translocation import RATIO, TranslocationSettings
+from cellmorph.profiling.translocation import (
+    RATIO,
+    TranslocationSettings,
+    aggregate_fields,
+    translocation_fields,
+)
 from cellmorph.records import ShortRepr
 
 
@@ -80,3 +85,22 @@ def score_readout(wells: pd.DataFrame, positive: str, *,
         scores["note"] = ("one group only: no hold-out threshold accuracy (it would be "
                           "fitted and scored on the same wells)")
     return scores
+
+
+def translocation_readout(index: pd.DataFrame, settings: TranslocationSettings, *,
+                          positive: str | None = None, default_positive: str | None = None,
+                          progress_bar: bool = True) -> TranslocationResult:
+    """The readout of every field and well of ``index``, scored when wells are labelled:
+    ``positive`` is the translocated label (default: ``default_positive`` where the labels
+    hold it)."""
+    fields = translocation_fields(index, settings, progress_bar=progress_bar)
+    wells = aggregate_fields(fields, "well")
+    labels = set(sc.treatments(wells)[sc.MOA].dropna())
+    scores = {}
+    if labels:
+        positive = positive or (default_positive if default_positive in labels else None)
+        if positive is None:
+            raise CellmorphError(f"translocation: which label is the translocated one? give "
+                                 f"positive= (labels: {sorted(labels)})")
+        scores = score_readout(wells, positive)
+    return TranslocationResult(settings, fields, wells, scores)

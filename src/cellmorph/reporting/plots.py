@@ -36,16 +36,21 @@ def png_bytes(fig: Figure, synthetic: bool = False) -> bytes:
     return buf.getvalue()
 
 
-def save(fig: Figure, path: Path | str, synthetic: bool = False) -> Path:
-    """Write a figure as PNG, atomically."""
+def save(fig: Figure, path: Path | str | None, synthetic: bool = False) -> Path | Figure:
+    """Write a figure as PNG, atomically; with no path, return the figure (stamped) instead,
+    for a notebook to show."""
+    if path is None:
+        if synthetic:
+            stamp_synthetic(fig)
+        return fig
     data = png_bytes(fig, synthetic)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 
 
-def plot_confusion(cm: pd.DataFrame, title: str, path: Path | str, *,
-                   synthetic: bool = False) -> Path:
+def plot_confusion(cm: pd.DataFrame, title: str, path: Path | str | None, *,
+                   synthetic: bool = False) -> Path | Figure:
     """A confusion matrix (rows true, columns predicted), with counts in the cells."""
     n = len(cm)
     fig = Figure(figsize=(2.5 + 0.45 * n, 2 + 0.45 * n))
@@ -65,11 +70,11 @@ def plot_confusion(cm: pd.DataFrame, title: str, path: Path | str, *,
     return save(fig, path, synthetic)
 
 
-def plot_bars(values: Mapping[str, float], title: str, ylabel: str, path: Path | str,
+def plot_bars(values: Mapping[str, float], title: str, ylabel: str, path: Path | str | None,
               errors: Mapping[str, float | None] | None = None, chance: float | None = None, *,
               points: Mapping[str, Sequence[float]] | None = None,
               pvalues: Mapping[str, float] | None = None, threshold: float = 0.05,
-              synthetic: bool = False) -> Path:
+              synthetic: bool = False) -> Path | Figure:
     """A labelled bar chart: optional ± error bars (SEM), each replicate's value as a dot,
     stars for p-values below ``threshold``, and a chance line."""
     names = list(values)
@@ -107,8 +112,8 @@ def plot_bars(values: Mapping[str, float], title: str, ylabel: str, path: Path |
 
 
 def plot_curves(curves: Mapping[str, Sequence[float]], title: str, xlabel: str, ylabel: str,
-                path: Path | str, bands: Mapping[str, Sequence[float | None]] | None = None,
-                *, chance: float | None = None, synthetic: bool = False) -> Path:
+                path: Path | str | None, bands: Mapping[str, Sequence[float | None]] | None = None,
+                *, chance: float | None = None, synthetic: bool = False) -> Path | Figure:
     """Lines over a shared integer x axis (e.g. accuracy per epoch), optional ± bands and a
     chance line."""
     fig = Figure(figsize=(5, 3.3))
@@ -133,9 +138,9 @@ def plot_curves(curves: Mapping[str, Sequence[float]], title: str, xlabel: str, 
     return save(fig, path, synthetic)
 
 
-def plot_dose_response(wells: pd.DataFrame, value: str, path: Path | str, *,
+def plot_dose_response(wells: pd.DataFrame, value: str, path: Path | str | None, *,
                        group: str = "Metadata_CellLine", title: str = "",
-                       synthetic: bool = False) -> Path:
+                       synthetic: bool = False) -> Path | Figure:
     """A readout against concentration (log scale), one line per group (cell line)."""
     fig = Figure(figsize=(5, 3.3))
     ax = fig.subplots()
@@ -154,8 +159,8 @@ def plot_dose_response(wells: pd.DataFrame, value: str, path: Path | str, *,
     return save(fig, path, synthetic)
 
 
-def plot_embedding(coords: np.ndarray, labels: Sequence[str], path: Path | str, *,
-                   title: str = "", synthetic: bool = False) -> Path:
+def plot_embedding(coords: np.ndarray, labels: Sequence[str], path: Path | str | None, *,
+                   title: str = "", synthetic: bool = False) -> Path | Figure:
     """A 2-D map of profiles, one colour per label (e.g. MoA)."""
     fig = Figure(figsize=(5.6, 4.2))
     ax = fig.subplots()
@@ -171,9 +176,9 @@ def plot_embedding(coords: np.ndarray, labels: Sequence[str], path: Path | str, 
     return save(fig, path, synthetic)
 
 
-def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: Path | str, *,
+def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: Path | str | None, *,
                     columns: int = 4, title: str = "", cmap: str | None = None,
-                    synthetic: bool = False) -> Path:
+                    synthetic: bool = False) -> Path | Figure:
     """Images (H, W) or (H, W, 3) in [0, 1] on a grid, each with a small title."""
     n = max(1, len(images))
     rows = int(np.ceil(n / columns))
@@ -190,7 +195,8 @@ def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: P
 
 
 def plot_ranked(values: Sequence[float], significant: Sequence[bool], title: str, ylabel: str,
-                path: Path | str, *, threshold: float = 0.05, synthetic: bool = False) -> Path:
+                path: Path | str | None, *, threshold: float = 0.05,
+                synthetic: bool = False) -> Path | Figure:
     """Many scores (e.g. one mAP per treatment) ranked, significant ones highlighted."""
     order = np.argsort(values)[::-1]
     vals = np.asarray(values, dtype=float)[order]
@@ -210,8 +216,8 @@ def plot_ranked(values: Sequence[float], significant: Sequence[bool], title: str
     return save(fig, path, synthetic)
 
 
-def plot_coverage(validity: pd.DataFrame, efficiency: pd.DataFrame, path: Path | str, *,
-                  title: str = "", synthetic: bool = False) -> Path:
+def plot_coverage(validity: pd.DataFrame, efficiency: pd.DataFrame, path: Path | str | None, *,
+                  title: str = "", synthetic: bool = False) -> Path | Figure:
     """Conformal validity (empirical vs nominal coverage, overall and per MoA) beside
     efficiency (mean prediction-set size)."""
     fig = Figure(figsize=(8, 3.3))
@@ -239,8 +245,8 @@ def plot_coverage(validity: pd.DataFrame, efficiency: pd.DataFrame, path: Path |
     return save(fig, path, synthetic)
 
 
-def plot_reliability(before: pd.DataFrame, after: pd.DataFrame, path: Path | str, *,
-                     ece: tuple[float, float], synthetic: bool = False) -> Path:
+def plot_reliability(before: pd.DataFrame, after: pd.DataFrame, path: Path | str | None, *,
+                     ece: tuple[float, float], synthetic: bool = False) -> Path | Figure:
     """Reliability diagram: per bin of the top probability, accuracy against confidence,
     before and after calibration (dot area: treatments in the bin)."""
     fig = Figure(figsize=(4.2, 3.8))

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from cellmorph import schema as sc
 from cellmorph.atomic import ensure_writable_dir, write_csv, write_json, write_parquet
@@ -21,18 +22,10 @@ from cellmorph.evaluation.profiles import EvaluationResult
 from cellmorph.evaluation.readout import TranslocationResult
 from cellmorph.interpret.run import ExplainResult, overlays
 from cellmorph.profiling.screen import ProfileResult
-from cellmorph.profiling.translocation import RATIO
 from cellmorph.records import as_dict
 from cellmorph.reporting.anndata import write_h5ad
-from cellmorph.reporting.plots import (
-    plot_bars,
-    plot_confusion,
-    plot_coverage,
-    plot_curves,
-    plot_dose_response,
-    plot_image_grid,
-    plot_ranked,
-)
+from cellmorph.reporting.figures import cv_figures, evaluation_figures, translocation_figures
+from cellmorph.reporting.plots import plot_bars, plot_curves, plot_image_grid, save
 from cellmorph.reporting.text import partial_note
 
 # What the writers (and the commands that write into a run folder afterwards) put at the top
@@ -70,83 +63,55 @@ def write_profiles(result: ProfileResult, out: Path | str) -> dict[str, Path]:
 def write_evaluation(result: EvaluationResult, out: Path | str) -> Path:
     """Metrics, per-treatment 1-NN predictions, mAP tables and the plots, under ``out``."""
     out = ensure_writable_dir(Path(out))
-    synthetic = sc.is_synthetic(result.wells)
     save_config(result.config, out / "evaluate_config.yaml")
-    for res in result.nn:
-        cm = result.confusion(res.holdout, res.metric)
-        plot_confusion(cm, f"{res.holdout.upper()} 1-NN ({res.metric}): "
-                       f"{res.accuracy:.1%} of {res.n_treatments} treatments",
-                       out / f"confusion_{res.holdout}_{res.metric}.png", synthetic=synthetic)
+    save_figures(evaluation_figures(result), out)
     if result.map_activity is not None and result.map_consistency is not None:
         write_csv(result.map_activity, out / "map_activity.csv")
         write_csv(result.map_consistency, out / "map_moa_consistency.csv")
-        threshold = result.config.map_threshold
-        moa = result.map_consistency.sort_values("mean_average_precision", ascending=False)
-        plot_bars(dict(zip(moa[sc.MOA], moa["mean_average_precision"], strict=True)),
-                  "MoA consistency mAP (copairs): same-MoA treatments of other compounds",
-                  "mAP", out / "map_moa_consistency.png", threshold=threshold,
-                  pvalues=dict(zip(moa[sc.MOA], moa["corrected_p_value"], strict=True)),
-                  synthetic=synthetic)
-        activity = result.map_activity
-        plot_ranked(activity["mean_average_precision"].to_numpy(),
-                    activity["below_corrected_p"].to_numpy(bool),
-                    "Phenotypic activity mAP (copairs): each treatment's replicates vs DMSO",
-                    "mAP", out / "map_activity.png", threshold=threshold, synthetic=synthetic)
     write_csv(result.nn_predictions(), out / "nn_predictions.csv")
     if result.novelty is not None:
         write_csv(result.novelty, out / "novelty.csv")
     if result.conformal is not None:
-        write_conformal(result.conformal, out, "conformal", synthetic=synthetic)
+        write_conformal(result.conformal, out, "conformal")
     return write_json(result.metrics(), out / "metrics.json")
 
 
-def write_conformal(result: ConformalResult, out: Path, stem: str, *,
-                    synthetic: bool = False) -> Path:
+def write_conformal(result: ConformalResult, out: Path, stem: str) -> Path:
     """``<stem>_treatment.csv`` (p-values, sets), validity and efficiency tables (overall, per
-    MoA, every scheme side by side), a plot."""
+    MoA, every scheme side by side); the plot is among the result's figures."""
     write_csv(result.table, out / f"{stem}_treatment.csv")
     write_csv(result.validity(), out / f"{stem}_validity.csv")
     write_csv(result.efficiency(), out / f"{stem}_efficiency.csv")
     write_csv(result.efficiency_per_moa(), out / f"{stem}_efficiency_per_moa.csv")
-    write_csv(result.compare_schemes(), out / f"{stem}_schemes.csv")
-    return plot_coverage(result.validity(), result.efficiency(), out / f"{stem}.png",
-                         title=f"conformal prediction: {result.method}", synthetic=synthetic)
+    return write_csv(result.compare_schemes(), out / f"{stem}_schemes.csv")
+
+
+def save_figures(figures: dict[str, Figure], out: Path) -> list[Path]:
+    """Each figure as ``out/<name>.png`` (names may hold a seed's folder)."""
+    return [save(fig, out / f"{name}.png") for name, fig in figures.items()]
 
 
 def write_cv(result: CVResult, out: Path | str) -> Path:
     """Per seed: predictions per level, metrics, confusion; for the run: metrics and curves."""
     out = ensure_writable_dir(Path(out))
-    level = result.config.report_level
-    synthetic = any(sc.is_synthetic(s.crops) for s in result.seeds)
-    partial = partial_note(result.summary)
     for seed in result.seeds:
         rep = ensure_writable_dir(out / f"seed{seed.seed}")
         for lvl, table in seed.levels.items():
             write_csv(table, rep / f"predictions_{lvl}.csv")
-        final = seed.levels[level]
-        acc = seed.metrics[f"{level}_accuracy"]
-        plot_confusion(result.confusion(result.seeds.index(seed)),
-                       f"{level}-level accuracy {acc:.1%} over {len(final)} {level}s{partial}",
-                       rep / "confusion.png", synthetic=synthetic)
         write_json(seed.metrics, rep / "metrics.json")
         if f"seed{seed.seed}" in result.conformal:
             write_csv(result.conformal[f"seed{seed.seed}"].table,
                       rep / "conformal_treatment.csv")
         if f"seed{seed.seed}" in result.conformal_well:
-            write_conformal(result.conformal_well[f"seed{seed.seed}"], rep, "conformal_well",
-                            synthetic=synthetic)
+            write_conformal(result.conformal_well[f"seed{seed.seed}"], rep, "conformal_well")
     if result.ensemble is not None:
         write_csv(result.ensemble.table, out / "ensemble_treatment.csv")
     if result.novelty is not None:
         write_csv(result.novelty, out / "novelty.csv")
     if "ensemble" in result.conformal:
-        write_conformal(result.conformal["ensemble"], out, "conformal", synthetic=synthetic)
-    path = write_json(as_dict(result.summary), out / "metrics.json")
-    curves = {f"seed {s.seed}": s.per_epoch_accuracy for s in result.seeds}
-    plot_curves(curves, f"{level}-level test accuracy per epoch{partial}", "epoch", "accuracy",
-                out / "accuracy_per_epoch.png", chance=1 / max(1, len(result.classes)),
-                synthetic=synthetic)
-    return path
+        write_conformal(result.conformal["ensemble"], out, "conformal")
+    save_figures(cv_figures(result), out)
+    return write_json(as_dict(result.summary), out / "metrics.json")
 
 
 def write_comparison(results: dict[str, CVResult], out: Path | str) -> Path:
@@ -178,9 +143,7 @@ def write_translocation(result: TranslocationResult, out: Path | str) -> Path:
     out = ensure_writable_dir(Path(out))
     write_csv(result.fields, out / "translocation_fields.csv")
     write_csv(result.wells, out / "translocation_wells.csv")
-    plot_dose_response(result.wells, RATIO, out / "translocation_dose_response.png",
-                       title="nuclear / cytoplasmic reporter intensity per well",
-                       synthetic=sc.is_synthetic(result.wells))
+    save_figures(translocation_figures(result), out)
     return write_json({"settings": vars(result.settings), **result.scores},
                       out / "translocation.json")
 

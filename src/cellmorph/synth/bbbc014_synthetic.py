@@ -21,7 +21,7 @@ from cellmorph.datasets.bbbc014 import (
     documented_concentrations,
 )
 from cellmorph.log import progress as progress_bar
-from cellmorph.synth.bbbc021 import stable_seed
+from cellmorph.synth.bbbc021_synthetic import stable_seed
 from cellmorph.synth.render import Phenotype, PlateEffect, check_size, render_field, to_uint
 
 CELL_LINES = {
