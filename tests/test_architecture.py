@@ -27,7 +27,19 @@ def _lint(cwd: Path, pythonpath: Path | None = None) -> subprocess.CompletedProc
 def test_layers_contract_is_kept() -> None:
     res = _lint(ROOT)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "1 kept, 0 broken" in res.stdout
+    assert "2 kept, 0 broken" in res.stdout
+
+
+def test_importing_the_package_root_breaks_the_contract(tmp_path: Path) -> None:
+    """The root re-exports the API; a module that imported it would point back up."""
+    copy = tmp_path / "src" / "cellmorph"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    plots = copy / "reporting" / "plots.py"
+    plots.write_text(plots.read_text() + "\nfrom cellmorph import __version__  # noqa: E402,F401\n")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    res = _lint(tmp_path, pythonpath=tmp_path / "src")
+    assert res.returncode != 0
+    assert "Nothing imports the package root" in res.stdout and "BROKEN" in res.stdout
 
 
 def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:

@@ -431,15 +431,18 @@ def describe(result: Any) -> str:
     """
     if isinstance(result, pd.DataFrame):
         return format_index_summary(summarize(result))
-    if isinstance(result, EvaluationResult):
-        return format_evaluation(result)
-    if isinstance(result, CVResult):
-        return format_cv(result)
-    if isinstance(result, TranslocationResult):
-        return format_translocation(result)
     if isinstance(result, dict) and all(isinstance(r, CVResult) for r in result.values()):
         return "\n".join(format_cv(r) for r in result.values())
-    raise TypeError(f"describe: no words for a {type(result).__name__}")
+    return _by_kind(result, {EvaluationResult: format_evaluation, CVResult: format_cv,
+                             TranslocationResult: format_translocation}, "describe")
+
+
+def _by_kind(result: Any, builders: dict[type, Any], what: str) -> Any:
+    """The builder for ``result``'s kind, applied to it."""
+    for kind, build in builders.items():
+        if isinstance(result, kind):
+            return build(result)
+    raise TypeError(f"{what}: nothing for a {type(result).__name__}")
 
 
 def figures(result: Any) -> dict[str, Figure]:
@@ -452,13 +455,8 @@ def figures(result: Any) -> dict[str, Figure]:
     >>> sorted(shown)[:3], type(shown["conformal"]).__name__
     (['conformal', 'confusion_nsc_cosine', 'confusion_nsc_euclidean'], 'Figure')
     """
-    if isinstance(result, EvaluationResult):
-        return evaluation_figures(result)
-    if isinstance(result, CVResult):
-        return cv_figures(result)
-    if isinstance(result, TranslocationResult):
-        return translocation_figures(result)
-    raise TypeError(f"figures: no figures for a {type(result).__name__}")
+    return _by_kind(result, {EvaluationResult: evaluation_figures, CVResult: cv_figures,
+                             TranslocationResult: translocation_figures}, "figures")
 
 
 def export(profiles: str | Path | pd.DataFrame, output: str | Path) -> Path:

@@ -19,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-from cellmorph.config import ProfileConfig, TrainConfig, field_help
+from cellmorph.config import ProfileConfig, RunConfig, TrainConfig, field_help
 from cellmorph.errors import CellmorphError
 from cellmorph.log import set_progress
 
@@ -250,28 +250,36 @@ def download_bbbc014_cmd(
 
 # ---------------------------------------------------------------- profile / evaluate
 _P, _T = ProfileConfig, TrainConfig
-# index, output and cache_dir are taken as text: typer would turn an empty argument (an
-# unset shell variable) into Path('.'), where the config refuses it with one line.
+# The options of every run (RunConfig's fields). index, output and cache_dir are taken as
+# text: typer would turn an empty argument (an unset shell variable) into Path('.'), where
+# the config refuses it with one line.
+IndexOpt = Annotated[str | None, _opt(RunConfig, "index", "--index")]
+OutputOpt = Annotated[str | None, _opt(RunConfig, "output", "-o", "--output")]
+WeightsOpt = Annotated[str | None, _opt(RunConfig, "weights", "--weights")]
+DeviceOpt = Annotated[str | None, _opt(RunConfig, "device", "--device")]
+PrecisionOpt = Annotated[str | None, _opt(RunConfig, "precision", "--precision")]
+RayAddressOpt = Annotated[str | None, _opt(RunConfig, "ray_address", "--ray-address")]
+CacheDirOpt = Annotated[str | None, _opt(RunConfig, "cache_dir", "--cache-dir")]
 
 
 @app.command("profile")
 def profile_cmd(
     config: Annotated[Path | None, typer.Argument(help="YAML config (see configs/ and "
                                                   "`cellmorph config-reference`).")] = None,
-    index: Annotated[str | None, _opt(_P, "index", "--index")] = None,
-    output: Annotated[str | None, _opt(_P, "output", "-o", "--output")] = None,
+    index: IndexOpt = None,
+    output: OutputOpt = None,
     model: Annotated[str | None, _opt(_P, "model", "--model")] = None,
-    weights: Annotated[str | None, _opt(_P, "weights", "--weights")] = None,
+    weights: WeightsOpt = None,
     channel_mode: Annotated[str | None, _opt(_P, "channel_mode", "--channel-mode")] = None,
     preprocess: Annotated[str | None, _opt(_P, "preprocess", "--preprocess")] = None,
     batch_size: Annotated[int | None, _opt(_P, "batch_size", "--batch-size")] = None,
-    device: Annotated[str | None, _opt(_P, "device", "--device")] = None,
-    precision: Annotated[str | None, _opt(_P, "precision", "--precision")] = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
     h5ad: Annotated[bool, typer.Option("--h5ad", help="Also write the profiles as AnnData "
                                        "(profiles_<level>.h5ad) for scverse tools.")] = False,
     executor: Annotated[str | None, _opt(_P, "executor", "--executor")] = None,
-    ray_address: Annotated[str | None, _opt(_P, "ray_address", "--ray-address")] = None,
-    cache_dir: Annotated[str | None, _opt(_P, "cache_dir", "--cache-dir")] = None,
+    ray_address: RayAddressOpt = None,
+    cache_dir: CacheDirOpt = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Images -> deep-feature profiles (image, well and treatment level) with a frozen network."""
@@ -360,10 +368,10 @@ def export_cmd(
 def train_cmd(
     config: Annotated[Path | None, typer.Argument(help="YAML TrainConfig (see configs/ and "
                                                   "`cellmorph config-reference`).")] = None,
-    index: Annotated[str | None, _opt(_T, "index", "--index")] = None,
-    output: Annotated[str | None, _opt(_T, "output", "-o", "--output")] = None,
+    index: IndexOpt = None,
+    output: OutputOpt = None,
     model: Annotated[str | None, _opt(_T, "model", "--model")] = None,
-    weights: Annotated[str | None, _opt(_T, "weights", "--weights")] = None,
+    weights: WeightsOpt = None,
     preset: Annotated[str | None, _opt(_T, "preset", "--preset")] = None,
     preprocess: Annotated[str | None, _opt(_T, "preprocess", "--preprocess")] = None,
     epochs: Annotated[int | None, _opt(_T, "epochs", "--epochs")] = None,
@@ -372,11 +380,11 @@ def train_cmd(
     fold_by: Annotated[str | None, _opt(_T, "fold_by", "--fold-by")] = None,
     fold: Annotated[list[str] | None, _opt(_T, "folds", "--fold")] = None,
     freeze_stages: Annotated[str | None, _opt(_T, "freeze_stages", "--freeze-stages")] = None,
-    device: Annotated[str | None, _opt(_T, "device", "--device")] = None,
-    precision: Annotated[str | None, _opt(_T, "precision", "--precision")] = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
     executor: Annotated[str | None, _opt(_T, "executor", "--executor")] = None,
-    ray_address: Annotated[str | None, _opt(_T, "ray_address", "--ray-address")] = None,
-    cache_dir: Annotated[str | None, _opt(_T, "cache_dir", "--cache-dir")] = None,
+    ray_address: RayAddressOpt = None,
+    cache_dir: CacheDirOpt = None,
     novelty: Annotated[bool | None, _opt(_T, "novelty", "--novelty/--no-novelty")] = None,
     overwrite: Overwrite = False,
 ) -> None:
