@@ -471,12 +471,13 @@ def report_cmd(
 def demo_cmd(
     out: Annotated[Path, typer.Option("-o", "--output", help="Demo folder.")]
     = Path("demo-output"),
+    precision: PrecisionOpt = None,
 ) -> None:
     """Run the whole pipeline on a small SYNTHETIC BBBC021 set (no downloads needed)."""
     from cellmorph.api import describe
     from cellmorph.demo import run_demo
 
-    demo = run_demo(out)
+    demo = run_demo(out, precision=precision or "auto")
     typer.echo(describe(demo.evaluation))
     typer.echo(describe(demo.training))
     typer.echo("SYNTHETIC data: these numbers show the pipeline works, not biology.\n"
