@@ -285,9 +285,10 @@ def conformal_summary(results: dict[str, ConformalResult],
     there is one."""
     per_seed = [r.summary()["levels"] for k, r in results.items() if k != "ensemble"]
     last = results.get("ensemble") or next(reversed(results.values()))
+    last_levels = last.summary()["levels"]  # computed once: each call scores every set again
     levels = []
     for i, conf in enumerate(confidences):
-        level = last.summary()["levels"][i]
+        level = last_levels[i]
         ensemble = ({"ensemble_coverage": level["coverage"],
                      "ensemble_set_size": level["mean_set_size"]} if "ensemble" in results
                     else {})
