@@ -44,7 +44,7 @@ from cellmorph.interpret.run import ExplainResult, explain_run
 from cellmorph.profiling.cellprofiler import read_profiles
 from cellmorph.profiling.screen import ProfileResult, profile_screen
 from cellmorph.profiling.translocation import TranslocationSettings
-from cellmorph.reporting.anndata import write_h5ad
+from cellmorph.reporting.anndata import write_h5ad, write_h5ad_parts, write_parquet_parts
 from cellmorph.reporting.figures import cv_figures, evaluation_figures, translocation_figures
 from cellmorph.reporting.html import ReportPage, write_report
 from cellmorph.reporting.text import (
@@ -461,7 +461,9 @@ def figures(result: Any) -> dict[str, Figure]:
 
 def export(profiles: str | Path | pd.DataFrame, output: str | Path) -> Path:
     """A profile table (file or DataFrame) as AnnData (``.h5ad``: obs = ``Metadata_``
-    columns, X = features) for scverse tools.
+    columns, X = features) for scverse tools; or a folder of per-plate tables (a profiling
+    run's ``cells/``: one observation per cell) streamed plate by plate into one ``.h5ad`` or
+    ``.parquet`` file.
 
     Examples
     --------
@@ -470,12 +472,24 @@ def export(profiles: str | Path | pd.DataFrame, output: str | Path) -> Path:
     'wells.h5ad'
     """
     output = Path(output)
-    if output.suffix != ".h5ad":
-        raise CellmorphError(f"-o {output}: give a file name ending in .h5ad")
-    if not isinstance(profiles, pd.DataFrame):
-        check_not_input(output, Path(profiles))
-        profiles = read_profiles(profiles, annotate=False)
-    return write_h5ad(profiles, output)
+    folder = not isinstance(profiles, pd.DataFrame) and Path(profiles).is_dir()
+    suffixes = (".h5ad", ".parquet") if folder else (".h5ad",)
+    if output.suffix not in suffixes:
+        raise CellmorphError(f"-o {output}: give a file name ending in {' or '.join(suffixes)}")
+    if isinstance(profiles, pd.DataFrame):
+        return write_h5ad(profiles, output)
+    check_not_input(output, Path(profiles))
+    if folder:
+        if output.absolute().parent == Path(profiles).absolute():
+            raise CellmorphError(f"-o {output}: write the export outside {profiles} (the "
+                                 "folder it reads)")
+        parts = sorted(Path(profiles).glob("*.parquet"))  # read only: never deleted
+        if not parts:
+            raise CellmorphError(f"{profiles}: no .parquet tables in this folder; give a "
+                                 "profiling run's cells/ folder or a profile table")
+        write = write_h5ad_parts if output.suffix == ".h5ad" else write_parquet_parts
+        return write(parts, output)
+    return write_h5ad(read_profiles(profiles, annotate=False), output)
 
 
 def config_reference(output: str | Path | None = None) -> str:

@@ -14,7 +14,7 @@ import json
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,12 +51,14 @@ from cellmorph.preprocess import (
     to_device,
 )
 from cellmorph.preprocess.arrays import Image, as_tensor, like
+from cellmorph.preprocess.cells import cell_crops, choose_cells
+from cellmorph.preprocess.nuclei import NucleusSettings, find_nuclei
 
 log = get_logger(__name__)
 TILE = "Metadata_Tile"
 KEEP = "Metadata_TileKept"
 ROW = "Metadata_IndexRow"
-CACHE_FORMAT = 4  # bump when the tiles of the same settings would change
+CACHE_FORMAT = 5  # bump when the tiles of the same settings would change
 # Plate statistics are estimated on every 7th pixel in both directions (2 % of pixels):
 # accurate to well under 1 % and keeps one plate's worth of samples small in memory.
 _STRIDE = 7
@@ -128,12 +130,15 @@ class TileStore:
 
 
 def cache_key(index: pd.DataFrame, cfg: PreprocessConfig, tile_size: int,
-              device: torch.device | str = "cpu") -> str:
+              device: torch.device | str = "cpu", locations: pd.DataFrame | None = None) -> str:
     """A short hash of everything that determines the tiles: the preprocessing settings, the
     tile size, the kind of device that preprocesses (a GPU's resizing rounds differently from
-    the CPU's), the fields and their roles, the image files (path, size, modification time)
-    and the cache format. Two runs share a cache entry only if all of these agree."""
+    the CPU's), the fields and their roles, the image files (path, size, modification time),
+    the cell locations given (their values, not their file) and the cache format. Two runs
+    share a cache entry only if all of these agree."""
     h = hashlib.sha256(f"cellmorph-tile-cache-{CACHE_FORMAT}".encode())
+    if locations is not None:
+        h.update(pd.util.hash_pandas_object(locations, index=False).values.tobytes())
     h.update(cfg.model_dump_json().encode())
     h.update(str(tile_size).encode())
     h.update(torch.device(device).type.encode())
@@ -175,29 +180,37 @@ def _file_stamp(path: str) -> tuple[int, int]:
 
 def build_tile_cache(index: pd.DataFrame, cfg: PreprocessConfig, cache_root: Path | str, *,
                      tile_size: int, workers: int = 0, progress: bool = True,
-                     device: torch.device | str = "cpu") -> TileCache:
+                     device: torch.device | str = "cpu",
+                     locations: pd.DataFrame | None = None) -> TileCache:
     """Preprocess every field of ``index`` into tiles (skipping plates already cached)."""
     ready = list(iter_tile_cache(index, cfg, cache_root, tile_size=tile_size, workers=workers,
-                                 progress=progress, device=device))
+                                 progress=progress, device=device, locations=locations))
     return ready[-1][0]
 
 
 def iter_tile_cache(index: pd.DataFrame, cfg: PreprocessConfig, cache_root: Path | str, *,
                     tile_size: int, workers: int = 0, progress: bool = True,
-                    device: torch.device | str = "cpu") -> Iterator[tuple[TileCache, str]]:
+                    device: torch.device | str = "cpu", locations: pd.DataFrame | None = None
+                    ) -> Iterator[tuple[TileCache, str]]:
     """Yield ``(cache, plate)`` as each plate's tiles are ready, plates already cached first.
 
     With ``workers`` > 0, plates are decoded and preprocessed in that many worker processes
     while the caller works on the plates that are ready (inference overlapping with
     preprocessing); with 0, each plate is preprocessed here when the caller asks for it.
     Either way the tiles are the same. Fields are decoded on the CPU and preprocessed on
-    ``device`` (a GPU takes the arithmetic off the CPU, which then only decodes).
+    ``device`` (a GPU takes the arithmetic off the CPU, which then only decodes). With
+    ``tiles: cells``, ``locations`` (from
+    :func:`cellmorph.datasets.cell_locations.read_cell_locations`) says where the nuclei
+    are; without it they are found in the nuclear stain.
     """
     channels = sc.channels_of(index)
     index = index.reset_index(drop=True)
     device = str(torch.device(device))  # a name: worker processes get their own handle
+    if cfg.tiles != "cells":
+        locations = None
+    check_cell_settings(cfg, channels, locations)
     folder = ensure_writable_dir(Path(cache_root).absolute()
-                                 / cache_key(index, cfg, tile_size, device))
+                                 / cache_key(index, cfg, tile_size, device, locations))
     with folder_lock(folder, wait=True):  # two runs sharing a cache entry build it once
         remove_partial_files(folder)
         plates = tuple(sorted(index[sc.PLATE].unique()))
@@ -215,7 +228,7 @@ def iter_tile_cache(index: pd.DataFrame, cfg: PreprocessConfig, cache_root: Path
         if workers <= 0:
             for plate in todo:
                 cache_plate(folder, index[index[sc.PLATE] == plate], channels, cfg, tile_size,
-                            device=device)
+                            device=device, locations=_of_plate(locations, plate))
                 bar.update()
                 yield cache, plate
         else:
@@ -223,13 +236,36 @@ def iter_tile_cache(index: pd.DataFrame, cfg: PreprocessConfig, cache_root: Path
             with ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                      initializer=_single_thread) as pool:
                 futures = [pool.submit(cache_plate, folder, index[index[sc.PLATE] == plate],
-                                       channels, cfg, tile_size, threads=1, device=device)
+                                       channels, cfg, tile_size, threads=1, device=device,
+                                       locations=_of_plate(locations, plate))
                            for plate in todo]
                 for future in as_completed(futures):
                     plate = future.result()
                     bar.update()
                     yield cache, plate
         bar.close()
+
+
+def check_cell_settings(cfg: PreprocessConfig, channels: Sequence[str],
+                        locations: pd.DataFrame | None = None) -> None:
+    """For ``tiles: cells`` without locations: the nuclear stain must be one of the index's."""
+    if cfg.tiles == "cells" and locations is None:
+        _nuclear_channel(cfg, list(channels))
+
+
+def _nuclear_channel(cfg: PreprocessConfig, channels: list[str]) -> int:
+    by_name = {c.lower(): i for i, c in enumerate(channels)}
+    stain = cfg.cells.nuclei_stain
+    if stain.lower() not in by_name:
+        raise CellmorphError(f"cells.nuclei_stain {stain!r} is not a stain of the index "
+                             f"({channels}); name the nuclear stain, or give cells.locations")
+    return by_name[stain.lower()]
+
+
+def _of_plate(locations: pd.DataFrame | None, plate: str) -> pd.DataFrame | None:
+    if locations is None:
+        return None
+    return locations[locations[sc.PLATE] == str(plate)]
 
 
 def _single_thread() -> None:
@@ -239,12 +275,13 @@ def _single_thread() -> None:
 
 
 def cache_plate(folder: Path, rows: pd.DataFrame, channels: list[str], cfg: PreprocessConfig,
-                tile_size: int, *, threads: int = 0, device: torch.device | str = "cpu") -> str:
+                tile_size: int, *, threads: int = 0, device: torch.device | str = "cpu",
+                locations: pd.DataFrame | None = None) -> str:
     """Preprocess one plate's fields into ``folder``; returns the plate's name."""
     plate = str(rows[sc.PLATE].iloc[0])
     try:
         tiles, table, stats = preprocess_plate(rows, channels, cfg, tile_size, threads=threads,
-                                               device=device)
+                                               device=device, locations=locations)
     except FieldMismatch:  # blame the files that differ from the plate's majority
         paths = [str(p) for ch in channels for p in rows[sc.path_column(ch)]]
         raise CellmorphError(f"plate {plate}: {odd_images(paths)}") from None
@@ -256,8 +293,9 @@ def cache_plate(folder: Path, rows: pd.DataFrame, channels: list[str], cfg: Prep
 
 
 def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessConfig,
-                     tile_size: int, *, threads: int = 0,
-                     device: torch.device | str = "cpu") -> tuple[np.ndarray, pd.DataFrame, dict]:
+                     tile_size: int, *, threads: int = 0, device: torch.device | str = "cpu",
+                     locations: pd.DataFrame | None = None
+                     ) -> tuple[np.ndarray, pd.DataFrame, dict]:
     """Tiles of one plate's fields: two passes, plate statistics first, then the tiles.
 
     Fields are decoded in ``threads`` threads (0: up to 4, one per core) and corrected,
@@ -276,11 +314,13 @@ def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessCon
     stats = plate_statistics(seen, len(fields), reader.shape, channels, cfg,
                              plate=rows[sc.PLATE].iloc[0])
     seen.samples.clear()
-    tiler = _FieldTiler(reader, seen.kept, cfg, tile_size, stats.on(torch.device(device)))
+    cells = _CellFinder(cfg, channels, fields, locations) if cfg.tiles == "cells" else None
+    tiler = _FieldTiler(reader, seen.kept, cfg, tile_size, stats.on(torch.device(device)),
+                        cells)
     # pass 2: tiles
-    tiles = list(ordered_map(tiler, range(len(fields)), threads))
-    table = _tile_table(tiles, rows, seen.blank, cfg)
-    return np.concatenate(tiles), table, {"illumination": stats.illumination,
+    tiled = list(ordered_map(tiler, range(len(fields)), threads))
+    table = _tile_table(tiled, rows, seen.blank, cfg)
+    return np.concatenate([t.tiles for t in tiled]), table, {"illumination": stats.illumination,
                                           "control_mean": stats.mean, "control_std": stats.std}
 
 
@@ -384,51 +424,130 @@ def _transform(img: Image, functions: Image, cfg: PreprocessConfig) -> Image:
     return anscombe(x) if cfg.anscombe else x
 
 
+@dataclass(frozen=True)
+class _FieldTiles:
+    """One field's tiles, and for cell crops which nucleus each is (else None)."""
+
+    tiles: np.ndarray
+    cells: pd.DataFrame | None = None
+
+
+@dataclass
+class _CellFinder:
+    """Where the nuclei of field ``i`` are: found in its nuclear stain, or read from the
+    locations table. Centres are (y, x) in the field's own pixels."""
+
+    cfg: PreprocessConfig
+    channels: list[str]
+    fields: list[pd.Series]
+    locations: pd.DataFrame | None
+
+    def __post_init__(self) -> None:
+        self._given = None
+        if self.locations is not None:
+            self._given = {key: part for key, part in
+                           self.locations.groupby([sc.WELL, sc.SITE], sort=False)}
+        else:
+            self._nuclear = _nuclear_channel(self.cfg, self.channels)
+
+    def __call__(self, i: int, raw: np.ndarray) -> pd.DataFrame:
+        """Object numbers and centres (``Location_Center_X/Y``) of field ``i``."""
+        field = self.fields[i]
+        if self._given is None:
+            c = self.cfg.cells
+            return find_nuclei(raw[self._nuclear], NucleusSettings(
+                c.smooth, c.min_area, c.max_area, c.split_distance))
+        empty = pd.DataFrame(columns=[sc.OBJECT_NUMBER, sc.CP_CENTER_X, sc.CP_CENTER_Y])
+        found = self._given.get((field[sc.WELL], int(field[sc.SITE])), empty)
+        h, w = raw.shape[1:]
+        outside = (found[sc.CP_CENTER_X] >= w) | (found[sc.CP_CENTER_Y] >= h)
+        if outside.any():
+            cell = found[outside].iloc[0]
+            raise CellmorphError(
+                f"cell locations: plate {field[sc.PLATE]} well {field[sc.WELL]} site "
+                f"{field[sc.SITE]} object {cell[sc.OBJECT_NUMBER]} is at x={cell[sc.CP_CENTER_X]}"
+                f", y={cell[sc.CP_CENTER_Y]}, outside the {w}x{h} field; are the locations "
+                "from these images (and X the column)?")
+        return found
+
+
 @dataclass
 class _FieldTiler:
     """Pass 2 for field ``i`` (run in the thread pool): corrected, rescaled to 8 bits and
     cut into tiles of ``tile_size``. Random crops draw from the field's own generator (the
-    seed and the field's position), so they do not depend on the threads' order."""
+    seed and the field's position), so they do not depend on the threads' order; so do the
+    cells kept when a field has more than the cap."""
 
     reader: _FieldReader
     kept: dict[int, np.ndarray]  # fields still in memory from pass 1 (popped when used)
     cfg: PreprocessConfig
     tile_size: int
     stats: PlateStatistics  # on the device
+    cells: _CellFinder | None = None
 
-    def __call__(self, i: int) -> np.ndarray:
+    def __call__(self, i: int) -> _FieldTiles:
         cfg, stats = self.cfg, self.stats
-        img = self.kept.pop(i, None)
+        raw = self.kept.pop(i, None)
+        raw = self.reader(i) if raw is None else raw
         device = stats.illumination.device
-        x = _transform(to_device(self.reader(i) if img is None else img, device),
-                       stats.illumination, cfg)
+        x = _transform(to_device(raw, device), stats.illumination, cfg)
         if stats.mean is not None:
             x = normalise_to_controls(x, stats.mean, stats.std)
         img8 = rescale_to_uint8(x, per_channel=False) if cfg.rescale == "image" else \
             rescale_to_uint8(x, low=stats.low, high=stats.high)
         if cfg.resize is not None:
             img8 = resize_stack(img8, tuple(cfg.resize))
+        cells = None
         if cfg.tiles == "grid":
             tiles = grid_tiles(img8, *cfg.grid)
-        else:
+        elif cfg.tiles == "random":
             tiles = random_tiles(img8, cfg.random_count, tuple(cfg.random_size),
                                  np.random.default_rng([cfg.seed, i]))
-        return resize_stack(tiles, (self.tile_size, self.tile_size)).cpu().numpy()
+        else:
+            tiles, cells = self._cell_crops(i, raw, img8)
+        return _FieldTiles(resize_stack(tiles, (self.tile_size, self.tile_size)).cpu().numpy(),
+                           cells)
+
+    def _cell_crops(self, i: int, raw: np.ndarray, img8: Image) -> tuple[Image, pd.DataFrame]:
+        """One crop per chosen nucleus, and the table of which nucleus each crop is."""
+        c = self.cfg.cells
+        found = self.cells(i, raw)
+        # Centres in the (resized) field's pixels: pixel centres map onto pixel centres.
+        scale = np.asarray(img8.shape[1:], float) / np.asarray(raw.shape[1:], float)
+        centres = (found[[sc.CP_CENTER_Y, sc.CP_CENTER_X]].to_numpy(float) + 0.5) * scale - 0.5
+        chosen = choose_cells(centres, tuple(img8.shape[1:]), c.size, edge=c.edge,
+                              max_cells=c.max_per_field,
+                              rng=np.random.default_rng([self.cfg.seed, i]))
+        crops = cell_crops(img8, centres[chosen], c.size,
+                           neighbours=centres if c.mask_neighbours else None)
+        table = pd.DataFrame({
+            sc.OBJECT_NUMBER: found[sc.OBJECT_NUMBER].to_numpy()[chosen].astype(np.int64),
+            sc.CELL_X: found[sc.CP_CENTER_X].to_numpy(float)[chosen],
+            sc.CELL_Y: found[sc.CP_CENTER_Y].to_numpy(float)[chosen],
+            sc.CELL_COUNT: len(found)})
+        return crops, table
 
 
-def _tile_table(tiles: list[np.ndarray], rows: pd.DataFrame, blank: set[int],
+def _tile_table(tiled: list[_FieldTiles], rows: pd.DataFrame, blank: set[int],
                 cfg: PreprocessConfig) -> pd.DataFrame:
-    """Which index row and tile position each tile is, whether it is kept, its metadata."""
-    records = []
-    for i, t in enumerate(tiles):
+    """Which index row and tile position each tile is, whether it is kept, its metadata (and
+    for cell crops its nucleus: object number, centre, the field's cell count)."""
+    parts, cells = [], []
+    for i, field_tiles in enumerate(tiled):
+        t = field_tiles.tiles
         keep = nonempty_tiles(t, threshold=cfg.empty_threshold,
                               min_fraction=cfg.empty_min_fraction) if cfg.drop_empty else \
             np.ones(len(t), bool)
         keep &= i not in blank
-        records += [{ROW: int(rows.index[i]), TILE: k, KEEP: bool(keep[k])}
-                    for k in range(len(t))]
+        parts.append(pd.DataFrame({ROW: np.full(len(t), int(rows.index[i]), np.int64),
+                                   TILE: np.arange(len(t), dtype=np.int64), KEEP: keep}))
+        if field_tiles.cells is not None:
+            cells.append(field_tiles.cells)
     meta = rows[[c for c in rows.columns if c.startswith("Metadata_")]]
-    return pd.DataFrame(records).join(meta, on=ROW)
+    table = pd.concat(parts, ignore_index=True).join(meta, on=ROW)
+    if cells:  # the nucleus of each crop, after the field's metadata
+        table = pd.concat([table, pd.concat(cells, ignore_index=True)], axis=1)
+    return table
 
 
 def _has_constant_stain(img: np.ndarray) -> bool:
@@ -484,6 +603,9 @@ def _check_tiling(cfg: PreprocessConfig, shape: tuple[int, int], rows: pd.DataFr
     if cfg.tiles == "random" and (cfg.random_size[0] > h or cfg.random_size[1] > w):
         raise CellmorphError(f"{where}: crop size {tuple(cfg.random_size)} is larger than the "
                              f"image ({h}x{w}); choose a smaller random_size")
+    if cfg.tiles == "cells" and (cfg.cells.size > h or cfg.cells.size > w):
+        raise CellmorphError(f"{where}: cell crops of {cfg.cells.size} pixels are larger than "
+                             "the field; choose a smaller cells.size")
     if cfg.tiles == "grid" and (h // cfg.grid[0] < 8 or w // cfg.grid[1] < 8):
         raise CellmorphError(f"{where}: a {cfg.grid[0]}x{cfg.grid[1]} grid gives crops smaller "
                              "than 8 pixels; use fewer tiles")

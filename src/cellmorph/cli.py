@@ -353,14 +353,17 @@ def translocation_cmd(
 
 @app.command("export")
 def export_cmd(
-    profiles: Annotated[Path, typer.Argument(help="A profile table (.parquet/.csv).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="The .h5ad file to write.")],
+    profiles: Annotated[Path, typer.Argument(help="A profile table (.parquet/.csv), or a "
+                                             "run's cells/ folder (one table a plate).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The .h5ad file to write "
+                                         "(.parquet too for a cells/ folder).")],
 ) -> None:
-    """Write a profile table as AnnData (.h5ad: obs = Metadata_ columns, X = features)."""
+    """Write a profile table as AnnData (.h5ad: obs = Metadata_ columns, X = features); a
+    run's per-cell tables (cells/) as one .h5ad or .parquet, one plate in memory at a time."""
     from cellmorph.api import export
 
     path = export(profiles, output)
-    typer.echo(f"AnnData -> {path}")
+    typer.echo(f"{'AnnData' if path.suffix == '.h5ad' else 'Parquet'} -> {path}")
 
 
 # ---------------------------------------------------------------- train

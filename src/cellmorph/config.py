@@ -68,6 +68,44 @@ class _Strict(BaseModel):
         return value
 
 
+class CellsConfig(_Strict):
+    """Single-cell crops (``tiles: cells``): where the nuclei are and how each cell is cut out.
+
+    The crop side defaults to 96 pixels, DeepProfiler's ``box_size`` for BBBC021: at its
+    resolution an MCF7 nucleus is about 20-30 pixels across and its cell 50-70, so one cell
+    and a margin fit. Crops go to the network at their own size (``tile_size`` unset): no
+    upsampling invents detail, and 50 crops of 96 pixels cost about what four 299-pixel
+    tiles do.
+    """
+
+    size: int = Field(96, ge=8, description="crop side in pixels of the field (after any "
+                      "resize)")
+    edge: Literal["skip", "pad"] = Field("skip", description="cells whose crop leaves the "
+                                         "field: skipped, or padded with zeros")
+    max_per_field: int | None = Field(50, ge=1, description="at most this many cells a field, "
+                                      "drawn at random (seeded) when there are more "
+                                      "(DeepProfiler samples 50); none: every cell")
+    mask_neighbours: bool = Field(False, description="zero the pixels nearer another cell's "
+                                  "centre than this cell's")
+    locations: RunPath | None = Field(None, description="CellProfiler per-object table "
+                                      "(Nuclei.csv: ImageNumber, ObjectNumber, "
+                                      "Location_Center_X/Y); default: find nuclei in the "
+                                      "nuclear stain")
+    location_images: RunPath | None = Field(None, description="the image table its "
+                                            "ImageNumber refers to: CellProfiler's Image.csv, "
+                                            "or the LoadData CSV (ImageNumber = row number); "
+                                            "not needed when the locations carry "
+                                            "Metadata_Plate/Well/Site")
+    nuclei_stain: str = Field("DAPI", description="the stain nuclei are found in "
+                              "(case-insensitive)")
+    smooth: float = Field(2.0, ge=0, description="Gaussian sigma before thresholding, pixels")
+    min_area: int = Field(50, ge=1, description="smallest nucleus, pixels (before splitting)")
+    max_area: int = Field(4000, ge=1, description="largest nucleus kept, pixels (after "
+                          "splitting); larger objects are clumps or debris")
+    split_distance: int = Field(7, ge=1, description="touching nuclei are split when their "
+                                "centres are at least this far apart, pixels")
+
+
 class PreprocessConfig(_Strict):
     """Field of view -> uint8 tiles at the model's input size."""
 
@@ -85,14 +123,18 @@ class PreprocessConfig(_Strict):
         (0.1, 99.9), description="plate percentiles mapped to 0 and 255 (rescale: plate)")
     resize: tuple[Side, Side] | None = Field(None, description="resize whole fields to (H, W) "
                                              "before tiling")
-    tiles: Literal["grid", "random"] = Field("grid", description="cut fields into a regular "
-                                             "grid or at random positions")
+    tiles: Literal["grid", "random", "cells"] = Field(
+        "grid", description="cut fields into a regular grid, at random positions, or into one "
+        "crop per cell centred on its nucleus (see cells)")
     grid: tuple[PositiveInt, PositiveInt] = Field((2, 2), description="rows and columns of the "
                                                   "tile grid")
     random_count: int = Field(8, ge=1, description="random tiles per field (tiles: random)")
     random_size: tuple[Side, Side] = Field((256, 256), description="random tile size (H, W)")
+    cells: CellsConfig = Field(default_factory=CellsConfig, description="single-cell crops "
+                               "(tiles: cells)")
     tile_size: int | None = Field(None, ge=16, description="tile edge fed to the model "
-                                  "(default: the model's input size)")
+                                  "(default: the model's input size; with tiles: cells the "
+                                  "crop size)")
     drop_empty: bool = Field(True, description="drop tiles that are mostly background "
                              "(Kensert et al.)")
     empty_threshold: int = Field(50, ge=0, le=255, description="a pixel counts as foreground "
@@ -109,6 +151,13 @@ class PreprocessConfig(_Strict):
             raise ValueError(f"rescale_percentiles {list(self.rescale_percentiles)}: the first "
                              "must be below the second")
         return self
+
+    def input_size(self, model_default: int) -> int:
+        """The tile edge the network sees: ``tile_size``, else the cell crop size for
+        ``tiles: cells``, else the model's own input size."""
+        if self.tile_size is not None:
+            return self.tile_size
+        return self.cells.size if self.tiles == "cells" else model_default
 
 
 PREPROCESS_PRESETS: dict[str, PreprocessConfig] = {
@@ -351,7 +400,7 @@ TRAIN_PRESETS: dict[str, dict] = {
 
 CONFIG_MODELS: dict[str, type[BaseModel]] = {
     "profile": ProfileConfig, "evaluate": EvaluateConfig, "train": TrainConfig,
-    "preprocess": PreprocessConfig, "augment": AugmentConfig,
+    "preprocess": PreprocessConfig, "cells": CellsConfig, "augment": AugmentConfig,
 }
 # pydantic's names of union members, never YAML keys: models, plain and constrained types.
 _MODEL_NAMES = {m.__name__ for m in CONFIG_MODELS.values()} | {
@@ -434,7 +483,7 @@ def reference_markdown() -> str:
             default = ("required" if field.is_required()
                        else repr(field.get_default(call_default_factory=True)))
             if len(default) > 40:
-                default = "(see below)" if key in ("augment",) else default[:37] + "..."
+                default = "(see below)" if key in ("augment", "cells") else default[:37] + "..."
             lines.append(f"| `{key}` | `{default}` | {field.description or ''} |")
         lines.append("")
     lines += ["## Presets", "", "Preprocessing (`preprocess: NAME`):", ""]

@@ -39,6 +39,7 @@ from typing import Any
 import pandas as pd
 import timm
 
+from cellmorph import schema as sc
 from cellmorph.atomic import (
     LOCK,
     ensure_writable_dir,
@@ -48,8 +49,9 @@ from cellmorph.atomic import (
     write_parquet,
 )
 from cellmorph.backbones import check_weights, default_input_size, efficientnet_lite
-from cellmorph.cache import image_stamps
+from cellmorph.cache import check_cell_settings, image_stamps
 from cellmorph.config import RunConfig, TrainConfig, save_config
+from cellmorph.datasets.cell_locations import read_cell_locations
 from cellmorph.datasets.index import read_index
 from cellmorph.errors import CellmorphError
 from cellmorph.executors import check_ray
@@ -115,14 +117,19 @@ _HYPER_SETTINGS = {"preset", "epochs", "batch_size", "lr", "weight_decay", "labe
 
 
 def fingerprint(config: RunConfig, kind: str, runtime: dict, index_digest: str,
-                images: dict[str, str] | None = None) -> dict:
+                images: dict[str, str] | None = None,
+                cell_locations: pd.DataFrame | None = None) -> dict:
     """Everything that decides the numbers of a ``profile`` or ``train`` run, as resolved (an
-    index given by another path or a value equal to the preset's default is the same run)."""
+    index given by another path or a value equal to the preset's default is the same run;
+    cell locations count by their values, not their file's path)."""
     skip = (_NOT_RESULTS_PROFILE if kind == "profile" else _NOT_RESULTS_TRAIN) | \
         _RESOLVED_ELSEWHERE
     settings = {k: v for k, v in config.model_dump(mode="json").items() if k not in skip}
     model, weights = config.model, config.weights
-    settings["preprocess"]["tile_size"] = config.preprocess.tile_size or default_input_size(model)
+    settings["preprocess"]["tile_size"] = config.preprocess.input_size(default_input_size(model))
+    cells = settings["preprocess"]["cells"]
+    cells.pop("location_images")
+    cells["locations"] = None if cell_locations is None else table_digest(cell_locations)
     if isinstance(config, TrainConfig):
         settings = {k: v for k, v in settings.items() if k not in _HYPER_SETTINGS}
         settings["hyper"] = dataclasses.asdict(config.hyper())
@@ -404,6 +411,7 @@ class StartedRun:
     runtime: Runtime
     index: pd.DataFrame
     described: dict  # the runtime as recorded (device, precision, native bf16)
+    cell_locations: pd.DataFrame | None = None  # cells.locations, read and checked
 
 
 @contextlib.contextmanager
@@ -422,20 +430,37 @@ def start_run(cfg: RunConfig, *, kind: str, layout: RunLayout, overwrite: bool =
     index = read_index(cfg.index if index_table is None else index_table)
     if check_index is not None:
         check_index(index)
+    locations = read_locations(cfg, index)
     if getattr(cfg, "executor", "local") == "ray":
         check_ray(cfg.ray_address)
     digest = table_digest(index)
     described = {**runtime.describe(), "malloc_keeps_freed_memory": keep_freed_memory()}
     inputs = [Path(cfg.index)] if index_table is None else []
+    inputs += [Path(p) for p in (cfg.preprocess.cells.locations,
+                                 cfg.preprocess.cells.location_images) if p is not None]
     if cfg.cache_dir is not None:  # a cache elsewhere (shared) is not this run's to claim
         inputs.append(Path(cfg.cache_dir))
         layout = dataclasses.replace(layout, kept=tuple(k for k in layout.kept if k != "cache"))
     with open_run(cfg.output, kind=kind, overwrite=overwrite, layout=layout,
-                  fingerprint=fingerprint(cfg, kind, described, digest, image_stamps(index)),
+                  fingerprint=fingerprint(cfg, kind, described, digest, image_stamps(index),
+                                          locations),
                   runtime=described, index_digest=digest, inputs=inputs,
                   stale=stale) as folder:
         log.info("%s run on %s", kind, runtime.summary())
         if index_table is not None:
             write_parquet(index_table, cfg.index)
         save_config(cfg, folder / "config.yaml")
-        yield StartedRun(folder, runtime, index, described)
+        yield StartedRun(folder, runtime, index, described, locations)
+
+
+def read_locations(cfg: RunConfig, index: pd.DataFrame) -> pd.DataFrame | None:
+    """The run's cell locations (``preprocess.cells.locations``), checked against the index
+    and the stains before anything is written; None when nuclei are to be found."""
+    pre = cfg.preprocess
+    if pre.tiles != "cells":
+        return None
+    locations = None
+    if pre.cells.locations is not None:
+        locations = read_cell_locations(pre.cells.locations, pre.cells.location_images, index)
+    check_cell_settings(pre, sc.channels_of(index), locations)
+    return locations

@@ -43,6 +43,17 @@ COUNT = "Metadata_Count"
 FOLD = "Metadata_Fold"
 CELL_LINE = "Metadata_CellLine"
 SYNTHETIC = "Metadata_Synthetic"  # True on every row made from SYNTHETIC images
+# Single cells: CellProfiler's object number and nucleus centre (pixels, x = column), and
+# the nuclei found in a field (or in the fields of a well).
+OBJECT_NUMBER = "Metadata_ObjectNumber"
+CELL_X = "Metadata_Location_Center_X"
+CELL_Y = "Metadata_Location_Center_Y"
+CELL_COUNT = "Metadata_CellCount"
+# CellProfiler's own names of the centre (in its object tables, where every column is a
+# measurement); cellmorph's tables carry them with the Metadata_ prefix, since every other
+# column of a profile is a feature.
+CP_CENTER_X = "Location_Center_X"
+CP_CENTER_Y = "Location_Center_Y"
 METADATA_PREFIX = "Metadata_"
 PATH_PREFIX = "Path_"
 PROB_PREFIX = "Prob_"

@@ -29,6 +29,7 @@ from cellmorph.interpret.actmax import ActMax, active_channels, default_layers, 
 from cellmorph.interpret.gradcam import grad_cam, overlay
 from cellmorph.log import get_logger, progress
 from cellmorph.records import ShortRepr
+from cellmorph.runs import read_locations
 from cellmorph.runtime import resolve_device
 from cellmorph.training.fold_jobs import fold_dir
 
@@ -139,9 +140,10 @@ def _explain_crops(cfg: TrainConfig, seed_dir: Path, crops: pd.DataFrame, classe
                    preprocessed_on: str) -> list[CropExplanation]:
     """Grad-CAM of the most confident correct crops of each MoA, by their own fold models."""
     index = read_index(cfg.index)
-    tile_size = cfg.preprocess.tile_size or default_input_size(cfg.model)
+    tile_size = cfg.preprocess.input_size(default_input_size(cfg.model))
     folder = Path(cfg.cache_dir or cfg.output / "cache") / cache_key(
-        index, cfg.preprocess, tile_size, "cuda" if preprocessed_on == "cuda" else "cpu")
+        index, cfg.preprocess, tile_size, "cuda" if preprocessed_on == "cuda" else "cpu",
+        read_locations(cfg, index))
     if not (folder / "settings.json").is_file():
         log.warning("the run's tile cache %s is gone; no Grad-CAM crops (rerun train to "
                     "rebuild it)", folder)

@@ -86,5 +86,5 @@ def nonempty_tiles(tiles: np.ndarray, *, threshold: int = 50,
 
     Kensert et al. drop crops with at most 0.2 % of pixels above 50 (mostly background).
     """
-    flat = tiles.reshape(tiles.shape[0], -1)
+    flat = tiles.reshape(tiles.shape[0], int(np.prod(tiles.shape[1:])))
     return (flat > threshold).mean(axis=1) > min_fraction

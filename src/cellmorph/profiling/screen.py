@@ -35,6 +35,7 @@ from cellmorph.runs import RunLayout, start_run
 from cellmorph.runtime import Runtime, keep_freed_memory, resolve_runtime, runtime_from_names
 
 log = get_logger(__name__)
+CELLS_FOLDER = "cells"  # per-cell profiles, one Parquet file a plate
 
 
 @dataclass(repr=False)
@@ -90,30 +91,45 @@ def make_embedder(cfg: ProfileConfig, channels: Sequence[str],
     return TileEmbedder(model, spec, runtime)
 
 
-def profile_plate(tiles: np.ndarray, table: pd.DataFrame, embedder: TileEmbedder,
-                  channels: Sequence[str], *, method: str = "mean",
-                  batch_size: int = 64) -> pd.DataFrame:
-    """Image-level profiles of one plate from its cached tiles.
+def tile_profiles(tiles: np.ndarray, table: pd.DataFrame, embedder: TileEmbedder,
+                  channels: Sequence[str], *, batch_size: int = 64) -> pd.DataFrame:
+    """One profile per kept tile of a plate (per cell, with ``tiles: cells``).
 
     ``tiles`` (N, C, S, S) uint8 and ``table`` (one row per tile, from the tile cache) are a
-    plate's; tiles the empty filter dropped are skipped, and a field whose every tile was
-    dropped gets no profile (a warning says how many).
+    plate's; tiles the empty filter dropped are skipped.
     """
     kept = table[KEEP].to_numpy()
+    if not kept.any():  # a plate without a cell (or a kept tile): nothing to embed
+        return table.iloc[:0].drop(columns=[KEEP, TILE])
     feats = embedder(tiles[kept], batch_size=batch_size)
     if not np.isfinite(feats).all():
         raise CellmorphError(f"plate {table[sc.PLATE].iloc[0]}: the network produced NaN or "
                              "infinite features; try --precision fp32 or other weights")
     names = feature_names(feats.shape[1], channels, embedder.mode)
-    tile_profiles = pd.concat(
-        [table.loc[kept].drop(columns=[KEEP, TILE]).reset_index(drop=True),
-         pd.DataFrame(feats, columns=names)], axis=1)
+    return pd.concat([table.loc[kept].drop(columns=[KEEP, TILE]).reset_index(drop=True),
+                      pd.DataFrame(feats, columns=names)], axis=1)
+
+
+def profile_plate(tiles: np.ndarray, table: pd.DataFrame, embedder: TileEmbedder,
+                  channels: Sequence[str], *, method: str = "mean",
+                  batch_size: int = 64) -> pd.DataFrame:
+    """Image-level profiles of one plate from its cached tiles (:func:`tile_profiles`
+    aggregated); a field whose every tile was dropped gets no profile (a warning says how
+    many)."""
+    return images_of(tile_profiles(tiles, table, embedder, channels, batch_size=batch_size),
+                     table, method)
+
+
+def images_of(tile_table: pd.DataFrame, table: pd.DataFrame, method: str) -> pd.DataFrame:
+    """Tile (or cell) profiles of a plate aggregated to its images."""
     n_fields = table[sc.IMAGE_KEYS].drop_duplicates().shape[0]
-    n_kept = tile_profiles[sc.IMAGE_KEYS].drop_duplicates().shape[0]
+    n_kept = tile_table[sc.IMAGE_KEYS].drop_duplicates().shape[0]
     if n_kept < n_fields:
-        log.warning("%d of %d fields on plate %s had only empty tiles and get no profile",
-                    n_fields - n_kept, n_fields, table[sc.PLATE].iloc[0])
-    return sc.aggregate(tile_profiles, sc.IMAGE_KEYS, method)
+        log.warning("%d of %d fields on plate %s had no kept tiles or cells and get no "
+                    "profile", n_fields - n_kept, n_fields, table[sc.PLATE].iloc[0])
+    if n_kept == 0:
+        return pd.DataFrame()
+    return sc.aggregate(tile_table, sc.IMAGE_KEYS, method)
 
 
 @dataclass(frozen=True)
@@ -126,6 +142,7 @@ class PlateJob:
     channels: tuple[str, ...]
     method: str = "mean"
     batch_size: int = 64
+    cells_output: Path | None = None  # per-cell profiles (tiles: cells), written first
 
     @property
     def done(self) -> bool:
@@ -133,10 +150,15 @@ class PlateJob:
         return self.output.is_file()
 
     def run(self, embedder: TileEmbedder) -> pd.DataFrame:
-        """Embed the plate's tiles, aggregate to images, write and return the plate's table."""
+        """Embed the plate's tiles, aggregate to images, write and return the plate's table
+        (and, for cell crops, the per-cell table: one plate in memory at a time)."""
         cache = TileCache(self.cache_folder, (self.plate,))
-        images = profile_plate(cache.tiles(self.plate), cache.table(self.plate), embedder,
-                               self.channels, method=self.method, batch_size=self.batch_size)
+        table = cache.table(self.plate)
+        tiles = tile_profiles(cache.tiles(self.plate), table, embedder, self.channels,
+                              batch_size=self.batch_size)
+        if self.cells_output is not None:
+            write_parquet(tiles, self.cells_output)
+        images = images_of(tiles, table, self.method)
         write_parquet(images, self.output)
         return images
 
@@ -156,7 +178,8 @@ class PlateWorker:
         """Run the batch's plate jobs; returns their plates and output paths."""
         for row in batch.to_dict("records"):
             job = PlateJob(row["plate"], Path(row["cache_folder"]), Path(row["output"]),
-                           tuple(row["channels"]), row["method"], int(row["batch_size"]))
+                           tuple(row["channels"]), row["method"], int(row["batch_size"]),
+                           Path(row["cells_output"]) if row["cells_output"] else None)
             job.run(self.embedder)
         return batch[["plate", "output", "_order"]]
 
@@ -167,8 +190,8 @@ def run_plate_jobs_on_ray(cfg: ProfileConfig, jobs: Sequence[PlateJob],
     table, which is then read back like that of a finished plate. (The local path embeds
     each plate as its tiles become ready, in :func:`profile_screen`.)"""
     rows = [{"plate": j.plate, "cache_folder": str(j.cache_folder), "output": str(j.output),
-             "channels": list(j.channels), "method": j.method, "batch_size": j.batch_size}
-            for j in jobs]
+             "channels": list(j.channels), "method": j.method, "batch_size": j.batch_size,
+             "cells_output": str(j.cells_output or "")} for j in jobs]
     log.info("profiling %d plate(s) on a Ray actor pool", len(rows))
     map_actors(PlateWorker, rows, threads=torch.get_num_threads(),
                use_gpu=runtime.device.type == "cuda", address=cfg.ray_address,
@@ -179,9 +202,13 @@ def run_plate_jobs_on_ray(cfg: ProfileConfig, jobs: Sequence[PlateJob],
 
 def plate_jobs(cfg: ProfileConfig, cache: TileCache, channels: Sequence[str],
                folder: Path, plates: Sequence[str] | None = None) -> list[PlateJob]:
-    """One job per plate of the cache (or of ``plates``), writing ``folder/<plate>.parquet``."""
+    """One job per plate of the cache (or of ``plates``), writing ``folder/<plate>.parquet``
+    (and, for cell crops, ``<folder>/../cells/<plate>.parquet``)."""
+    cells = folder.parent / CELLS_FOLDER if cfg.preprocess.tiles == "cells" else None
     return [PlateJob(p, cache.folder, folder / f"{safe_name(p)}.parquet", tuple(channels),
-                     cfg.aggregate, cfg.batch_size) for p in (plates or cache.plates)]
+                     cfg.aggregate, cfg.batch_size,
+                     None if cells is None else cells / f"{safe_name(p)}.parquet")
+            for p in (plates or cache.plates)]
 
 
 def resolve_workers(workers: int | str, runtime: Runtime) -> int:
@@ -198,7 +225,8 @@ def resolve_workers(workers: int | str, runtime: Runtime) -> int:
 def _plate_results(plates: list[str]) -> list[str]:
     """The recorded files holding the results of ``plates`` (redone when their images
     change)."""
-    return [f"plates/{safe_name(p)}.parquet" for p in plates]
+    return [f"{folder}/{safe_name(p)}.parquet" for p in plates
+            for folder in ("plates", CELLS_FOLDER)]
 
 
 def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True, overwrite: bool = False,
@@ -221,11 +249,14 @@ def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True, overwrite:
     ... # doctest: +SKIP
     """
     timer = StageTimer()
-    layout = RunLayout(results=("plates", *outputs))
+    layout = RunLayout(results=("plates", CELLS_FOLDER, *outputs))
     with start_run(cfg, kind="profile", layout=layout, overwrite=overwrite,
                    index_table=index_table, stale=_plate_results) as run:
         plates = _PlatesRun(cfg, run.index, run.runtime, ensure_writable_dir(run.folder / "plates"),
-                            cfg.cache_dir or run.folder / "cache", timer, progress_bars)
+                            cfg.cache_dir or run.folder / "cache", timer, progress_bars,
+                            run.cell_locations)
+        if cfg.preprocess.tiles == "cells":
+            ensure_writable_dir(run.folder / CELLS_FOLDER)
         embed = _embed_on_ray if cfg.executor == "ray" else _embed_as_tiles_are_ready
         cache, done_here, computed = embed(plates)
         with timer("aggregate"):
@@ -250,6 +281,7 @@ class _PlatesRun:
     cache_root: Path
     timer: StageTimer
     progress_bars: bool
+    cell_locations: pd.DataFrame | None = None
 
     @property
     def channels(self) -> list[str]:
@@ -258,9 +290,10 @@ class _PlatesRun:
     def cache_args(self) -> dict:
         """Arguments of the tile cache builders."""
         cfg = self.cfg
-        return dict(tile_size=cfg.preprocess.tile_size or default_input_size(cfg.model),
+        return dict(tile_size=cfg.preprocess.input_size(default_input_size(cfg.model)),
                     workers=resolve_workers(cfg.preprocess_workers, self.runtime),
-                    progress=self.progress_bars, device=self.runtime.preprocess_device)
+                    progress=self.progress_bars, device=self.runtime.preprocess_device,
+                    locations=self.cell_locations)
 
 
 def _embed_on_ray(plates: _PlatesRun) -> tuple[TileCache, list[PlateJob], dict]:
@@ -313,9 +346,27 @@ def _aggregate_plates(cfg: ProfileConfig, jobs: Sequence[PlateJob], computed: di
     treatments (controls left out)."""
     images = pd.concat([computed[job.plate] if job.plate in computed
                         else pd.read_parquet(job.output) for job in jobs], ignore_index=True)
-    wells = sc.aggregate(images, sc.WELL_KEYS, cfg.aggregate)
+    wells = _with_cell_counts(sc.aggregate(images, sc.WELL_KEYS, cfg.aggregate), images,
+                              sc.WELL_KEYS)
     treated = wells[wells[sc.ROLE] != sc.ROLE_CONTROL]
-    return images, wells, sc.aggregate(treated, sc.TREATMENT_KEYS, cfg.aggregate)
+    treatments = _with_cell_counts(sc.aggregate(treated, sc.TREATMENT_KEYS, cfg.aggregate),
+                                   treated, sc.TREATMENT_KEYS)
+    return images, wells, treatments
+
+
+def _with_cell_counts(coarse: pd.DataFrame, fine: pd.DataFrame, keys: list[str]
+                      ) -> pd.DataFrame:
+    """``Metadata_CellCount`` of each group of ``coarse``: the sum of its rows' in ``fine``
+    (nuclei found in the fields of a well, or in the wells of a treatment)."""
+    if sc.CELL_COUNT not in fine.columns:
+        return coarse
+    counts = fine.groupby(keys, dropna=False)[sc.CELL_COUNT].sum()
+    position = list(coarse.columns).index(sc.COUNT) + 1 if sc.COUNT in coarse.columns else 0
+    coarse = coarse.drop(columns=[sc.CELL_COUNT], errors="ignore")
+    coarse.insert(position, sc.CELL_COUNT,
+                  counts.reindex(pd.MultiIndex.from_frame(coarse[keys]) if len(keys) > 1
+                                 else coarse[keys[0]]).to_numpy())
+    return coarse
 
 
 def _tiles_embedded(cache: TileCache, jobs: Sequence[PlateJob]) -> int:

@@ -1,7 +1,8 @@
 """The classic nuclear-translocation readout, with no learning at all: a baseline for the deep
 models on BBBC014-style screens.
 
-Per field: nuclei are found by an Otsu threshold on the (smoothed) nuclear stain, each
+Per field: nuclei are found by an Otsu threshold on the (smoothed) nuclear stain
+(:func:`cellmorph.preprocess.nuclei.label_nuclei`; touching nuclei are not split), each
 nucleus's cytoplasm is a ring around it (scikit-image's ``expand_labels``, minus the
 nuclei), and each cell's ratio is its mean reporter intensity in the nucleus over the mean
 in its ring. A field's value is the median over its cells. NF-kB in BBBC014 moves from the
@@ -14,16 +15,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from skimage import filters, measure, segmentation
+from skimage import measure, segmentation
 
 from cellmorph import schema as sc
 from cellmorph.errors import CellmorphError
 from cellmorph.imageio import read_image
 from cellmorph.log import progress
+from cellmorph.preprocess.nuclei import NucleusSettings, find_nuclei, label_nuclei
 
 RATIO = "Feature_NucCytoRatio"
 RATIO_MEAN = "Feature_NucCytoRatioMean"
-CELLS = "Metadata_CellCount"
+CELLS = sc.CELL_COUNT
+# Nuclei with touching ones split (the single-cell detector's count, beside the readout's).
+NUCLEI_FOUND = "Metadata_NucleiFound"
 
 
 @dataclass(frozen=True)
@@ -40,14 +44,9 @@ class TranslocationSettings:
 def cell_ratios(reporter: np.ndarray, nuclei: np.ndarray,
                 settings: TranslocationSettings = TranslocationSettings()) -> np.ndarray:
     """Nuclear / cytoplasmic mean reporter intensity of every cell of one field."""
-    smooth = filters.gaussian(nuclei.astype(np.float32), settings.smooth, preserve_range=True)
-    if float(smooth.max()) <= float(smooth.min()):
+    labels = label_nuclei(nuclei, smooth=settings.smooth, min_area=settings.min_area)
+    if labels.max() == 0:
         return np.zeros(0)
-    labels = measure.label(smooth > filters.threshold_otsu(smooth))
-    sizes = np.bincount(labels.ravel())
-    too_small = sizes < settings.min_area
-    too_small[0] = False
-    labels[too_small[labels]] = 0
     rings = segmentation.expand_labels(labels, distance=settings.ring)
     rings[labels > 0] = 0
     image = reporter.astype(np.float32)
@@ -75,7 +74,8 @@ def field_readout(reporter: np.ndarray, nuclei: np.ndarray,
 def translocation_fields(index: pd.DataFrame,
                          settings: TranslocationSettings = TranslocationSettings(), *,
                          progress_bar: bool = True) -> pd.DataFrame:
-    """The readout of every field of an index: its metadata, the ratio and the cell count."""
+    """The readout of every field of an index: its metadata, the ratio, the cells it comes
+    from, and the nuclei the single-cell detector finds (touching nuclei split)."""
     channels = sc.channels_of(index)
     by_name = {c.lower(): c for c in channels}
     missing = [s for s in (settings.nuclei, settings.reporter) if s.lower() not in by_name]
@@ -87,9 +87,12 @@ def translocation_fields(index: pd.DataFrame,
     rows = []
     for _, row in progress(index.iterrows(), total=len(index), desc="translocation",
                            unit="field", enabled=progress_bar):
-        values = field_readout(read_image(row[reporter_col]), read_image(row[nuclei_col]),
-                               settings)
-        rows.append({**{c: row[c] for c in sc.metadata_columns(index)}, **values})
+        nuclei = read_image(row[nuclei_col])
+        values = field_readout(read_image(row[reporter_col]), nuclei, settings)
+        found = len(find_nuclei(nuclei, NucleusSettings(smooth=settings.smooth,
+                                                        min_area=settings.min_area)))
+        rows.append({**{c: row[c] for c in sc.metadata_columns(index)}, **values,
+                     NUCLEI_FOUND: found})
     fields = pd.DataFrame(rows)
     empty = fields[CELLS] == 0
     if empty.all():
@@ -102,6 +105,10 @@ def aggregate_fields(fields: pd.DataFrame, level: str = "well") -> pd.DataFrame:
     """Median field ratio per well (or treatment), fields without cells left out."""
     values = [RATIO, RATIO_MEAN]
     found = fields[fields[CELLS] > 0]
-    return sc.aggregate(found, sc.LEVEL_KEYS[level], "median", values=values,
-                        metadata=[c for c in sc.metadata_columns(found) if c != CELLS])
+    counts = [c for c in (CELLS, NUCLEI_FOUND) if c in found.columns]
+    keys = sc.LEVEL_KEYS[level]
+    wells = sc.aggregate(found, keys, "median", values=values,
+                         metadata=[c for c in sc.metadata_columns(found) if c not in counts])
+    sums = found.groupby(keys, sort=True)[counts].sum().reset_index()
+    return wells.merge(sums, on=keys, how="left")
 

@@ -9,10 +9,12 @@ which this project does not use; the files read back with ``anndata.read_h5ad``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from cellmorph import schema as sc
 from cellmorph.atomic import atomic_path
@@ -96,6 +98,47 @@ def write_h5ad(profiles: pd.DataFrame, path: Path | str) -> Path:
             _dataframe(f.create_group("var"), [str(c) for c in feats], {})
             for name in ("obsm", "varm", "obsp", "varp", "layers", "uns"):
                 _encode(f.create_group(name), "dict", "0.1.0")
+    return Path(path)
+
+
+def write_h5ad_parts(parts: Sequence[Path], path: Path | str) -> Path:
+    """Write profile tables stored in parts (one Parquet file a plate, as a profiling run's
+    per-cell tables) as one ``.h5ad``, one part in memory at a time: the metadata of every
+    row first (small: obs), then each part's features into X."""
+    h5py = _h5py()
+    if not parts:
+        raise CellmorphError("no Parquet files to export")
+    first = pq.read_schema(parts[0]).names
+    meta = [c for c in first if str(c).startswith(sc.METADATA_PREFIX)]
+    feats = [c for c in first if not str(c).startswith(sc.METADATA_PREFIX)]
+    obs = pd.concat([pd.read_parquet(p, columns=meta) for p in parts], ignore_index=True)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            _encode(f, "anndata", "0.1.0")
+            x = f.create_dataset("X", shape=(len(obs), len(feats)), dtype=np.float32)
+            _encode(x, "array", "0.2.0")
+            start = 0
+            for part in parts:
+                block = pd.read_parquet(part, columns=feats).to_numpy(np.float32)
+                x[start:start + len(block)] = block
+                start += len(block)
+            _dataframe(f.create_group("obs"), [str(i) for i in range(len(obs))],
+                       {c: obs[c] for c in meta})
+            _dataframe(f.create_group("var"), [str(c) for c in feats], {})
+            for name in ("obsm", "varm", "obsp", "varp", "layers", "uns"):
+                _encode(f.create_group(name), "dict", "0.1.0")
+    return Path(path)
+
+
+def write_parquet_parts(parts: Sequence[Path], path: Path | str) -> Path:
+    """Profile tables stored in parts concatenated into one Parquet file, one part in
+    memory at a time (pyarrow's streaming writer)."""
+    if not parts:
+        raise CellmorphError("no Parquet files to export")
+    schema = pq.read_schema(parts[0])
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for part in parts:
+            writer.write_table(pq.read_table(part).cast(schema))
     return Path(path)
 
 

@@ -109,8 +109,12 @@ def format_cv(result: CVResult) -> str:
 
 def format_translocation(result: TranslocationResult) -> str:
     """The per-well ratios and, for labelled wells, how well they separate the classes."""
-    lines = [result.wells[["Metadata_Well", "Metadata_Concentration",
-                           "Feature_NucCytoRatio"]].to_string(index=False)]
+    shown = ["Metadata_Well", "Metadata_Concentration", "Feature_NucCytoRatio",
+             "Metadata_CellCount", "Metadata_NucleiFound"]
+    lines = [result.wells[[c for c in shown if c in result.wells.columns]]
+             .rename(columns={"Metadata_CellCount": "cells (readout)",
+                              "Metadata_NucleiFound": "nuclei (split)"})
+             .to_string(index=False)]
     scores = result.scores
     if "auc" in scores:
         lines.append(f"AUC {scores['auc']:.3f}, Z' {scores['z_prime']:.2f}"

@@ -104,6 +104,23 @@ def render_field(
     Channels understood: ``DAPI`` (DNA), ``Tubulin``, ``Actin`` and ``FITC`` (a signal that
     moves from cytoplasm to nucleus with ``Phenotype.nuclear_signal``).
     """
+    return render_field_with_cells(phenotype, shape, rng, channels=channels, plate=plate,
+                                   nucleus_radius=nucleus_radius,
+                                   cells_per_megapixel=cells_per_megapixel)[0]
+
+
+def render_field_with_cells(
+    phenotype: Phenotype,
+    shape: tuple[int, int],
+    rng: np.random.Generator,
+    *,
+    channels: Sequence[str] = ("DAPI", "Tubulin", "Actin"),
+    plate: PlateEffect | None = None,
+    nucleus_radius: float | None = None,
+    cells_per_megapixel: float = 90.0,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """:func:`render_field` (the same images from the same ``rng``), and where each cell
+    was drawn: (n, 2) centres (y, x) in pixels, the ground truth of nucleus detection."""
     h, w = shape
     rn0 = nucleus_radius if nucleus_radius is not None else max(6.0, w / 60.0)
     # Cells per field: scale with area in units of the nucleus, so small fields are not empty.
@@ -111,8 +128,7 @@ def render_field(
     expected = max(3.0, 0.45 * area_cells * phenotype.density * min(1.0, cells_per_megapixel / 90))
     n_cells = int(rng.poisson(expected))
     planes = {c: np.zeros((h, w), np.float32) for c in channels}
-    for _ in range(n_cells):
-        _draw_cell(planes, phenotype, rn0, rng, (h, w))
+    centres = [_draw_cell(planes, phenotype, rn0, rng, (h, w)) for _ in range(n_cells)]
     out = {}
     plate = plate or PlateEffect({c: 1.0 for c in channels}, {c: 0.04 for c in channels}, 0.2)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -122,7 +138,8 @@ def render_field(
         img = (img * plate.gain[c] + plate.background[c]) * illum
         img = img + rng.normal(0.0, 0.01, img.shape).astype(np.float32)
         out[c] = np.clip(img, 0.0, None).astype(np.float32)
-    return out
+    drawn = [c for c in centres if c is not None]
+    return out, np.asarray(drawn, dtype=float).reshape(len(drawn), 2)
 
 
 @dataclass(frozen=True)
@@ -146,15 +163,17 @@ class _Cell:
     r_cell: np.ndarray
     phi: np.ndarray
     mask: np.ndarray
+    centre: tuple[float, float]  # (y, x) in the field
 
 
 def _draw_cell(planes: dict[str, np.ndarray], p: Phenotype, rn0: float,
-               rng: np.random.Generator, shape: tuple[int, int]) -> None:
+               rng: np.random.Generator, shape: tuple[int, int]) -> tuple[float, float] | None:
+    """Draw one cell; returns its centre (y, x), or None when none was drawn."""
     # The random draws happen in a fixed order (shape, nucleus, then each stain): the same
     # seed draws the same cells.
     cell = _cell_shape(p, rn0, rng, shape)
     if cell is None:
-        return
+        return None
     nucleus = _nucleus(cell, rng)
     if "DAPI" in planes:
         texture = 1.0 + p.nuclear_texture * rng.normal(0, 1, nucleus.shape).astype(np.float32)
@@ -169,6 +188,7 @@ def _draw_cell(planes: dict[str, np.ndarray], p: Phenotype, rn0: float,
         f = p.nuclear_signal
         sig = (1 - f) * cyto * 0.5 + f * nucleus * 1.6
         _add(planes["FITC"], cell.corner, sig * rng.uniform(0.8, 1.2))
+    return cell.centre
 
 
 def _cell_shape(p: Phenotype, rn0: float, rng: np.random.Generator,
@@ -197,7 +217,7 @@ def _cell_shape(p: Phenotype, rn0: float, rng: np.random.Generator,
     v = -dx * np.sin(theta) + dy * np.cos(theta)
     r_cell = np.sqrt((u / (rc * np.sqrt(elong_c))) ** 2 + (v * np.sqrt(elong_c) / rc) ** 2)
     return _Cell(mitotic, fragmented, multinuc, aster, rn, rc, elong_n, (y0, x0), dy, dx, u, v,
-                 r_cell, np.arctan2(v, u), _soft(r_cell, 1.0, 0.08))
+                 r_cell, np.arctan2(v, u), _soft(r_cell, 1.0, 0.08), (cy, cx))
 
 
 def _nucleus(cell: _Cell, rng: np.random.Generator) -> np.ndarray:

@@ -224,13 +224,15 @@ class FoldPlan:
 
 
 def plan_folds(cfg: TrainConfig, index: pd.DataFrame, *, progress_bars: bool = True,
-               device: torch.device | str = "cpu") -> FoldPlan:
-    """Build the tile cache (preprocessing on ``device``) and the folds of a run (no training
-    yet)."""
+               device: torch.device | str = "cpu",
+               cell_locations: pd.DataFrame | None = None) -> FoldPlan:
+    """Build the tile cache (preprocessing on ``device``; cell crops at ``cell_locations``
+    when given) and the folds of a run (no training yet)."""
     channels = sc.channels_of(index)
-    tile_size = cfg.preprocess.tile_size or default_input_size(cfg.model)
+    tile_size = cfg.preprocess.input_size(default_input_size(cfg.model))
     cache = build_tile_cache(index, cfg.preprocess, cfg.cache_dir or cfg.output / "cache",
-                             tile_size=tile_size, progress=progress_bars, device=device)
+                             tile_size=tile_size, progress=progress_bars, device=device,
+                             locations=cell_locations)
     store = TileStore(cache)
     folds = make_folds(store.table, by=cfg.fold_by, only=cfg.folds)
     classes = sorted(sc.treatments(store.table)[sc.MOA].astype(str).unique())
@@ -353,7 +355,8 @@ def run_folds(cfg: TrainConfig, *, progress_bars: bool = True, overwrite: bool =
         out, runtime, index, described = (started.folder, started.runtime, started.index,
                                           started.described)
         plan = plan_folds(cfg, index, progress_bars=progress_bars,
-                          device=runtime.preprocess_device)
+                          device=runtime.preprocess_device,
+                          cell_locations=started.cell_locations)
         run = TrainingRun(cfg, plan.classes, plan.folds_total, runtime=described,
                           trained=trained_layers(cfg))
         for seed in cfg.seeds:
