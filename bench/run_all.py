@@ -269,6 +269,65 @@ def profiling_scaling(table: Table, work: Path, bare_per_tile: float,
               " / ".join(f"{r[2]['peak_mb'] / rows[0][2]['peak_mb']:.2f}" for r in rows))
 
 
+# ---------------------------------------------------------------- Pawlowski's workload
+PAWLOWSKI_FIELDS, PAWLOWSKI_CORE_MINUTES = 2384, 22 * 16  # BBBC021's MoA subset; 22 min, 16 cores
+
+
+def _child_pawlowski(index: str, out: str, device: str, tiles: str) -> None:
+    """Run in a child process: profile as Pawlowski et al. did (InceptionV3 at 299 pixels,
+    each stain alone), with tiles or cells; print wall seconds, fields, crops, peak memory."""
+    start = time.perf_counter()
+    result = api.profile(index=index, output=out, model="inception_v3", weights="random",
+                         progress=False, device=device, channel_mode="greyscale",
+                         preprocess={"tiles": tiles, "grid": [2, 2]})
+    seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "fields": len(result.images),
+                      "crops": result.timings["tiles_embedded"], "peak_mb": peak_kb / 1024}))
+
+
+def pawlowski_workload(table: Table, work: Path, quick: bool) -> None:
+    """Full-size fields (3 stains of 1024x1280, 16-bit), InceptionV3 at 299 pixels with random
+    weights (the same speed as ImageNet's), greyscale mode, end to end from the image files:
+    fields per second with 2x2 tiles and with cell crops (96 pixels, at most 50 a field),
+    extrapolated to BBBC021's MoA subset beside the paper's 22 minutes on 16 cores."""
+    plates = ["Week1_22123", "Week1_22141", "Week1_22161", "Week2_24121"]
+    index = api.read_index(synth_index(work / "p", plates=plates, size=(1024, 1280),
+                                       sites=1 if quick else 2))
+    runs = {}
+    for name, tiles, n_plates in (("tiles", "grid", 1), ("cells", "cells", 1),
+                                  ("cells2", "cells", 2), ("cells4", "cells", 4)):
+        sub = write_parquet(index[index[sc.PLATE].isin(plates[:n_plates])],
+                            work / f"p{name}.parquet")
+        code = ("import sys; sys.path.insert(0, 'bench'); from run_all import _child_pawlowski; "
+                f"_child_pawlowski({str(sub)!r}, {str(work / f'p{name}')!r}, {DEVICE!r}, "
+                f"{tiles!r})")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, cwd=HERE.parent).stdout.strip().splitlines()[-1]
+        runs[name] = json.loads(out)
+    cores = 1 if DEVICE == "cuda" else torch.get_num_threads()
+    for name in ("tiles", "cells"):
+        r = runs[name]
+        rate = r["fields"] / r["seconds"]
+        core_minutes = PAWLOWSKI_FIELDS / rate / 60 * cores
+        table.add(f"Pawlowski's workload end to end, {name}: {r['fields']} fields of 3 x "
+                  f"1024x1280, InceptionV3 at 299 (greyscale, {r['crops'] / r['fields']:.0f} "
+                  f"{'tiles' if name == 'tiles' else 'cells'} a field)",
+                  f"{rate:.2f} fields/s; BBBC021's {PAWLOWSKI_FIELDS} fields in "
+                  f"{core_minutes:.0f} {'GPU-' if DEVICE == 'cuda' else 'core-'}minutes",
+                  f"paper: {PAWLOWSKI_CORE_MINUTES} core-minutes (22 min on 16 cores)",
+                  f"{PAWLOWSKI_CORE_MINUTES / core_minutes:.1f}x")
+    per_field = {k: runs[k]["seconds"] / runs[k]["fields"] for k in runs}
+    table.add("cells' cost per field against tiles' (same fields, end to end)",
+              f"{per_field['cells'] * 1000:.0f} ms", f"tiles {per_field['tiles'] * 1000:.0f} ms",
+              f"{per_field['cells'] / per_field['tiles']:.2f}")
+    peaks = [runs[k]["peak_mb"] for k in ("cells", "cells2", "cells4")]
+    table.add("cells: peak memory, 1 / 2 / 4 plates ("
+              + " / ".join(str(runs[k]["fields"]) for k in ("cells", "cells2", "cells4"))
+              + " fields)", " / ".join(f"{p:.0f}" for p in peaks) + " MB", "1 plate",
+              " / ".join(f"{p / peaks[0]:.2f}" for p in peaks))
+
+
 # ---------------------------------------------------------------- training
 def training_store(work: Path, size: int) -> TileStore:
     index = synth_index(work / "t", plates=None, size=(2 * size, int(2.5 * size)), sites=1)
@@ -407,6 +466,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (the GPU figures)")
+    p.add_argument("--only", choices=["pawlowski"], help="run one group of figures")
     args = p.parse_args()
     DEVICE = args.device
     set_progress(False)
@@ -422,11 +482,17 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if args.only == "pawlowski":
+            pawlowski_workload(table, work, args.quick)
+            print(f"\nall figures ({time.perf_counter() - start:.0f} s):")
+            table.print()
+            return
         size = (256, 320) if args.quick else (512, 640)
         per_tile = profiling(table, work, args.repeats, size)
         preprocessing_full_size(table, work, args.repeats, per_tile[1])
         training(table, work, max(2, args.repeats - 1), 48 if args.quick else 96, depth)
         profiling_scaling(table, work, *per_tile)
+        pawlowski_workload(table, work, args.quick)
         loco_scaling(table, work, depth)
     print(f"\nall figures ({time.perf_counter() - start:.0f} s):")
     table.print()

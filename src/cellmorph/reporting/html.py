@@ -39,6 +39,7 @@ from cellmorph.reporting.plots import (
 from cellmorph.reporting.text import (
     calibration_note,
     format_accuracy,
+    format_cells,
     format_novelty,
     partial_note,
 )
@@ -111,6 +112,8 @@ def build_report(bundle: RunBundle, figures: Path) -> Report:
             overview.append((key.replace("_", " "), str(prov[key])))
     if prov.get("command"):
         overview.append(("command", " ".join(map(str, prov["command"]))))
+    if bundle.profile is not None and format_cells(bundle.profile.images):
+        overview.append(("single cells", format_cells(bundle.profile.images)))
     report = Report(
         title="cellmorph report" + (" (SYNTHETIC data)" if synthetic else ""),
         source=str(bundle.source), synthetic=synthetic, kinds=kinds, overview=overview,
@@ -133,6 +136,26 @@ def build_report(bundle: RunBundle, figures: Path) -> Report:
             target.write_bytes(bundle.figures[key].read_bytes())
             report.add("explain", Figure(key, title, _EXPLAIN_CAPTIONS[key], target))
     return report
+
+
+def _cell_counts(wells: pd.DataFrame, figures: Path, synthetic: bool) -> Figure:
+    """Nuclei per well by MoA (DMSO first): the simplest toxicity readout of a cell run."""
+    per_well = wells.assign(_moa=np.where(sc.is_control(wells), "DMSO",
+                                          wells[sc.MOA].astype(str)))
+    stats = per_well.groupby("_moa")[sc.CELL_COUNT].agg(["mean", "sem"])
+    order = ["DMSO", *sorted(m for m in stats.index if m != "DMSO")]
+    order = [m for m in order if m in stats.index]
+    return Figure("cell_counts", "Nuclei per well",
+                  "Nuclei found per well (mean ± SEM over wells), by MoA: cells lost to a "
+                  "treatment show as a shorter bar than DMSO's.",
+                  plot_bars({m: float(stats.loc[m, "mean"]) for m in order},
+                            "nuclei per well", "nuclei", figures / "cell_counts.png",
+                            errors={m: _finite(stats.loc[m, "sem"]) for m in order},
+                            synthetic=synthetic))
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 _EXPLAIN_CAPTIONS = {
@@ -244,6 +267,8 @@ def _profiling(report: Report, bundle: RunBundle, figures: Path, synthetic: bool
                         act["below_corrected_p"].to_numpy(bool), "activity mAP", "mAP",
                         figures / "map_activity.png", threshold=ev.config.map_threshold,
                         synthetic=synthetic)))
+    if bundle.profile is not None and sc.CELL_COUNT in bundle.profile.wells.columns:
+        report.add("profiling", _cell_counts(bundle.profile.wells, figures, synthetic))
     if len(ev.treatments) >= 5:
         report.add("map", Figure("map_profiles", "Treatment profiles (t-SNE)",
                                  "Normalised treatment profiles, coloured by MoA.",

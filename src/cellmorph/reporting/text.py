@@ -5,6 +5,9 @@ Every stage returns numbers; how they read is decided here, in one place.
 
 from __future__ import annotations
 
+import pandas as pd
+
+from cellmorph import schema as sc
 from cellmorph.evaluation.cv_scores import Accuracy, CVResult, CVSummary
 from cellmorph.evaluation.novelty import NoveltySummary, summarize_novelty
 from cellmorph.evaluation.profiles import EvaluationResult
@@ -123,3 +126,11 @@ def format_translocation(result: TranslocationResult) -> str:
     if "note" in scores:
         lines.append(f"note: {scores['note']}")
     return "\n".join(lines)
+
+
+def format_cells(images: pd.DataFrame) -> str | None:
+    """How many nuclei a cell run found and how many cells it profiled (None for tiles)."""
+    if sc.CELL_COUNT not in images.columns:
+        return None
+    return (f"{int(images[sc.CELL_COUNT].sum()):,} nuclei found in {len(images):,} fields, "
+            f"{int(images[sc.COUNT].sum()):,} cells profiled (one table a plate in cells/)")
