@@ -14,10 +14,11 @@ from scipy.optimize import linear_sum_assignment
 
 from cellmorph import api
 from cellmorph import schema as sc
-from cellmorph.cache import TileCache, build_tile_cache
+from cellmorph.cache import build_tile_cache
 from cellmorph.cli import main
 from cellmorph.config import PreprocessConfig
 from cellmorph.datasets.bbbc014 import IMAGE_FOLDER, index_bbbc014
+from cellmorph.datasets.cell_locations import read_cell_locations
 from cellmorph.datasets.index import read_index
 from cellmorph.errors import CellmorphError
 from cellmorph.imageio import read_image
@@ -84,8 +85,7 @@ def test_real_bbbc014_cell_crops_are_centred_on_detected_nuclei(real014, tmp_pat
         label_crops = cell_crops(labels[None], centres, 48)[:, 0]
         assert (label_crops[:, 24, 24] == labels[_pixel(centres)]).all()
         assert (label_crops[:, 24, 24] > 0).all()
-        crops = tiles[field["Metadata_PlateTile"].to_numpy()
-                      if "Metadata_PlateTile" in field else field.index.to_numpy()]
+        crops = tiles[field.index.to_numpy()]  # the table's rows are the plate's tiles
         middle = crops[:, dapi_channel, 22:27, 22:27].mean(axis=(1, 2))
         assert (middle > np.median(crops[:, dapi_channel], axis=(1, 2))).mean() > 0.95
 
@@ -169,8 +169,6 @@ def test_cellprofiler_locations_give_the_detectors_crops(tiny021, tmp_path) -> N
 
 
 def test_cell_location_errors(tiny021, tmp_path, capsys) -> None:
-    from cellmorph.datasets.cell_locations import read_cell_locations
-
     index = read_index(tiny021)
     nuclei, image_csv, _ = _nuclei_tables(index, tmp_path)
     table = pd.read_csv(nuclei)

@@ -22,7 +22,7 @@ SMALL = {"grid": [1, 1], "tile_size": 32, "drop_empty": False}
 
 
 def _profile(index: Path, out: Path, **kw):
-    return api.profile(index=index, output=out, preprocess=SMALL, progress=False, **kw)
+    return api.profile(index=index, output=out, progress=False, **{"preprocess": SMALL, **kw})
 
 
 def test_changed_model_is_refused_then_overwritten(tiny021: Path, tmp_path: Path) -> None:
@@ -102,9 +102,11 @@ def test_overwrite_deletes_only_what_the_run_recorded(tiny021: Path, tmp_path: P
     assert not (run / "plates" / "README").exists()  # plates/ was recorded as cellmorph's
 
 
-def test_a_changed_image_redoes_its_plate(tiny021: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cells", [False, True], ids=["tiles", "cells"])
+def test_a_changed_image_redoes_its_plate(tiny021: Path, tmp_path: Path, cells: bool) -> None:
     """BAD case: an image overwritten with other pixels (same name and size, new mtime) and
-    the same command rerun reused the plate's old profiles."""
+    the same command rerun reused the plate's old profiles. With cells, the other plates'
+    per-cell tables are kept and the changed plate's are redone."""
     import shutil
 
     import tifffile
@@ -114,21 +116,25 @@ def test_a_changed_image_redoes_its_plate(tiny021: Path, tmp_path: Path) -> None
     images = tmp_path / "images"
     shutil.copytree(tiny021.parent / "images", images)
     index = index_bbbc021(images, moa_subset=True)
-    first = _profile(index, tmp_path / "run")
+    kw = {"preprocess": {"tiles": "cells", "cells": {"size": 32, "edge": "pad"}}} if cells \
+        else {}
+    first = _profile(index, tmp_path / "run", **kw)
     plates = sorted(index["Metadata_Plate"].unique())
     changed = index[index["Metadata_Plate"] == plates[0]].iloc[0]["Path_DAPI"]
-    other = tmp_path / "run" / "plates" / f"{plates[1]}.parquet"
-    other_stamp = other.stat().st_mtime_ns
+    other = tmp_path / "run" / ("cells" if cells else "plates") / f"{plates[1]}.parquet"
+    mine = tmp_path / "run" / ("cells" if cells else "plates") / f"{plates[0]}.parquet"
+    other_stamp, mine_stamp = other.stat().st_mtime_ns, mine.stat().st_mtime_ns
     pixels = tifffile.imread(changed)
     time.sleep(0.01)
     tifffile.imwrite(changed, pixels[::-1].copy())  # other pixels, same size
-    second = _profile(index, tmp_path / "run")
+    second = _profile(index, tmp_path / "run", **kw)
     assert other.stat().st_mtime_ns == other_stamp  # the unchanged plate is kept
+    assert mine.stat().st_mtime_ns != mine_stamp  # the changed plate is redone
     features = [c for c in first.images.columns if c.startswith("Feature_")]
     key = first.images["Metadata_Plate"] == plates[0]
     assert not np.allclose(first.images.loc[key, features].to_numpy(),
                            second.images.loc[key, features].to_numpy())
-    fresh = _profile(index, tmp_path / "fresh")
+    fresh = _profile(index, tmp_path / "fresh", **kw)
     pd.testing.assert_frame_equal(second.wells, fresh.wells)
 
 

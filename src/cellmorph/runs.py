@@ -325,8 +325,9 @@ def _claim(folder: Path, *, kind: str, fingerprint: dict, layout: RunLayout,
             _delete(folder, manifest.results)
         elif diffs and changed_plates is not None and stale is not None and done:
             log.warning("%s; those plates are profiled again", _describe(diffs))
-            _delete(folder, [*stale(changed_plates),
-                             *(n for n in manifest.results if n != "plates")])
+            redo = stale(changed_plates)
+            per_plate = {name.split("/")[0] for name in redo}  # plates/, cells/: kept
+            _delete(folder, [*redo, *(n for n in manifest.results if n not in per_plate)])
         elif diffs and done:
             raise CellmorphError(
                 f"{folder} was made with a different configuration ({_describe(diffs)}); rerun "

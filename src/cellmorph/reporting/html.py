@@ -151,7 +151,7 @@ def _cell_counts(wells: pd.DataFrame, figures: Path, synthetic: bool) -> Figure:
                   plot_bars({m: float(stats.loc[m, "mean"]) for m in order},
                             "nuclei per well", "nuclei", figures / "cell_counts.png",
                             errors={m: _finite(stats.loc[m, "sem"]) for m in order},
-                            synthetic=synthetic))
+                            top=None, synthetic=synthetic))
 
 
 def _finite(value: float) -> float | None:

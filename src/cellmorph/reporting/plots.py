@@ -74,9 +74,10 @@ def plot_bars(values: Mapping[str, float], title: str, ylabel: str, path: Path |
               errors: Mapping[str, float | None] | None = None, chance: float | None = None, *,
               points: Mapping[str, Sequence[float]] | None = None,
               pvalues: Mapping[str, float] | None = None, threshold: float = 0.05,
-              synthetic: bool = False) -> Path | Figure:
+              top: float | None = 1.08, synthetic: bool = False) -> Path | Figure:
     """A labelled bar chart: optional ± error bars (SEM), each replicate's value as a dot,
-    stars for p-values below ``threshold``, and a chance line."""
+    stars for p-values below ``threshold``, and a chance line. The y axis runs from 0 to
+    ``top`` (fractions: 1.08), or to what the bars need with ``top=None`` (counts)."""
     names = list(values)
     fig = Figure(figsize=(1.4 + 0.55 * len(names), 3.4))
     ax = fig.subplots()
@@ -102,9 +103,9 @@ def plot_bars(values: Mapping[str, float], title: str, ylabel: str, path: Path |
     if chance is not None:
         ax.axhline(chance, ls="--", color="grey", lw=1, label="chance")
     if chance is not None or points or yerr:
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="lower right" if top is not None else "best")
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 1.08)
+    ax.set_ylim(0, top)
     if pvalues:
         title += f"\n* p < {threshold:g}, ** p < 0.01, *** p < 0.001 (corrected permutation test)"
     ax.set_title(title, fontsize=9)
