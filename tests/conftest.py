@@ -16,6 +16,19 @@ from cellmorph.synth.bbbc021_synthetic import synthesize_bbbc021
 
 
 @pytest.fixture(scope="session")
+def real014_index(tmp_path_factory: pytest.TempPathFactory):
+    """The index of the four real BBBC014 fields in tests/data/bbbc014 (two wells, DAPI and
+    FITC), linked into BBBC014's own folder layout."""
+    from cellmorph.datasets.bbbc014 import IMAGE_FOLDER, index_bbbc014
+
+    root = tmp_path_factory.mktemp("real014")
+    (root / IMAGE_FOLDER).mkdir()
+    for f in (Path(__file__).parent / "data" / "bbbc014").glob("*.tif"):
+        (root / IMAGE_FOLDER / f.name).symlink_to(f)
+    return index_bbbc014(root)
+
+
+@pytest.fixture(scope="session")
 def synth021(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo's default SYNTHETIC BBBC021 selection (4 MoAs, 13 compounds, 1 site)."""
     root = tmp_path_factory.mktemp("synth021")

@@ -17,7 +17,6 @@ from cellmorph import schema as sc
 from cellmorph.cache import build_tile_cache
 from cellmorph.cli import main
 from cellmorph.config import PreprocessConfig
-from cellmorph.datasets.bbbc014 import IMAGE_FOLDER, index_bbbc014
 from cellmorph.datasets.cell_locations import read_cell_locations
 from cellmorph.datasets.index import read_index
 from cellmorph.errors import CellmorphError
@@ -27,17 +26,7 @@ from cellmorph.preprocess.nuclei import find_nuclei, label_nuclei
 from cellmorph.profiling.translocation import CELLS, NUCLEI_FOUND, translocation_fields
 from cellmorph.synth.render import Phenotype, render_field_with_cells
 
-SAMPLE = Path(__file__).parent / "data" / "bbbc014"
 CENTRE = [sc.CP_CENTER_Y, sc.CP_CENTER_X]
-
-
-@pytest.fixture(scope="module")
-def real014(tmp_path_factory) -> pd.DataFrame:
-    root = tmp_path_factory.mktemp("real014")
-    (root / IMAGE_FOLDER).mkdir()
-    for f in SAMPLE.glob("*.tif"):
-        (root / IMAGE_FOLDER / f.name).symlink_to(f)
-    return index_bbbc014(root)
 
 
 def _pixel(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -45,9 +34,9 @@ def _pixel(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rounded[:, 0], rounded[:, 1]
 
 
-def test_real_bbbc014_every_readout_nucleus_holds_a_detected_centre(real014) -> None:
-    fields = translocation_fields(real014, progress_bar=False)
-    for _, row in real014.iterrows():
+def test_real_bbbc014_every_readout_nucleus_holds_a_detected_centre(real014_index) -> None:
+    fields = translocation_fields(real014_index, progress_bar=False)
+    for _, row in real014_index.iterrows():
         dapi = read_image(row["Path_DAPI"])
         objects = label_nuclei(dapi)  # the translocation readout's nuclei (not split)
         found = find_nuclei(dapi)
@@ -65,15 +54,15 @@ def test_real_bbbc014_every_readout_nucleus_holds_a_detected_centre(real014) -> 
               f"{len(found)} nuclei after splitting {int((pieces > 1).sum())} clumps")
 
 
-def test_real_bbbc014_cell_crops_are_centred_on_detected_nuclei(real014, tmp_path) -> None:
+def test_real_bbbc014_cell_crops_are_centred_on_detected_nuclei(real014_index, tmp_path) -> None:
     cfg = PreprocessConfig(tiles="cells", illumination=False, rescale="image", drop_empty=False,
                            cells={"size": 48, "max_per_field": None})
-    cache = build_tile_cache(real014, cfg, tmp_path, tile_size=48, progress=False)
+    cache = build_tile_cache(real014_index, cfg, tmp_path, tile_size=48, progress=False)
     (plate,) = cache.plates
     table, tiles = cache.table(plate), cache.tiles(plate)
     dapi_channel = list(cache.channels).index("DAPI")
     for row_number, field in table.groupby("Metadata_IndexRow"):
-        dapi = read_image(real014.loc[row_number, "Path_DAPI"])
+        dapi = read_image(real014_index.loc[row_number, "Path_DAPI"])
         found = find_nuclei(dapi).set_index(sc.OBJECT_NUMBER)
         centres = field[[sc.CELL_Y, sc.CELL_X]].to_numpy()
         # Every crop is a detected nucleus's, at its centre ...

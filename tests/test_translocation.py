@@ -4,34 +4,20 @@ if the DAPI and FITC channels are swapped again."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 import pytest
 
 from cellmorph import api
 from cellmorph import schema as sc
-from cellmorph.datasets.bbbc014 import IMAGE_FOLDER, index_bbbc014
+from cellmorph.datasets.bbbc014 import index_bbbc014
 from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.readout import score_readout, z_prime
 from cellmorph.profiling.translocation import RATIO, cell_ratios
 from cellmorph.synth.bbbc014_synthetic import synthesize_bbbc014
 
-SAMPLE = Path(__file__).parent / "data" / "bbbc014"
 
-
-@pytest.fixture(scope="module")
-def real_index(tmp_path_factory) -> pd.DataFrame:
-    root = tmp_path_factory.mktemp("real014")
-    (root / IMAGE_FOLDER).mkdir()
-    for f in SAMPLE.glob("*.tif"):
-        (root / IMAGE_FOLDER / f.name).symlink_to(f)
-    return index_bbbc014(root)
-
-
-def test_real_pixels_show_translocation_at_the_high_dose(real_index, tmp_path) -> None:
-    result = api.translocation(real_index, output=tmp_path / "tl", progress=False)
+def test_real_pixels_show_translocation_at_the_high_dose(real014_index, tmp_path) -> None:
+    result = api.translocation(real014_index, output=tmp_path / "tl", progress=False)
     ratio = result.wells.set_index(sc.WELL)[RATIO]
     assert ratio["A01"] > 1.5  # 1e-7 M TNF-alpha: NF-kB in the nucleus
     assert 0.8 < ratio["A12"] < 1.3  # 1e-13 M: nucleus no brighter than the cytoplasm
@@ -42,12 +28,12 @@ def test_real_pixels_show_translocation_at_the_high_dose(real_index, tmp_path) -
     assert "fewer than two wells" in result.scores["note"]
 
 
-def test_swapped_channels_do_not_pass(real_index) -> None:
+def test_swapped_channels_do_not_pass(real014_index) -> None:
     """What the readout sees if FITC is taken for the nuclei: no contrast between doses."""
     from cellmorph.imageio import read_image
 
     ratios = {}
-    for _, row in real_index.iterrows():
+    for _, row in real014_index.iterrows():
         swapped = cell_ratios(read_image(row["Path_DAPI"]), read_image(row["Path_FITC"]))
         ratios[row[sc.WELL]] = float(np.median(swapped))
     assert not (ratios["A12"] < 1.3 and ratios["A01"] / ratios["A12"] > 1.5)
@@ -70,9 +56,9 @@ def test_scores_match_their_definitions() -> None:
     assert z_prime(pos, neg) == pytest.approx(expected)
 
 
-def test_readout_errors(real_index) -> None:
+def test_readout_errors(real014_index) -> None:
     with pytest.raises(CellmorphError, match=r"no stain \['Hoechst'\]"):
-        api.translocation(real_index, nuclei="Hoechst", progress=False)
-    wells = real_index.assign(**{RATIO: [2.0, 1.0]})
+        api.translocation(real014_index, nuclei="Hoechst", progress=False)
+    wells = real014_index.assign(**{RATIO: [2.0, 1.0]})
     with pytest.raises(CellmorphError, match="no labelled well is 'moved'"):
         score_readout(wells, "moved")

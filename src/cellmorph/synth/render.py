@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -89,24 +90,15 @@ def check_size(size: tuple[int, int]) -> tuple[int, int]:
     return h, w
 
 
-def render_field(
-    phenotype: Phenotype,
-    shape: tuple[int, int],
-    rng: np.random.Generator,
-    *,
-    channels: Sequence[str] = ("DAPI", "Tubulin", "Actin"),
-    plate: PlateEffect | None = None,
-    nucleus_radius: float | None = None,
-    cells_per_megapixel: float = 90.0,
-) -> dict[str, np.ndarray]:
-    """Render one field of view; returns float32 images in [0, ~1] keyed by channel.
+def render_field(phenotype: Phenotype, shape: tuple[int, int], rng: np.random.Generator,
+                 **options: Any) -> dict[str, np.ndarray]:
+    """Render one field of view; returns float32 images in [0, ~1] keyed by channel (the
+    images of :func:`render_field_with_cells`, which takes the same ``options``).
 
     Channels understood: ``DAPI`` (DNA), ``Tubulin``, ``Actin`` and ``FITC`` (a signal that
     moves from cytoplasm to nucleus with ``Phenotype.nuclear_signal``).
     """
-    return render_field_with_cells(phenotype, shape, rng, channels=channels, plate=plate,
-                                   nucleus_radius=nucleus_radius,
-                                   cells_per_megapixel=cells_per_megapixel)[0]
+    return render_field_with_cells(phenotype, shape, rng, **options)[0]
 
 
 def render_field_with_cells(
