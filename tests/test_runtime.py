@@ -129,3 +129,29 @@ def test_freed_memory_is_kept_for_reuse_instead_of_faulted_in_again() -> None:
     assert runs["default"][1] >= 5 * 32  # every buffer faulted in again
     assert runs["kept"][1] < 32  # reused: fewer faults than one buffer has pages
     assert keep_freed_memory() is True and keep_freed_memory() is True  # idempotent
+
+
+_RSS_AFTER_RELEASE = """
+import sys
+import numpy as np
+from cellmorph.runtime import keep_freed_memory, release_freed_memory
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+keep_freed_memory()
+blocks = [np.ones(2**20 + 4096 * i, np.uint8) for i in range(256)]  # ~256 MB, odd sizes
+del blocks
+kept = rss_mb()
+released = release_freed_memory()
+print(released, kept, rss_mb())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc allocator call")
+def test_freed_memory_is_handed_back_between_plates() -> None:
+    """What keep_freed_memory keeps, release_freed_memory returns (called once a plate, so
+    that the peak does not creep with the number of plates)."""
+    out = subprocess.run([sys.executable, "-c", _RSS_AFTER_RELEASE], capture_output=True,
+                         text=True, check=True).stdout.split()
+    released, kept, after = out[0] == "True", float(out[1]), float(out[2])
+    assert released
+    assert kept - after > 200  # the freed quarter gigabyte went back to the system

@@ -32,7 +32,13 @@ from cellmorph.log import get_logger, progress
 from cellmorph.profiling.features import TileEmbedder, feature_names
 from cellmorph.records import ShortRepr
 from cellmorph.runs import RunLayout, start_run
-from cellmorph.runtime import Runtime, keep_freed_memory, resolve_runtime, runtime_from_names
+from cellmorph.runtime import (
+    Runtime,
+    keep_freed_memory,
+    release_freed_memory,
+    resolve_runtime,
+    runtime_from_names,
+)
 
 log = get_logger(__name__)
 CELLS_FOLDER = "cells"  # per-cell profiles, one Parquet file a plate
@@ -181,6 +187,7 @@ class PlateWorker:
                            tuple(row["channels"]), row["method"], int(row["batch_size"]),
                            Path(row["cells_output"]) if row["cells_output"] else None)
             job.run(self.embedder)
+            release_freed_memory()
         return batch[["plate", "output", "_order"]]
 
 
@@ -334,6 +341,7 @@ def _embed_as_tiles_are_ready(plates: _PlatesRun) -> tuple[TileCache, list[Plate
         with timer("infer"):
             embedder = embedder or make_embedder(cfg, plates.channels, plates.runtime)
             computed[plate] = job.run(embedder)
+        release_freed_memory()  # memory stays flat in the number of plates
         done_here.append(job)
         bar.update()
     bar.close()
