@@ -166,6 +166,13 @@ def test_cell_location_errors(tiny021, tmp_path, capsys) -> None:
         read_cell_locations(tmp_path / "no_y.csv", image_csv, index)
     with pytest.raises(CellmorphError, match="give the image table"):
         read_cell_locations(nuclei, None, index)
+    table.iloc[:0].to_csv(tmp_path / "empty.csv", index=False)
+    with pytest.raises(CellmorphError, match="empty.csv: no objects"):
+        read_cell_locations(tmp_path / "empty.csv", image_csv, index)
+    table.assign(Location_Center_X=np.where(table.index == 2, np.nan, table["Location_Center_X"])
+                 ).to_csv(tmp_path / "nan.csv", index=False)
+    with pytest.raises(CellmorphError, match=r"nan.csv: line 4: Location_Center_X is 'nan'"):
+        read_cell_locations(tmp_path / "nan.csv", image_csv, index)
     images = pd.read_csv(image_csv)
     images.loc[0, "Image_Metadata_Plate"] = "Week9_99999"
     images.to_csv(tmp_path / "other_plate.csv", index=False)
@@ -186,6 +193,10 @@ def test_cell_location_errors(tiny021, tmp_path, capsys) -> None:
     assert main(["profile", str(config)]) == 2
     assert "no_y.csv: no Location_Center_Y column" in capsys.readouterr().err
     assert not out.exists()
+    # A screen in which no nucleus is found: one line saying so, not an empty table.
+    with pytest.raises(CellmorphError, match="no field of the screen had a cell to profile"):
+        api.profile(index=tiny021, output=tmp_path / "none", progress=False,
+                    preprocess={"tiles": "cells", "cells": {"size": 32, "min_area": 10**6}})
 
 
 def test_profile_cells_writes_per_cell_tables_and_exports(tiny021, tmp_path) -> None:

@@ -254,12 +254,12 @@ def check_cell_settings(cfg: PreprocessConfig, channels: Sequence[str],
 
 
 def _nuclear_channel(cfg: PreprocessConfig, channels: list[str]) -> int:
-    by_name = {c.lower(): i for i, c in enumerate(channels)}
-    stain = cfg.cells.nuclei_stain
-    if stain.lower() not in by_name:
-        raise CellmorphError(f"cells.nuclei_stain {stain!r} is not a stain of the index "
-                             f"({channels}); name the nuclear stain, or give cells.locations")
-    return by_name[stain.lower()]
+    stain = sc.stain_named(channels, cfg.cells.nuclei_stain)
+    if stain is None:
+        raise CellmorphError(f"cells.nuclei_stain {cfg.cells.nuclei_stain!r} is not a stain of "
+                             f"the index ({channels}); name the nuclear stain, or give "
+                             "cells.locations")
+    return channels.index(stain)
 
 
 def _of_plate(locations: pd.DataFrame | None, plate: str) -> pd.DataFrame | None:

@@ -85,6 +85,15 @@ def path_column(channel: str) -> str:
     return f"{PATH_PREFIX}{channel}"
 
 
+def stain_named(channels: Sequence[str], name: str) -> str | None:
+    """The stain of ``channels`` called ``name``, whatever its case (None when absent).
+
+    >>> stain_named(["DAPI", "Tubulin"], "dapi")
+    'DAPI'
+    """
+    return next((c for c in channels if c.lower() == name.lower()), None)
+
+
 def channels_of(index: pd.DataFrame) -> list[str]:
     """The stains of an index, in column order."""
     return [c[len(PATH_PREFIX):] for c in index.columns if c.startswith(PATH_PREFIX)]
@@ -167,13 +176,15 @@ def controls(table: pd.DataFrame) -> pd.DataFrame:
 
 def aggregate(table: pd.DataFrame, by: Sequence[str], method: str = "mean", *,
               values: Sequence[str] | None = None, metadata: Sequence[str] | None = None,
-              count: bool = True) -> pd.DataFrame:
+              count: bool = True, sums: Sequence[str] = ()) -> pd.DataFrame:
     """Mean or median of value columns within groups of ``by`` (pycytominer's call shape).
 
     ``values`` defaults to the feature columns. Metadata columns (``metadata``, default every
     ``Metadata_`` column, in that order) are kept when constant within every group;
     ``Metadata_Batch`` of a group that spans batches is its most frequent batch. With
-    ``count``, ``Metadata_Count`` says how many rows each group aggregated.
+    ``count``, ``Metadata_Count`` says how many rows each group aggregated; the ``sums``
+    columns (counts such as ``Metadata_CellCount``) are totalled within each group and
+    follow it.
     """
     if method not in ("mean", "median"):
         raise CellmorphError(f"aggregation method {method!r}: use mean or median")
@@ -182,7 +193,7 @@ def aggregate(table: pd.DataFrame, by: Sequence[str], method: str = "mean", *,
     grouped = table.groupby(by, sort=True, dropna=False)
     aggregated = grouped[values].agg(method)
     candidates = metadata if metadata is not None else metadata_columns(table)
-    meta = [c for c in candidates if c in table.columns and c not in by]
+    meta = [c for c in candidates if c in table.columns and c not in by and c not in sums]
     keep = []
     if meta:
         nunique = grouped[meta].nunique(dropna=False).max()
@@ -192,4 +203,6 @@ def aggregate(table: pd.DataFrame, by: Sequence[str], method: str = "mean", *,
         out = out.assign(**{BATCH: grouped[BATCH].agg(lambda s: s.mode().iloc[0])})
     if count:
         out = out.assign(**{COUNT: grouped.size()})
+    if sums:
+        out = pd.concat([out, grouped[list(sums)].sum()], axis=1)
     return pd.concat([out, aggregated], axis=1).reset_index()

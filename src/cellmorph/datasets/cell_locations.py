@@ -39,6 +39,10 @@ def read_cell_locations(objects: Path | str, images: Path | str | None,
     """
     objects = Path(objects)
     table = read_csv_table(objects, "cell locations", line_numbers=True)
+    if table.empty:
+        raise CellmorphError(f"{objects}: no objects (a header and no rows); give the "
+                             "per-object table of these images, or leave cells.locations "
+                             "out to find nuclei in the nuclear stain")
     located = _centres(table, objects)
     keys = _image_keys(table, objects, images)
     located = pd.concat([keys, located], axis=1)
@@ -66,8 +70,8 @@ def _centres(table: pd.DataFrame, path: Path) -> pd.DataFrame:
         if bad.any():
             line = table.index[bad][0]
             raise CellmorphError(f"{path}: line {line}: {name} is "
-                                 f"{table.loc[line, _column(table, name, path)]!r}; centres "
-                                 "are pixel coordinates (0 or more)")
+                                 f"{str(table.loc[line, _column(table, name, path)])!r}; "
+                                 "centres are pixel coordinates (0 or more)")
         out[name] = values.astype(float)
     return out
 

@@ -122,5 +122,12 @@ def find_nuclei(nuclear: np.ndarray, settings: NucleusSettings = NucleusSettings
     1               39.5               24.5
     """
     labels = label_nuclei(nuclear, smooth=settings.smooth, min_area=settings.min_area)
+    return centres_of_objects(labels, settings)
+
+
+def centres_of_objects(labels: np.ndarray, settings: NucleusSettings = NucleusSettings()
+                       ) -> pd.DataFrame:
+    """The nuclei of labelled objects (:func:`label_nuclei`'s) as centres, touching ones
+    split and those over ``settings.max_area`` left out."""
     split = split_touching(labels, min_distance=settings.split_distance)
     return nucleus_centres(split, max_area=settings.max_area)

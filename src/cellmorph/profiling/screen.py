@@ -354,27 +354,15 @@ def _aggregate_plates(cfg: ProfileConfig, jobs: Sequence[PlateJob], computed: di
     treatments (controls left out)."""
     images = pd.concat([computed[job.plate] if job.plate in computed
                         else pd.read_parquet(job.output) for job in jobs], ignore_index=True)
-    wells = _with_cell_counts(sc.aggregate(images, sc.WELL_KEYS, cfg.aggregate), images,
-                              sc.WELL_KEYS)
+    if images.empty:
+        found = "cell" if cfg.preprocess.tiles == "cells" else "kept tile"
+        raise CellmorphError(f"no field of the screen had a {found} to profile; check the "
+                             "preprocessing settings (cells: nuclei_stain, min_area, size and "
+                             "edge; tiles: drop_empty)")
+    sums = [sc.CELL_COUNT] if sc.CELL_COUNT in images.columns else []  # cell runs
+    wells = sc.aggregate(images, sc.WELL_KEYS, cfg.aggregate, sums=sums)
     treated = wells[wells[sc.ROLE] != sc.ROLE_CONTROL]
-    treatments = _with_cell_counts(sc.aggregate(treated, sc.TREATMENT_KEYS, cfg.aggregate),
-                                   treated, sc.TREATMENT_KEYS)
-    return images, wells, treatments
-
-
-def _with_cell_counts(coarse: pd.DataFrame, fine: pd.DataFrame, keys: list[str]
-                      ) -> pd.DataFrame:
-    """``Metadata_CellCount`` of each group of ``coarse``: the sum of its rows' in ``fine``
-    (nuclei found in the fields of a well, or in the wells of a treatment)."""
-    if sc.CELL_COUNT not in fine.columns:
-        return coarse
-    counts = fine.groupby(keys, dropna=False)[sc.CELL_COUNT].sum()
-    position = list(coarse.columns).index(sc.COUNT) + 1 if sc.COUNT in coarse.columns else 0
-    coarse = coarse.drop(columns=[sc.CELL_COUNT], errors="ignore")
-    coarse.insert(position, sc.CELL_COUNT,
-                  counts.reindex(pd.MultiIndex.from_frame(coarse[keys]) if len(keys) > 1
-                                 else coarse[keys[0]]).to_numpy())
-    return coarse
+    return images, wells, sc.aggregate(treated, sc.TREATMENT_KEYS, cfg.aggregate, sums=sums)
 
 
 def _tiles_embedded(cache: TileCache, jobs: Sequence[PlateJob]) -> int:

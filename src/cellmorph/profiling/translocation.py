@@ -21,7 +21,7 @@ from cellmorph import schema as sc
 from cellmorph.errors import CellmorphError
 from cellmorph.imageio import read_image
 from cellmorph.log import progress
-from cellmorph.preprocess.nuclei import NucleusSettings, find_nuclei, label_nuclei
+from cellmorph.preprocess.nuclei import NucleusSettings, centres_of_objects, label_nuclei
 
 RATIO = "Feature_NucCytoRatio"
 RATIO_MEAN = "Feature_NucCytoRatioMean"
@@ -45,9 +45,14 @@ def cell_ratios(reporter: np.ndarray, nuclei: np.ndarray,
                 settings: TranslocationSettings = TranslocationSettings()) -> np.ndarray:
     """Nuclear / cytoplasmic mean reporter intensity of every cell of one field."""
     labels = label_nuclei(nuclei, smooth=settings.smooth, min_area=settings.min_area)
+    return _ratios_of(reporter, labels, settings.ring)
+
+
+def _ratios_of(reporter: np.ndarray, labels: np.ndarray, ring: int) -> np.ndarray:
+    """The cell ratios of labelled nuclei, each cytoplasm a ring of ``ring`` pixels."""
     if labels.max() == 0:
         return np.zeros(0)
-    rings = segmentation.expand_labels(labels, distance=settings.ring)
+    rings = segmentation.expand_labels(labels, distance=ring)
     rings[labels > 0] = 0
     image = reporter.astype(np.float32)
     inner = measure.regionprops_table(labels, intensity_image=image,
@@ -63,12 +68,16 @@ def cell_ratios(reporter: np.ndarray, nuclei: np.ndarray,
 
 def field_readout(reporter: np.ndarray, nuclei: np.ndarray,
                   settings: TranslocationSettings = TranslocationSettings()) -> dict[str, float]:
-    """Median and mean cell ratio of one field, and how many cells they come from."""
-    ratios = cell_ratios(reporter, nuclei, settings)
+    """Median and mean cell ratio of one field, how many cells they come from, and how many
+    nuclei the single-cell detector finds in the same objects (touching ones split)."""
+    labels = label_nuclei(nuclei, smooth=settings.smooth, min_area=settings.min_area)
+    ratios = _ratios_of(reporter, labels, settings.ring)
+    found = len(centres_of_objects(labels, NucleusSettings(smooth=settings.smooth,
+                                                           min_area=settings.min_area)))
     if len(ratios) == 0:
-        return {RATIO: np.nan, RATIO_MEAN: np.nan, CELLS: 0}
+        return {RATIO: np.nan, RATIO_MEAN: np.nan, CELLS: 0, NUCLEI_FOUND: found}
     return {RATIO: float(np.median(ratios)), RATIO_MEAN: float(ratios.mean()),
-            CELLS: int(len(ratios))}
+            CELLS: int(len(ratios)), NUCLEI_FOUND: found}
 
 
 def translocation_fields(index: pd.DataFrame,
@@ -77,22 +86,20 @@ def translocation_fields(index: pd.DataFrame,
     """The readout of every field of an index: its metadata, the ratio, the cells it comes
     from, and the nuclei the single-cell detector finds (touching nuclei split)."""
     channels = sc.channels_of(index)
-    by_name = {c.lower(): c for c in channels}
-    missing = [s for s in (settings.nuclei, settings.reporter) if s.lower() not in by_name]
+    nuclei, reporter = (sc.stain_named(channels, s) for s in (settings.nuclei,
+                                                              settings.reporter))
+    missing = [s for s, found in ((settings.nuclei, nuclei), (settings.reporter, reporter))
+               if found is None]
     if missing:
         raise CellmorphError(f"translocation: the index has no stain {missing} (stains: "
                              f"{channels}); name them with --nuclei and --reporter")
-    nuclei_col = sc.path_column(by_name[settings.nuclei.lower()])
-    reporter_col = sc.path_column(by_name[settings.reporter.lower()])
+    nuclei_col, reporter_col = sc.path_column(nuclei), sc.path_column(reporter)
     rows = []
     for _, row in progress(index.iterrows(), total=len(index), desc="translocation",
                            unit="field", enabled=progress_bar):
-        nuclei = read_image(row[nuclei_col])
-        values = field_readout(read_image(row[reporter_col]), nuclei, settings)
-        found = len(find_nuclei(nuclei, NucleusSettings(smooth=settings.smooth,
-                                                        min_area=settings.min_area)))
-        rows.append({**{c: row[c] for c in sc.metadata_columns(index)}, **values,
-                     NUCLEI_FOUND: found})
+        values = field_readout(read_image(row[reporter_col]), read_image(row[nuclei_col]),
+                               settings)
+        rows.append({**{c: row[c] for c in sc.metadata_columns(index)}, **values})
     fields = pd.DataFrame(rows)
     empty = fields[CELLS] == 0
     if empty.all():
@@ -106,9 +113,5 @@ def aggregate_fields(fields: pd.DataFrame, level: str = "well") -> pd.DataFrame:
     values = [RATIO, RATIO_MEAN]
     found = fields[fields[CELLS] > 0]
     counts = [c for c in (CELLS, NUCLEI_FOUND) if c in found.columns]
-    keys = sc.LEVEL_KEYS[level]
-    wells = sc.aggregate(found, keys, "median", values=values,
-                         metadata=[c for c in sc.metadata_columns(found) if c not in counts])
-    sums = found.groupby(keys, sort=True)[counts].sum().reset_index()
-    return wells.merge(sums, on=keys, how="left")
+    return sc.aggregate(found, sc.LEVEL_KEYS[level], "median", values=values, sums=counts)
 

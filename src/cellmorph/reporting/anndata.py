@@ -9,7 +9,7 @@ which this project does not use; the files read back with ``anndata.read_h5ad``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -83,47 +83,41 @@ def write_h5ad(profiles: pd.DataFrame, path: Path | str) -> Path:
     >>> write_h5ad(read_profiles("ljosa2013"), tmp / "wells.h5ad").name
     'wells.h5ad'
     """
-    h5py = _h5py()
     feats = sc.feature_columns(profiles)
-    meta = sc.metadata_columns(profiles)
-    X = profiles[feats].to_numpy(np.float32)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            _encode(f, "anndata", "0.1.0")
-            x = f.create_dataset("X", data=X)
-            _encode(x, "array", "0.2.0")
-            obs_index = [str(i) for i in range(len(profiles))]
-            _dataframe(f.create_group("obs"), obs_index,
-                       {c: profiles[c].reset_index(drop=True) for c in meta})
-            _dataframe(f.create_group("var"), [str(c) for c in feats], {})
-            for name in ("obsm", "varm", "obsp", "varp", "layers", "uns"):
-                _encode(f.create_group(name), "dict", "0.1.0")
-    return Path(path)
+    obs = profiles[sc.metadata_columns(profiles)].reset_index(drop=True)
+    return _write_anndata(obs, feats, [profiles[feats].to_numpy(np.float32)], path)
 
 
 def write_h5ad_parts(parts: Sequence[Path], path: Path | str) -> Path:
     """Write profile tables stored in parts (one Parquet file a plate, as a profiling run's
     per-cell tables) as one ``.h5ad``, one part in memory at a time: the metadata of every
     row first (small: obs), then each part's features into X."""
-    h5py = _h5py()
     if not parts:
         raise CellmorphError("no Parquet files to export")
     first = pq.read_schema(parts[0]).names
     meta = [c for c in first if str(c).startswith(sc.METADATA_PREFIX)]
     feats = [c for c in first if not str(c).startswith(sc.METADATA_PREFIX)]
     obs = pd.concat([pd.read_parquet(p, columns=meta) for p in parts], ignore_index=True)
+    blocks = (pd.read_parquet(p, columns=feats).to_numpy(np.float32) for p in parts)
+    return _write_anndata(obs, feats, blocks, path)
+
+
+def _write_anndata(obs: pd.DataFrame, feats: list[str], blocks: Iterable[np.ndarray],
+                   path: Path | str) -> Path:
+    """The AnnData layout, atomically: X filled from ``blocks`` (rows in order, one block in
+    memory at a time), obs from ``obs``'s columns, var from the feature names."""
+    h5py = _h5py()
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             _encode(f, "anndata", "0.1.0")
             x = f.create_dataset("X", shape=(len(obs), len(feats)), dtype=np.float32)
             _encode(x, "array", "0.2.0")
             start = 0
-            for part in parts:
-                block = pd.read_parquet(part, columns=feats).to_numpy(np.float32)
+            for block in blocks:
                 x[start:start + len(block)] = block
                 start += len(block)
             _dataframe(f.create_group("obs"), [str(i) for i in range(len(obs))],
-                       {c: obs[c] for c in meta})
+                       {c: obs[c] for c in obs.columns})
             _dataframe(f.create_group("var"), [str(c) for c in feats], {})
             for name in ("obsm", "varm", "obsp", "varp", "layers", "uns"):
                 _encode(f.create_group(name), "dict", "0.1.0")
