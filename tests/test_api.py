@@ -58,7 +58,7 @@ ENTRY_POINT_ORDER = [
     "read_index", "read_profiles", "synthesize_bbbc021", "synthesize_bbbc014", "index_bbbc021",
     "index_bbbc014", "index_platemap", "index_loaddata", "profile", "evaluate", "describe",
     "figures", "export", "write_h5ad", "config_reference", "translocation", "train",
-    "compare_init", "explain", "report", "download_bbbc021", "download_bbbc014", "run_demo"]
+    "embed", "compare_init", "explain", "report", "download_bbbc021", "download_bbbc014", "run_demo"]
 SKIPPED_EXAMPLES = {  # documented, not run here, and why
     "download_bbbc021": "the network; test_download runs the code against a local mirror",
     "download_bbbc014": "the network; test_download runs the code against a local mirror",

@@ -88,9 +88,20 @@ def _train_until_two_folds(start_cli: Callable[..., subprocess.Popen],
     return proc
 
 
+def _same_fold_predictions(run: Path, reference: Path, folds: list[str]) -> None:
+    """Each fold's predictions in ``run`` equal those of ``reference`` (folds are
+    independent: a subset of a run's folds predicts what the whole run does)."""
+    for fold in folds:
+        a = pd.read_parquet(fold_dir(run / "seed0", fold) / "predictions.parquet")
+        b = pd.read_parquet(fold_dir(reference / "seed0", fold) / "predictions.parquet")
+        probs = [c for c in a.columns if c.startswith("Prob_")]
+        np.testing.assert_allclose(a[probs], b[probs], atol=1e-5)
+
+
 def test_killed_run_resumes_to_the_same_predictions(imagenet_run: CVResult, data: Path,
                                                     start_cli, wait_for_files) -> None:
-    cfg = _cfg(data, "killed")
+    folds = ["anisomycin", "cytochalasin D", "emetine", "taxol"]
+    cfg = _cfg(data, "killed", folds=folds)
     save_config(cfg, data / "killed.yaml")
     folds_dir = data / "killed" / "seed0" / "folds"
     proc = _train_until_two_folds(start_cli, wait_for_files, data / "killed.yaml", folds_dir,
@@ -99,15 +110,11 @@ def test_killed_run_resumes_to_the_same_predictions(imagenet_run: CVResult, data
     os.killpg(proc.pid, signal.SIGKILL)  # a real kill, mid-run
     proc.wait()
     done = sorted(folds_dir.glob("*/predictions.parquet"))
-    assert 2 <= len(done) < 9, "the run should have been killed part-way"
+    assert 2 <= len(done) < len(folds), "the run should have been killed part-way"
     stamps = {p: p.stat().st_mtime_ns for p in done}
     train(cfg, progress=False)
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # finished folds kept
-    a = pd.read_csv(data / "killed" / "seed0" / "predictions_treatment.csv")
-    b = pd.read_csv(data / "imagenet" / "seed0" / "predictions_treatment.csv")
-    probs = [c for c in a.columns if c.startswith("Prob_")]
-    np.testing.assert_allclose(a[probs], b[probs], atol=1e-5)
-    assert list(a["predicted"]) == list(b["predicted"])
+    _same_fold_predictions(data / "killed", data / "imagenet", folds)
 
 
 def test_cached_trunk_equals_frozen_training(data: Path) -> None:
@@ -201,7 +208,7 @@ def test_compare_init_fine_tunes_the_whole_network_in_both_arms(data: Path) -> N
 def test_sigint_during_train_exits_130_and_resumes_identically(imagenet_run: CVResult,
                                                                data: Path, start_cli,
                                                                wait_for_files) -> None:
-    folds = ["anisomycin", "cytochalasin B", "emetine", "latrunculin B", "taxol"]
+    folds = ["anisomycin", "cytochalasin B", "emetine", "latrunculin B"]
     cfg = _cfg(data, "interrupted", folds=folds)
     save_config(cfg, data / "interrupted.yaml")
     folds_dir = data / "interrupted" / "seed0" / "folds"
@@ -215,8 +222,4 @@ def test_sigint_during_train_exits_130_and_resumes_identically(imagenet_run: CVR
     assert 2 <= len(done) < len(folds)
     assert not list((data / "interrupted").rglob("*.part"))
     train(cfg, progress=False)
-    for fold in folds:  # each fold identical to the uninterrupted run's
-        a = pd.read_parquet(fold_dir(data / "interrupted" / "seed0", fold) / "predictions.parquet")
-        b = pd.read_parquet(fold_dir(data / "imagenet" / "seed0", fold) / "predictions.parquet")
-        probs = [c for c in a.columns if c.startswith("Prob_")]
-        np.testing.assert_allclose(a[probs], b[probs], atol=1e-5)
+    _same_fold_predictions(data / "interrupted", data / "imagenet", folds)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from cellmorph import api
 from cellmorph.errors import CellmorphError
@@ -39,6 +41,16 @@ def test_folds_on_ray_equal_the_sequential_run(tiny021: Path, tmp_path: Path) ->
         a = pd.read_parquet(fold_dir(tmp_path / "local" / "seed0", fold) / "predictions.parquet")
         b = pd.read_parquet(fold_dir(tmp_path / "ray" / "seed0", fold) / "predictions.parquet")
         pd.testing.assert_frame_equal(a, b)  # exactly
+
+
+def test_weak_label_training_on_ray_equals_the_local_run(tiny021: Path, tmp_path: Path) -> None:
+    weak = {**TRAIN, "folds": None, "label": "compound", "freeze_stages": 5,
+            "cached_trunk": True}
+    local = api.train(index=tiny021, output=tmp_path / "local", **weak)
+    on_ray = api.train(index=tiny021, output=tmp_path / "ray", executor="ray", **weak)
+    a, b = (load_file(str(r.models[0])) for r in (local, on_ray))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # exactly
 
 
 def test_plates_on_a_ray_actor_pool_equal_the_local_path(tiny021: Path, tmp_path: Path,

@@ -15,6 +15,8 @@ Entry points (the same as the command line's)::
     profile(index=, output=)   frozen-network profiles           -> ProfileResult
     evaluate(profiles)         NSC/NSCB 1-NN accuracy and mAP     -> EvaluationResult
     train(index=, output=)     cross-validated fine-tuning        -> CVResult
+                               or weak labels (label="compound")  -> WeakTrainingResult
+    embed(run)                 profiles from a trained network    -> ProfileResult
     compare_init(config)       ImageNet vs Xavier initialisation  -> {init: CVResult}
     translocation(index)       nuclear/cytoplasmic ratio readout  -> TranslocationResult
     explain(run)               activation maximisation, Grad-CAM  -> ExplainResult
@@ -55,7 +57,7 @@ __version__ = metadata.version("cellmorph")  # one place: pyproject.toml
 
 _API = ("index_bbbc021", "index_bbbc014", "index_platemap", "index_loaddata", "read_index",
         "read_profiles", "synthesize_bbbc021", "synthesize_bbbc014", "profile", "evaluate",
-        "train", "compare_init", "translocation", "explain", "report", "describe", "figures",
+        "train", "embed", "compare_init", "translocation", "explain", "report", "describe", "figures",
         "export",
         "write_h5ad", "download_bbbc021", "download_bbbc014", "config_reference")
 _DEMO = ("run_demo",)  # above the API (it calls it), so it has a module of its own

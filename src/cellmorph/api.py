@@ -45,15 +45,22 @@ from cellmorph.profiling.cellprofiler import read_profiles
 from cellmorph.profiling.screen import ProfileResult, profile_screen
 from cellmorph.profiling.translocation import TranslocationSettings
 from cellmorph.reporting.anndata import write_h5ad, write_h5ad_parts, write_parquet_parts
-from cellmorph.reporting.figures import cv_figures, evaluation_figures, translocation_figures
+from cellmorph.reporting.figures import (
+    cv_figures,
+    evaluation_figures,
+    translocation_figures,
+    weak_figures,
+)
 from cellmorph.reporting.html import ReportPage, write_report
 from cellmorph.reporting.text import (
     format_cv,
     format_evaluation,
     format_index_summary,
     format_translocation,
+    format_weak,
 )
 from cellmorph.reporting.writers import (
+    EMBED_FOLDER,
     PROFILE_OUTPUTS,
     TRAIN_OUTPUTS,
     write_comparison,
@@ -63,13 +70,15 @@ from cellmorph.reporting.writers import (
     write_h5ad_profiles,
     write_profiles,
     write_translocation,
+    write_weak,
 )
 from cellmorph.synth.bbbc014_synthetic import synthesize_bbbc014
 from cellmorph.synth.bbbc021_synthetic import synthesize_bbbc021
 from cellmorph.training.fold_jobs import TrainingRun, run_folds
+from cellmorph.training.weak import WeakTrainingResult, run_models, summarise_weak
 
 __all__ = ["compare_init", "config_reference", "describe", "download_bbbc014",
-           "download_bbbc021", "evaluate", "explain", "export", "figures", "index_bbbc014",
+           "download_bbbc021", "embed", "evaluate", "explain", "export", "figures", "index_bbbc014",
            "index_bbbc021",
            "index_loaddata", "index_platemap", "profile", "read_index", "read_profiles",
            "report", "synthesize_bbbc014", "synthesize_bbbc021", "train", "translocation",
@@ -276,8 +285,11 @@ def evaluate(profiles: str | Path | pd.DataFrame | ProfileResult,
 
 def train(config: str | Path | dict | TrainConfig | None = None, *,
           index: str | Path | pd.DataFrame | None = None, output: str | Path | None = None,
-          overwrite: bool = False, progress: bool = True, **settings: Any) -> CVResult:
-    """Fine-tune with cross-validation (leave-one-compound-out by default; Kensert et al. 2019).
+          overwrite: bool = False, progress: bool = True,
+          **settings: Any) -> CVResult | WeakTrainingResult:
+    """Fine-tune with cross-validation (leave-one-compound-out by default; Kensert et al. 2019),
+    or, with ``label="compound"`` or ``"treatment"``, train on the screen's own weak labels
+    (one model per seed, no MoA read; :func:`embed` turns it into profiles).
 
     Parameters
     ----------
@@ -296,6 +308,8 @@ def train(config: str | Path | dict | TrainConfig | None = None, *,
     -------
     CVResult
         Per seed: the predictions at each level and the metrics; ``.summary``: mean +- SEM.
+        A weakly supervised run returns a :class:`WeakTrainingResult` (its models and
+        losses) instead.
 
     Examples
     --------
@@ -307,15 +321,68 @@ def train(config: str | Path | dict | TrainConfig | None = None, *,
     ['cytochalasin B', 'emetine']
     """
     cfg, table = _run_config(TrainConfig, config, index, output, settings)
-    results: list[CVResult] = []
+    results: list[CVResult | WeakTrainingResult] = []
 
     def finish(run: TrainingRun) -> None:  # while the run still holds its folder
-        results.append(summarise_cv(run))
-        write_cv(results[0], cfg.output)
+        if cfg.weak_label:
+            results.append(summarise_weak(run))
+            write_weak(results[0], cfg.output)
+        else:
+            results.append(summarise_cv(run))
+            write_cv(results[0], cfg.output)
 
     run_folds(cfg, progress_bars=progress, overwrite=overwrite, index_table=table, finish=finish,
               outputs=TRAIN_OUTPUTS)
     return results[0]
+
+
+def embed(run: str | Path, *, output: str | Path | None = None, seed: int | None = None,
+          h5ad: bool = False, overwrite: bool = False, progress: bool = True,
+          **settings: Any) -> ProfileResult:
+    """Profiles from a trained network's penultimate layer, in the layout ``profile`` writes
+    (image, well, treatment; ``Feature_`` columns), so that :func:`evaluate`, :func:`report`
+    and :func:`export` take them as they are.
+
+    From a weakly supervised run (``label: compound|treatment``) one model embeds the screen.
+    From a leave-one-compound-out run each compound's images are embedded by the fold model
+    that never saw it (``Metadata_Fold`` says which), the controls and unlabelled compounds
+    by the first fold's, and each model's features are centred on the controls it embedded
+    on the same plate (:mod:`cellmorph.profiling.fold_models`).
+
+    Parameters
+    ----------
+    run
+        A ``cellmorph train`` folder, finished (for LOCO: every fold, models kept).
+    output
+        The embedding's run folder (default ``RUN/embed``): a profiling run of its own, whose
+        ``config.yaml`` names the weights files it used; the tile cache is the training run's.
+    seed
+        Which seed's models (default: the run's first).
+    settings
+        ``batch_size=``, ``device=``, ``precision=``, ``aggregate=``, ``executor=`` ...
+
+    Examples
+    --------
+    >>> weak = train(index=index, output=tmp / "weak", model="tf_efficientnet_lite0",
+    ...              label="compound", preset="fast", epochs=1, freeze_stages=5,
+    ...              preprocess={"grid": [1, 1], "tile_size": 32}, progress=False)
+    >>> profiles = embed(tmp / "weak", progress=False)
+    >>> Path(profiles.config.weights) == weak.models[0], (tmp / "weak" / "embed").is_dir()
+    (True, True)
+    """
+    found = run_models(run, seed)
+    train_cfg = found.config
+    cfg = make_config(ProfileConfig, {
+        "index": str(train_cfg.index), "output": str(output or Path(run) / EMBED_FOLDER),
+        "cache_dir": str(train_cfg.cache_dir or train_cfg.output / "cache"),
+        "model": train_cfg.model, "weights": str(found.weights), "channel_mode": "rgb",
+        "rgb_map": train_cfg.rgb_map, "preprocess": train_cfg.preprocess.model_dump(),
+        "precision": train_cfg.precision, "device": train_cfg.device,
+        "channels_last": train_cfg.channels_last,
+        "fold_models": None if found.fold_models is None
+        else {k: str(v) for k, v in found.fold_models.items()},
+        "fold_by": train_cfg.fold_by}, **settings)
+    return profile(cfg, h5ad=h5ad, overwrite=overwrite, progress=progress)
 
 
 def compare_init(config: str | Path | dict | TrainConfig, *, output: str | Path | None = None,
@@ -434,7 +501,8 @@ def describe(result: Any) -> str:
     if isinstance(result, dict) and all(isinstance(r, CVResult) for r in result.values()):
         return "\n".join(format_cv(r) for r in result.values())
     return _by_kind(result, {EvaluationResult: format_evaluation, CVResult: format_cv,
-                             TranslocationResult: format_translocation}, "describe")
+                             TranslocationResult: format_translocation,
+                             WeakTrainingResult: format_weak}, "describe")
 
 
 def _by_kind(result: Any, builders: dict[type, Any], what: str) -> Any:
@@ -456,7 +524,8 @@ def figures(result: Any) -> dict[str, Figure]:
     (['conformal', 'confusion_nsc_cosine', 'confusion_nsc_euclidean'], 'Figure')
     """
     return _by_kind(result, {EvaluationResult: evaluation_figures, CVResult: cv_figures,
-                             TranslocationResult: translocation_figures}, "figures")
+                             TranslocationResult: translocation_figures,
+                             WeakTrainingResult: weak_figures}, "figures")
 
 
 def export(profiles: str | Path | pd.DataFrame, output: str | Path) -> Path:

@@ -393,9 +393,12 @@ def train_cmd(
     ray_address: RayAddressOpt = None,
     cache_dir: CacheDirOpt = None,
     novelty: Annotated[bool | None, _opt(_T, "novelty", "--novelty/--no-novelty")] = None,
+    label: Annotated[str | None, _opt(_T, "label", "--label")] = None,
+    controls: Annotated[str | None, _opt(_T, "controls", "--controls")] = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Fine-tune with leave-one-compound-out (or any group) cross-validation; resumable."""
+    """Fine-tune with leave-one-compound-out (or any group) cross-validation, or on weak labels
+    (--label compound|treatment: one model per seed, for `cellmorph embed`); resumable."""
     from cellmorph.api import describe, train
 
     result = train(config, index=index, output=output, model=model, weights=weights,
@@ -403,9 +406,39 @@ def train_cmd(
                    seeds=seed, fold_by=fold_by, folds=fold, freeze_stages=freeze_stages,
                    device=device, precision=precision, executor=executor,
                    ray_address=ray_address, cache_dir=cache_dir, novelty=novelty,
-                   overwrite=overwrite)
+                   label=label, controls=controls, overwrite=overwrite)
     typer.echo(describe(result))
     typer.echo(f"run folder: {result.config.output}")
+
+
+@app.command("embed")
+def embed_cmd(
+    run: Annotated[Path, typer.Argument(help="A `cellmorph train` folder: weakly supervised "
+                                        "(one model) or leave-one-compound-out (each "
+                                        "compound by the fold model that never saw it).")],
+    output: Annotated[str | None, typer.Option("-o", "--output", help="The embedding's run "
+                                               "folder (default RUN/embed).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Which seed's models (default: "
+                                             "the run's first).")] = None,
+    batch_size: Annotated[int | None, _opt(_P, "batch_size", "--batch-size")] = None,
+    aggregate: Annotated[str | None, _opt(_P, "aggregate", "--aggregate")] = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    h5ad: Annotated[bool, typer.Option("--h5ad", help="Also write the profiles as AnnData "
+                                       "(profiles_<level>.h5ad) for scverse tools.")] = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """A trained network's penultimate layer -> profiles in `cellmorph profile`'s layout
+    (evaluate, report and export take them as they are)."""
+    from cellmorph.api import embed
+
+    result = embed(run, output=output, seed=seed, batch_size=batch_size, aggregate=aggregate,
+                   device=device, precision=precision, h5ad=h5ad, overwrite=overwrite)
+    out = result.config.output
+    typer.echo(f"profiles: {out / 'profiles_well.parquet'} (wells), "
+               f"{out / 'profiles_treatment.parquet'} (treatments), from "
+               f"{'fold models' if result.config.fold_models else result.config.weights}; "
+               f"next: cellmorph evaluate {out}")
 
 
 @app.command("compare-init")

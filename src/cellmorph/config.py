@@ -255,6 +255,14 @@ class ProfileConfig(RunConfig):
     executor: Executor = Field("local", description="local: plates one after the other here; "
                                "ray: plates on a Ray actor pool (pip install 'cellmorph[ray]')")
     seed: int = Field(0, description="seed for random weights")
+    fold_models: dict[str, RunPath] | None = Field(
+        None, description="a leave-one-out run's fold models (`cellmorph embed` writes this): "
+        "value of fold_by -> weights file of the model that never saw it; those rows are "
+        "embedded by it, every other row (controls, unlabelled) by weights; each model's "
+        "features are centred on the controls it embedded on the same plate and scaled by "
+        "their spread")
+    fold_by: str = Field("Metadata_Compound", description="the column fold_models are keyed "
+                         "by")
 
 
 class EvaluateConfig(_Strict):
@@ -330,6 +338,19 @@ class TrainConfig(RunConfig):
                                         "preset's)")
     augment: AugmentConfig = Field(default_factory=AugmentConfig,
                                    description="training augmentation")
+    label: Literal["moa", "compound", "treatment"] = Field(
+        "moa", description="what the network learns to tell apart: moa (cross-validated, "
+        "scored); compound or treatment (weak labels: every treated well trains, no MoA is "
+        "read, one model per seed, no folds; its embeddings are the product: `cellmorph "
+        "embed`)")
+    controls: Literal["exclude", "class"] = Field(
+        "exclude", description="with a weak label: the controls (DMSO) left out, or one more "
+        "class")
+    sampling: Literal["auto", "shuffle", "plate-balanced"] = Field(
+        "auto", description="the crops of an epoch: shuffle (each once), or plate-balanced "
+        "(drawn with replacement so that every label weighs the same and, within a label, "
+        "every plate: a network cannot win by learning one plate's look); auto: "
+        "plate-balanced with a weak label, shuffle with moa")
     fold_by: str = Field("Metadata_Compound", description="one fold per value: LOCO by "
                          "default; Metadata_CellLine for BBBC014's leave-one-cell-line-out")
     folds: list[str] | None = Field(None, description="run only these folds (default: all)")
@@ -351,8 +372,8 @@ class TrainConfig(RunConfig):
     seeds: list[int] = Field([0], min_length=1, description="one replicate run per seed")
     keep_models: Literal["explain", "all", "none"] = Field(
         "explain", description="which fold models to keep (each the size of the network): "
-        "explain: the first seed's, which `cellmorph explain` reads; all; none (resuming needs "
-        "none of them)")
+        "explain: the first seed's, which `cellmorph explain` and `cellmorph embed` read; all; "
+        "none (resuming needs none of them); a weakly supervised run keeps every seed's")
     freeze_stages: Annotated[int, Field(ge=0)] | Literal["all"] = Field(
         0, description="stages kept frozen (stem + first N stages); all: the whole network "
         "but the classifier (a linear probe on pooled features)")
@@ -373,11 +394,21 @@ class TrainConfig(RunConfig):
         if self.cached_trunk and not self.augment.dihedral_only:
             raise ValueError("cached_trunk reproduces dihedral augmentation only; set "
                              "augment.intensity/blur/noise to 0")
+        if self.sampling == "auto":  # recorded as resolved, in the config saved with a run
+            self.sampling = "shuffle" if self.label == "moa" else "plate-balanced"
+        if self.weak_label and self.novelty:
+            raise ValueError(f"novelty needs MoA labels; with label: {self.label} there are "
+                             "none to leave out (set novelty: false)")
         if self.novelty and self.fold_by != "Metadata_Compound":
             raise ValueError("novelty scores the known MoAs with leave-one-compound-out folds: "
                              "set fold_by: Metadata_Compound (the run adds one leave-one-MoA-"
                              "out fold per MoA itself)")
         return self
+
+    @property
+    def weak_label(self) -> bool:
+        """True when the run learns compounds or treatments, not MoAs."""
+        return self.label != "moa"
 
     def hyper(self) -> Hyper:
         """The optimisation settings: the preset, with any explicit field on top."""

@@ -116,6 +116,12 @@ _HYPER_SETTINGS = {"preset", "epochs", "batch_size", "lr", "weight_decay", "labe
                    "class_balanced"}
 
 
+# Settings added after run folders were made, at the values that do what runs did before:
+# left out of the fingerprint there, so that such a folder still resumes.
+_LATER_SETTINGS = {"train": {"label": "moa", "controls": "exclude", "sampling": "shuffle"},
+                   "profile": {"fold_models": None, "fold_by": "Metadata_Compound"}}
+
+
 def fingerprint(config: RunConfig, kind: str, runtime: dict, index_digest: str,
                 images: dict[str, str] | None = None,
                 cell_locations: pd.DataFrame | None = None) -> dict:
@@ -124,12 +130,17 @@ def fingerprint(config: RunConfig, kind: str, runtime: dict, index_digest: str,
     cell locations count by their values, not their file's path)."""
     skip = (_NOT_RESULTS_PROFILE if kind == "profile" else _NOT_RESULTS_TRAIN) | \
         _RESOLVED_ELSEWHERE
-    settings = {k: v for k, v in config.model_dump(mode="json").items() if k not in skip}
+    later = _LATER_SETTINGS.get(kind, {})
+    settings = {k: v for k, v in config.model_dump(mode="json").items()
+                if k not in skip and (k not in later or v != later[k])}
     model, weights = config.model, config.weights
     settings["preprocess"]["tile_size"] = config.preprocess.input_size(default_input_size(model))
     cells = settings["preprocess"]["cells"]
     cells.pop("location_images")
     cells["locations"] = None if cell_locations is None else table_digest(cell_locations)
+    if settings.get("fold_models"):  # fold models count by their content, as weights do
+        settings["fold_models"] = {k: weights_identity(model, v)
+                                   for k, v in settings["fold_models"].items()}
     if isinstance(config, TrainConfig):
         settings = {k: v for k, v in settings.items() if k not in _HYPER_SETTINGS}
         settings["hyper"] = dataclasses.asdict(config.hyper())
@@ -385,6 +396,14 @@ def _read_record(path: Path) -> dict:
     return record
 
 
+def run_kind(folder: Path | str) -> str | None:
+    """The kind of run a folder holds (profile, train), None when it holds none."""
+    try:
+        return json.loads((Path(folder) / RUN_RECORD).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _append_provenance(path: Path, entry: dict) -> None:
     history: list = []
     if path.is_file():
@@ -428,6 +447,8 @@ def start_run(cfg: RunConfig, *, kind: str, layout: RunLayout, overwrite: bool =
     as ``cfg.index`` once the folder is taken."""
     runtime = resolve_runtime(cfg.device, cfg.precision)
     check_weights(cfg.model, cfg.weights)
+    for weights in (getattr(cfg, "fold_models", None) or {}).values():
+        check_weights(cfg.model, weights)
     index = read_index(cfg.index if index_table is None else index_table)
     if check_index is not None:
         check_index(index)
@@ -437,6 +458,7 @@ def start_run(cfg: RunConfig, *, kind: str, layout: RunLayout, overwrite: bool =
     digest = table_digest(index)
     described = {**runtime.describe(), "malloc_keeps_freed_memory": keep_freed_memory()}
     inputs = [Path(cfg.index)] if index_table is None else []
+    inputs += [Path(p) for p in (getattr(cfg, "fold_models", None) or {}).values()]
     inputs += [Path(p) for p in (cfg.preprocess.cells.locations,
                                  cfg.preprocess.cells.location_images) if p is not None]
     if cfg.cache_dir is not None:  # a cache elsewhere (shared) is not this run's to claim

@@ -8,8 +8,10 @@ from cellmorph.backbones.registry import (
     create_backbone,
     data_config,
     default_input_size,
+    load_weights,
     load_weights_file,
 )
 
 __all__ = ["PAPER_MODELS", "check_model", "check_weights", "create_backbone", "data_config",
-           "default_input_size", "fold_batchnorm", "load_weights_file"]
+           "default_input_size", "fold_batchnorm", "load_weights",
+           "load_weights_file"]

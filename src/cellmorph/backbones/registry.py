@@ -113,6 +113,12 @@ def xavier_init(model: nn.Module) -> None:
                 nn.init.zeros_(module.bias)
 
 
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a weights file into ``model`` in place (safely; the classifier may differ): one
+    network serves several weights files of its architecture without being built again."""
+    _load_compatible(model, load_weights_file(path), str(path))
+
+
 def _load_compatible(model: nn.Module, state: dict, source: str) -> None:
     """Load a file's weights; only the classifier may be missing or differently shaped."""
     own = model.state_dict()

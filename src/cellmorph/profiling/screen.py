@@ -30,6 +30,7 @@ from cellmorph.errors import CellmorphError
 from cellmorph.executors import map_actors
 from cellmorph.log import get_logger, progress
 from cellmorph.profiling.features import TileEmbedder, feature_names
+from cellmorph.profiling.fold_models import FoldEmbedders, swapping_weights
 from cellmorph.records import ShortRepr
 from cellmorph.runs import RunLayout, start_run
 from cellmorph.runtime import (
@@ -97,7 +98,22 @@ def make_embedder(cfg: ProfileConfig, channels: Sequence[str],
     return TileEmbedder(model, spec, runtime)
 
 
-def tile_profiles(tiles: np.ndarray, table: pd.DataFrame, embedder: TileEmbedder,
+Embedder = TileEmbedder | FoldEmbedders
+
+
+def make_plate_embedder(cfg: ProfileConfig, channels: Sequence[str],
+                        runtime: Runtime | None = None) -> Embedder:
+    """What embeds a plate's tiles: the network, or a leave-one-out run's fold models
+    (``fold_models``), each tile by the model that never saw it."""
+    if not cfg.fold_models:
+        return make_embedder(cfg, channels, runtime)
+    runtime = runtime or resolve_runtime(cfg.device, cfg.precision)
+    one = make_embedder(cfg.model_copy(update={"fold_batchnorm": False}), channels, runtime)
+    return FoldEmbedders(swapping_weights(one), cfg.fold_models, cfg.weights, cfg.fold_by,
+                         cfg.channel_mode)
+
+
+def tile_profiles(tiles: np.ndarray, table: pd.DataFrame, embedder: Embedder,
                   channels: Sequence[str], *, batch_size: int = 64) -> pd.DataFrame:
     """One profile per kept tile of a plate (per cell, with ``tiles: cells``).
 
@@ -107,16 +123,20 @@ def tile_profiles(tiles: np.ndarray, table: pd.DataFrame, embedder: TileEmbedder
     kept = table[KEEP].to_numpy()
     if not kept.any():  # a plate without a cell (or a kept tile): nothing to embed
         return table.iloc[:0].drop(columns=[KEEP, TILE])
-    feats = embedder(tiles[kept], batch_size=batch_size)
+    meta = table.loc[kept].drop(columns=[KEEP, TILE]).reset_index(drop=True)
+    if isinstance(embedder, FoldEmbedders):
+        feats = embedder(tiles[kept], batch_size=batch_size, table=meta)
+        meta[sc.FOLD] = embedder.routes(meta)  # which fold's model embedded the tile
+    else:
+        feats = embedder(tiles[kept], batch_size=batch_size)
     if not np.isfinite(feats).all():
         raise CellmorphError(f"plate {table[sc.PLATE].iloc[0]}: the network produced NaN or "
                              "infinite features; try --precision fp32 or other weights")
     names = feature_names(feats.shape[1], channels, embedder.mode)
-    return pd.concat([table.loc[kept].drop(columns=[KEEP, TILE]).reset_index(drop=True),
-                      pd.DataFrame(feats, columns=names)], axis=1)
+    return pd.concat([meta, pd.DataFrame(feats, columns=names)], axis=1)
 
 
-def profile_plate(tiles: np.ndarray, table: pd.DataFrame, embedder: TileEmbedder,
+def profile_plate(tiles: np.ndarray, table: pd.DataFrame, embedder: Embedder,
                   channels: Sequence[str], *, method: str = "mean",
                   batch_size: int = 64) -> pd.DataFrame:
     """Image-level profiles of one plate from its cached tiles (:func:`tile_profiles`
@@ -155,7 +175,7 @@ class PlateJob:
         """True when the plate's profiles are already on disk (a rerun skips it)."""
         return self.output.is_file()
 
-    def run(self, embedder: TileEmbedder) -> pd.DataFrame:
+    def run(self, embedder: Embedder) -> pd.DataFrame:
         """Embed the plate's tiles, aggregate to images, write and return the plate's table
         (and, for cell crops, the per-cell table: one plate in memory at a time)."""
         cache = TileCache(self.cache_folder, (self.plate,))
@@ -177,8 +197,8 @@ class PlateWorker:
                  threads: int) -> None:
         torch.set_num_threads(threads)
         keep_freed_memory()
-        self.embedder = make_embedder(ProfileConfig(**config), channels,
-                                      runtime_from_names(device, precision))
+        self.embedder = make_plate_embedder(ProfileConfig(**config), channels,
+                                            runtime_from_names(device, precision))
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         """Run the batch's plate jobs; returns their plates and output paths."""
@@ -339,7 +359,7 @@ def _embed_as_tiles_are_ready(plates: _PlatesRun) -> tuple[TileCache, list[Plate
         if job.done:
             continue
         with timer("infer"):
-            embedder = embedder or make_embedder(cfg, plates.channels, plates.runtime)
+            embedder = embedder or make_plate_embedder(cfg, plates.channels, plates.runtime)
             computed[plate] = job.run(embedder)
         release_freed_memory()  # memory stays flat in the number of plates
         done_here.append(job)

@@ -24,6 +24,7 @@ from cellmorph.reporting.plots import (
     plot_ranked,
 )
 from cellmorph.reporting.text import partial_note
+from cellmorph.training.weak import WeakTrainingResult
 
 
 def conformal_figure(result: ConformalResult, synthetic: bool = False) -> Figure:
@@ -88,3 +89,12 @@ def translocation_figures(result: TranslocationResult) -> dict[str, Figure]:
     return {"translocation_dose_response": plot_dose_response(
         result.wells, RATIO, None, title="nuclear / cytoplasmic reporter intensity per well",
         synthetic=sc.is_synthetic(result.wells))}
+
+
+def weak_figures(result: WeakTrainingResult) -> dict[str, Figure]:
+    """The training loss per epoch of each seed of a weakly supervised run."""
+    curves = {f"seed {seed}": losses for seed, losses in result.train_loss.items()}
+    return {"training_loss": plot_curves(
+        curves, f"weak labels ({result.config.label}): training loss", "epoch",
+        "cross-entropy", None, synthetic=result.synthetic)}
+

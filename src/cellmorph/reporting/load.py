@@ -22,7 +22,7 @@ from cellmorph.evaluation.predictions import confusion
 from cellmorph.evaluation.profiles import EvaluationResult, evaluate_profiles
 from cellmorph.log import get_logger
 from cellmorph.profiling.screen import ProfileResult
-from cellmorph.runs import RUN_RECORD, read_provenance
+from cellmorph.runs import read_provenance, run_kind
 from cellmorph.training.fold_jobs import (
     NOVELTY_FOLDS,
     SeedRun,
@@ -79,16 +79,15 @@ class RunBundle:
         return any(sc.is_synthetic(t) for t in tables)
 
 
-def _kind(folder: Path) -> str | None:
-    try:
-        return json.loads((folder / RUN_RECORD).read_text()).get("kind")
-    except (OSError, ValueError):
-        return None
 
 
 def load_training(folder: Path) -> CVResult:
     """A training run's fold outputs, scored again."""
     cfg = load_config(folder / "config.yaml", TrainConfig)
+    if cfg.weak_label:
+        raise CellmorphError(f"{folder} is a weakly supervised run ({cfg.label} labels): it "
+                             f"predicts no MoA; report its profiles: cellmorph embed "
+                             f"{folder}, then cellmorph report {folder / 'embed'}")
     seeds = []
     for seed in cfg.seeds:
         seed_dir = folder / f"seed{seed}"
@@ -179,15 +178,15 @@ def load_bundle(source: Path | str) -> RunBundle:
     if source.is_file():
         bundle.table = load_table(source)
         return bundle
-    folders = [source] if _kind(source) else sorted(
-        p for p in source.iterdir() if p.is_dir() and _kind(p))
+    folders = [source] if run_kind(source) else sorted(
+        p for p in source.iterdir() if p.is_dir() and run_kind(p))
     if (source / "compare_init.json").is_file():
         for name in json.loads((source / "compare_init.json").read_text()):
-            if _kind(source / name) == "train":
+            if run_kind(source / name) == "train":
                 bundle.comparison[name] = load_training(source / name)
         folders = [f for f in folders if f.name not in bundle.comparison]
     for folder in folders:
-        kind = _kind(folder)
+        kind = run_kind(folder)
         if kind == "profile" and bundle.profile is None:
             bundle.profile, bundle.evaluation = load_profiling(folder)
             bundle.configs["profile"] = config_yaml(bundle.profile.config)

@@ -12,6 +12,7 @@ from cellmorph.evaluation.cv_scores import Accuracy, CVResult, CVSummary
 from cellmorph.evaluation.novelty import NoveltySummary, summarize_novelty
 from cellmorph.evaluation.profiles import EvaluationResult
 from cellmorph.evaluation.readout import TranslocationResult
+from cellmorph.training.weak import WeakTrainingResult
 
 
 def calibration_note(too_few: list[str], needed: int) -> str:
@@ -134,3 +135,21 @@ def format_cells(images: pd.DataFrame) -> str | None:
         return None
     return (f"{int(images[sc.CELL_COUNT].sum()):,} nuclei found in {len(images):,} fields, "
             f"{int(images[sc.COUNT].sum()):,} cells profiled (one table a plate in cells/)")
+
+
+def format_weak(result: WeakTrainingResult) -> str:
+    """A weakly supervised run for the terminal: what it learnt, from what, how the loss
+    went, where the models are and what comes next."""
+    cfg = result.config
+    controls = "controls as a class" if cfg.controls == "class" else "controls left out"
+    lines = [f"{cfg.model} ({cfg.weights}), weakly supervised by {cfg.label}: "
+             f"{len(result.classes)} classes ({controls}), {result.crops:,} crops from "
+             f"{result.plates} plate(s), sampling {cfg.sampling}"]
+    for seed, losses in result.train_loss.items():
+        lines.append(f"  seed {seed}: loss {losses[0]:.3f} -> {losses[-1]:.3f} over "
+                     f"{len(losses)} epoch(s); model {result.models[seed]}")
+    if result.trained:
+        lines.append(f"  trained: {result.trained}")
+    lines.append(f"  next: cellmorph embed {cfg.output} (profiles from the penultimate layer)")
+    return "\n".join(lines)
+

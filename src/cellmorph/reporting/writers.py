@@ -24,9 +24,15 @@ from cellmorph.interpret.run import ExplainResult, overlays
 from cellmorph.profiling.screen import ProfileResult
 from cellmorph.records import as_dict
 from cellmorph.reporting.anndata import write_h5ad
-from cellmorph.reporting.figures import cv_figures, evaluation_figures, translocation_figures
+from cellmorph.reporting.figures import (
+    cv_figures,
+    evaluation_figures,
+    translocation_figures,
+    weak_figures,
+)
 from cellmorph.reporting.plots import plot_bars, plot_curves, plot_image_grid, save
 from cellmorph.reporting.text import partial_note
+from cellmorph.training.weak import WeakTrainingResult
 
 # What the writers (and the commands that write into a run folder afterwards) put at the top
 # of a run folder: the runs claim these names in their manifests.
@@ -39,7 +45,9 @@ EVALUATION_FOLDER = "evaluation"  # `cellmorph evaluate RUN`'s default output
 REPORT_FILES = ("report.html", "figures")
 EXPLAIN_FOLDER = "explain"
 PROFILE_OUTPUTS = (*PROFILE_FILES, EVALUATION_FOLDER, *REPORT_FILES, EXPLAIN_FOLDER)
-TRAIN_OUTPUTS = (*CV_FILES, *REPORT_FILES, EXPLAIN_FOLDER)
+WEAK_FILES = ("training.json", "training_loss.png")
+EMBED_FOLDER = "embed"  # `cellmorph embed RUN`'s default output: a profiling run of its own
+TRAIN_OUTPUTS = (*CV_FILES, *WEAK_FILES, *REPORT_FILES, EXPLAIN_FOLDER, EMBED_FOLDER)
 
 
 def write_profiles(result: ProfileResult, out: Path | str) -> dict[str, Path]:
@@ -112,6 +120,13 @@ def write_cv(result: CVResult, out: Path | str) -> Path:
         write_conformal(result.conformal["ensemble"], out, "conformal")
     save_figures(cv_figures(result), out)
     return write_json(as_dict(result.summary), out / "metrics.json")
+
+
+def write_weak(result: WeakTrainingResult, out: Path | str) -> Path:
+    """``training.json`` (labels, crops, losses, models) and ``training_loss.png``."""
+    out = ensure_writable_dir(Path(out))
+    save_figures(weak_figures(result), out)
+    return write_json(result.as_json(), out / "training.json")
 
 
 def write_comparison(results: dict[str, CVResult], out: Path | str) -> Path:

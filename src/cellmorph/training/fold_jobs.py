@@ -46,6 +46,7 @@ from cellmorph.backbones.model_input import make_input_spec
 from cellmorph.backbones.trunk import freeze, n_stages, split_model
 from cellmorph.cache import TileCache, TileStore, build_tile_cache, safe_name
 from cellmorph.config import TrainConfig
+from cellmorph.errors import CellmorphError
 from cellmorph.executors import map_tasks
 from cellmorph.log import get_logger, progress
 from cellmorph.records import ShortRepr
@@ -87,6 +88,9 @@ class TrainingRun(ShortRepr):
     runtime: dict[str, str | bool] = field(default_factory=dict)
     trained: str = ""  # which layers were trained, in words
     novelty: SeedRun | None = None  # leave-one-MoA-out folds of the first seed
+    rows: int = 0  # crops that train in some fold
+    plates: int = 0  # plates those crops come from
+    synthetic: bool = False  # made from SYNTHETIC images
 
 
 @dataclass(frozen=True)
@@ -148,11 +152,61 @@ def fold_dir(seed_folder: Path, name: str, kind: str = "folds") -> Path:
     return seed_folder / kind / f"{safe_name(name)}-{zlib.crc32(name.encode()) & 0xFFFF:04x}"
 
 
-def store_labels(table: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
-    """Class index of every tile in the store; -1 for controls and unlabelled tiles."""
+WEAK_FOLD = "all"  # the one 'fold' of a weakly supervised run: every trainable crop, no test
+LABEL_COLUMNS = {"moa": sc.MOA, "compound": sc.COMPOUND, "treatment": sc.TREATMENT}
+
+
+def trainable_rows(table: pd.DataFrame, cfg: TrainConfig) -> np.ndarray:
+    """Which rows (tiles or fields) can train: labelled treatments for MoA labels; with a
+    weak label every treated row, labelled or not, and the controls when they are a class."""
+    if not cfg.weak_label:
+        return sc.is_treatment(table).to_numpy()
+    if cfg.controls == "class":
+        return np.ones(len(table), bool)
+    return ~sc.is_control(table).to_numpy()
+
+
+def label_values(table: pd.DataFrame, cfg: TrainConfig) -> np.ndarray:
+    """Every row's label as text, from the column ``cfg.label`` names (a weak label never
+    reads ``Metadata_MoA``)."""
+    return table[LABEL_COLUMNS[cfg.label]].astype(str).to_numpy()
+
+
+def store_labels(table: pd.DataFrame, classes: Sequence[str], cfg: TrainConfig) -> np.ndarray:
+    """Class index of every tile in the store; -1 for tiles that do not train."""
     position = {c: i for i, c in enumerate(classes)}
-    return np.array([position[m] if r == sc.ROLE_TREATMENT else -1
-                     for m, r in zip(table[sc.MOA].astype(str), table[sc.ROLE], strict=True)])
+    rows, values = trainable_rows(table, cfg), label_values(table, cfg)
+    return np.array([position[v] if r else -1 for v, r in zip(values, rows, strict=True)])
+
+
+def plate_balanced_weights(labels: np.ndarray, plates: np.ndarray) -> np.ndarray:
+    """A draw probability per training crop: every label weighs the same and, within a label,
+    every plate it is on, whatever their crop counts (a network then gains nothing by
+    learning which plate a crop came from)."""
+    key = pd.DataFrame({"label": labels, "plate": plates})
+    per_group = key.groupby(["label", "plate"])["label"].transform("size").to_numpy()
+    plates_per_label = key.groupby("label")["plate"].transform("nunique").to_numpy()
+    weights = 1.0 / (per_group * plates_per_label)
+    return weights / weights.sum()
+
+
+def weak_fold(table: pd.DataFrame, cfg: TrainConfig) -> tuple[Fold, list[str]]:
+    """The one fold of a weakly supervised run (every trainable row, no test) and its classes,
+    checked: at least two labels to learn."""
+    rows = trainable_rows(table, cfg)
+    classes = sorted(set(label_values(table, cfg)[rows]))
+    if len(classes) < 2:
+        what = "controls included" if cfg.controls == "class" else "controls left out"
+        raise CellmorphError(f"label: {cfg.label} finds {len(classes)} class(es) to learn "
+                             f"({what}); a screen needs at least two {cfg.label}s")
+    return Fold(WEAK_FOLD, rows, np.zeros(len(table), bool)), classes
+
+
+def check_folds(cfg: TrainConfig) -> Callable[[pd.DataFrame], object]:
+    """The check of an index a run makes before it writes anything: its folds can be made."""
+    if cfg.weak_label:
+        return lambda index: weak_fold(index, cfg)
+    return lambda index: make_folds(index, by=cfg.fold_by, only=cfg.folds)
 
 
 def run_fold(job: FoldJob, runtime: Runtime | None = None, *,
@@ -164,7 +218,7 @@ def run_fold(job: FoldJob, runtime: Runtime | None = None, *,
     torch.use_deterministic_algorithms(True, warn_only=True)
     cache = TileCache.open(job.cache_folder)
     store = TileStore(cache)
-    labels = store_labels(store.table, job.classes)
+    labels = store_labels(store.table, job.classes, cfg)
     model = create_backbone(cfg.model, "random", num_classes=len(job.classes))
     model.load_state_dict(load_file(str(job.init_weights)))
     model.to(runtime.device)
@@ -180,8 +234,12 @@ def run_fold(job: FoldJob, runtime: Runtime | None = None, *,
     trainer = FoldTrainer(model, trunk, rest, spec, cfg.hyper(), cfg.augment, runtime,
                           trunk_cache=trunk_cache, num_workers=cfg.num_workers,
                           progress=progress_bars)
+    draw = (plate_balanced_weights(labels[job.train],
+                                   store.table[sc.PLATE].astype(str).to_numpy()[job.train])
+            if cfg.sampling == "plate-balanced" else None)
     epoch_probs, losses = trainer.fit(store, labels, job.train, job.test, len(job.classes),
-                                      fold_seed(job.seed, job.fold), name=job.fold)
+                                      fold_seed(job.seed, job.fold), name=job.fold,
+                                      draw=draw)
     out = job.output
     out.mkdir(parents=True, exist_ok=True)
     if job.keep_model:
@@ -199,7 +257,8 @@ def run_fold(job: FoldJob, runtime: Runtime | None = None, *,
 
 def _prediction_table(table: pd.DataFrame, job: FoldJob, probs: np.ndarray) -> pd.DataFrame:
     meta = table.iloc[job.test][sc.metadata_columns(table)].reset_index(drop=True)
-    values = pd.DataFrame(probs, columns=[f"{sc.PROB_PREFIX}{c}" for c in job.classes])
+    values = pd.DataFrame(probs.reshape(len(job.test), len(job.classes)),  # none: weak
+                          columns=[f"{sc.PROB_PREFIX}{c}" for c in job.classes])
     return pd.concat([meta.assign(**{sc.FOLD: job.fold}), values], axis=1)
 
 
@@ -222,6 +281,14 @@ class FoldPlan:
     folds_total: int
     novelty_folds: list[Fold] = field(default_factory=list)  # one per MoA, left out
 
+    @property
+    def rows(self) -> np.ndarray:
+        """Positions of the store that any fold trains or tests on."""
+        used = np.zeros(len(self.store.table), bool)
+        for fold in (*self.folds, *self.novelty_folds):
+            used |= fold.train | fold.test
+        return np.flatnonzero(used)
+
 
 def plan_folds(cfg: TrainConfig, index: pd.DataFrame, *, progress_bars: bool = True,
                device: torch.device | str = "cpu",
@@ -234,6 +301,9 @@ def plan_folds(cfg: TrainConfig, index: pd.DataFrame, *, progress_bars: bool = T
                              tile_size=tile_size, progress=progress_bars, device=device,
                              locations=cell_locations)
     store = TileStore(cache)
+    if cfg.weak_label:
+        fold, classes = weak_fold(store.table, cfg)
+        return FoldPlan(cache, store, [fold], classes, channels, 1)
     folds = make_folds(store.table, by=cfg.fold_by, only=cfg.folds)
     classes = sorted(sc.treatments(store.table)[sc.MOA].astype(str).unique())
     total = len(make_folds(store.table, by=cfg.fold_by)) if cfg.folds else len(folds)
@@ -244,8 +314,9 @@ def plan_folds(cfg: TrainConfig, index: pd.DataFrame, *, progress_bars: bool = T
 def seed_jobs(cfg: TrainConfig, plan: FoldPlan, seed: int, seed_folder: Path, runtime: Runtime,
               *, novelty: bool = False) -> list[FoldJob]:
     """The fold jobs of one seed (``novelty``: its leave-one-MoA-out folds instead)."""
-    keep_model = cfg.keep_models == "all" or (cfg.keep_models == "explain" and not novelty
-                                              and seed == cfg.seeds[0])
+    keep_model = (cfg.weak_label  # the model is what a weakly supervised run makes
+                  or cfg.keep_models == "all"
+                  or (cfg.keep_models == "explain" and not novelty and seed == cfg.seeds[0]))
     folds, kind = (plan.novelty_folds, NOVELTY_FOLDS) if novelty else (plan.folds, "folds")
     return [FoldJob(cfg, seed, f.name, np.flatnonzero(f.train), np.flatnonzero(f.test),
                     tuple(plan.classes), plan.cache.folder, seed_folder / "init.safetensors",
@@ -272,7 +343,7 @@ def prepare_trunk_cache(cfg: TrainConfig, plan: FoldPlan, model: torch.nn.Module
         return path
     trunk, _ = split_model(model.to(runtime.device), cfg.freeze_stages)
     spec = make_input_spec(model, plan.channels, cfg.rgb_map, runtime.device, cfg.channels_last)
-    positions = np.flatnonzero(sc.is_treatment(plan.store.table).to_numpy())
+    positions = plan.rows
     # Written in place as a memory map (it may be larger than RAM), renamed when complete.
     part = partial_path(path)
     try:
@@ -350,15 +421,17 @@ def run_folds(cfg: TrainConfig, *, progress_bars: bool = True, overwrite: bool =
     # Bad folds fail before preprocessing.
     layout = RunLayout(results=(*(f"seed{s}" for s in cfg.seeds), *outputs))
     with start_run(cfg, kind="train", layout=layout, overwrite=overwrite,
-                   index_table=index_table, check_index=lambda index: make_folds(index, by=cfg.fold_by,
-                                                        only=cfg.folds)) as started:
+                   index_table=index_table, check_index=check_folds(cfg)) as started:
         out, runtime, index, described = (started.folder, started.runtime, started.index,
                                           started.described)
         plan = plan_folds(cfg, index, progress_bars=progress_bars,
                           device=runtime.preprocess_device,
                           cell_locations=started.cell_locations)
+        rows = plan.rows
         run = TrainingRun(cfg, plan.classes, plan.folds_total, runtime=described,
-                          trained=trained_layers(cfg))
+                          trained=trained_layers(cfg), rows=len(rows),
+                          plates=plan.store.table[sc.PLATE].iloc[rows].nunique(),
+                          synthetic=sc.is_synthetic(plan.store.table))
         for seed in cfg.seeds:
             _run_seed(cfg, plan, seed, out, runtime, run, progress_bars)
         if finish is not None:

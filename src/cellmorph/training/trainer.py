@@ -72,6 +72,7 @@ class FoldTrainer:
         self.num_workers = num_workers
         self.progress = progress
         self.trunk_frozen = not any(p.requires_grad for p in trunk.parameters())
+        self.draw: torch.Tensor | None = None  # per-position draw probabilities (fit's)
         if trunk_cache is not None and not augment.dihedral_only:
             raise ValueError("cached-trunk mode reproduces dihedral augmentation only")
 
@@ -92,15 +93,18 @@ class FoldTrainer:
         return self.trunk(x)
 
     def fit(self, store: TileStore, labels: np.ndarray, train: np.ndarray, test: np.ndarray,
-            n_classes: int, seed: int, *,
-            name: str = "") -> tuple[list[np.ndarray], list[float]]:
+            n_classes: int, seed: int, *, name: str = "",
+            draw: np.ndarray | None = None) -> tuple[list[np.ndarray], list[float]]:
         """Train on positions ``train``; returns test probabilities after every epoch and the
-        mean training loss of every epoch. A non-finite loss or prediction stops the fold
+        mean training loss of every epoch. ``draw``: a probability per training position; an
+        epoch then draws as many crops with replacement (the draw balances the classes, so
+        the loss is not class-weighted again). A non-finite loss or prediction stops the fold
         with :class:`TrainingDiverged`."""
         h = self.hyper
         generator = torch.Generator().manual_seed(seed)
         opt, sched = self._optimiser(len(train))
-        criterion = self._criterion(labels[train], n_classes)
+        criterion = self._criterion(labels[train], n_classes, weighted=draw is None)
+        self.draw = None if draw is None else torch.as_tensor(draw, dtype=torch.float64)
         # fp16 needs loss scaling against underflow; bf16 and fp32 do not.
         scaler = torch.amp.GradScaler(self.device.type,
                                       enabled=self.precision == torch.float16)
@@ -130,11 +134,12 @@ class FoldTrainer:
                  if h.schedule == "cosine" else None)
         return opt, sched
 
-    def _criterion(self, train_labels: np.ndarray, n_classes: int) -> nn.CrossEntropyLoss:
+    def _criterion(self, train_labels: np.ndarray, n_classes: int, *,
+                   weighted: bool = True) -> nn.CrossEntropyLoss:
         """Cross-entropy, class-weighted by the training labels' counts if asked."""
         h = self.hyper
         weight = None
-        if h.class_balanced:
+        if h.class_balanced and weighted:
             counts = np.bincount(train_labels, minlength=n_classes).astype(np.float64)
             weight = torch.tensor(np.where(counts > 0, counts.sum() / (n_classes * np.maximum(
                 counts, 1)), 0.0), dtype=torch.float32, device=self.device)
@@ -146,7 +151,9 @@ class FoldTrainer:
         self.rest.train()
         if not self.trunk_frozen:
             self.trunk.train()
-        order = torch.randperm(len(train), generator=generator).tolist()
+        order = (torch.randperm(len(train), generator=generator) if self.draw is None else
+                 torch.multinomial(self.draw, len(train), replacement=True,
+                                   generator=generator)).tolist()
         loader = DataLoader(data, batch_size=None,
                             sampler=BatchSampler(order, self.hyper.batch_size, drop_last=False),
                             num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
