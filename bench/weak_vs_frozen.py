@@ -143,11 +143,11 @@ def main() -> None:
             rows += trained(work, index, name, args.seeds, args.epochs, **settings)
             print(rows[-len(args.seeds):], flush=True)
     table = summary(rows)
-    print(f"{'method':<40}{'NSC':>16}{'NSCB':>16}{'mAP':>16}{'seconds':>10}")
+    print(f"{'method':<40}{'NSC':>22}{'NSCB':>22}{'mAP':>22}{'seconds':>10}")
     for row in table:
         cells = [f"{row[k]:.3f} ({row[k + '_range'][0]:.3f}-{row[k + '_range'][1]:.3f})"
                  for k in ("nsc", "nscb", "map")]
-        print(f"{row['method']:<40}" + "".join(f"{c:>16}" for c in cells)
+        print(f"{row['method']:<40}" + "".join(f"{c:>22}" for c in cells)
               + f"{row['seconds']:>10.0f}")
     report = {"data": "SYNTHETIC BBBC021, 12 MoAs", "size": list(args.size),
               "model": f"{MODEL} (ImageNet), fp32", "preprocess": PREPROCESS,

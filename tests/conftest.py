@@ -43,9 +43,16 @@ def synth021_index(synth021: Path):
 
 
 @pytest.fixture(scope="session")
-def tiny021(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny021(tiny021_all: Path) -> Path:
     """A very small SYNTHETIC BBBC021 set (2 MoAs, 6 compounds, 64x80 fields) and its index,
-    for tests of run folders and edge cases where the numbers do not matter."""
+    for tests of run folders and edge cases where the numbers do not matter (a test module
+    may narrow it to :func:`tiny021_six`)."""
+    return tiny021_all
+
+
+@pytest.fixture(scope="session")
+def tiny021_all(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The set behind :func:`tiny021`, made once (18 plates of 3 fields)."""
     from cellmorph.atomic import write_parquet
 
     root = tmp_path_factory.mktemp("tiny021")
@@ -53,6 +60,23 @@ def tiny021(tmp_path_factory: pytest.TempPathFactory) -> Path:
                        size=(64, 80), max_concentrations=1, controls_per_plate=2, progress=False)
     write_parquet(index_bbbc021(root / "images", moa_subset=True), root / "index.parquet")
     return root / "index.parquet"
+
+
+@pytest.fixture(scope="session")
+def tiny021_six(tiny021_all: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`tiny021` on six of its 18 plates, one per compound (LOCO folds stay valid), its
+    index beside a link to the same images: for tests of run folders and executors, where
+    what matters is what happens to plates, not how many there are."""
+    import pandas as pd
+
+    from cellmorph.atomic import write_parquet
+
+    root = tmp_path_factory.mktemp("tiny021_six")
+    index = pd.read_parquet(tiny021_all)
+    treated = index[index["Metadata_Role"] != "control"]
+    plates = treated.groupby("Metadata_Compound")["Metadata_Plate"].min()
+    (root / "images").symlink_to(tiny021_all.parent / "images")
+    return write_parquet(index[index["Metadata_Plate"].isin(plates)], root / "index.parquet")
 
 
 @pytest.fixture

@@ -163,6 +163,10 @@ def test_every_entry_point_runs_through_the_package(tiny_index, tmp_path) -> Non
             {"index": str(tmp_path / "t" / "index.parquet"), "output": str(tmp_path / "c"),
              "model": "tf_efficientnet_lite0", "preset": "fast", "epochs": 1,
              "folds": ["emetine"], "preprocess": small}, progress=False),
+        "embed": lambda: cellmorph.embed(cellmorph.train(
+            index=tiny_index, output=tmp_path / "weak", model="tf_efficientnet_lite0",
+            label="compound", preset="fast", epochs=1, freeze_stages=5, preprocess=small,
+            progress=False).config.output, progress=False),
         "translocation": lambda: cellmorph.translocation(
             cellmorph.index_bbbc014(tmp_path / "b014"), progress=False),
         "explain": lambda: cellmorph.explain(tmp_path / "t", steps=2, size=32, filters=1,

@@ -32,6 +32,12 @@ def _call(capsys, *args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(list(args), code, out.out, out.err)
 
 
+
+@pytest.fixture(scope="module")
+def tiny021(tiny021_six: Path) -> Path:
+    """Six plates are enough here (see conftest), and a third of the work."""
+    return tiny021_six
+
 def test_every_command_has_help() -> None:
     for cmd in (["--help"], ["index", "--help"], ["index", "bbbc021", "--help"],
                 ["index", "bbbc014", "--help"], ["index", "platemap", "--help"],

@@ -31,6 +31,12 @@ def local_ray():
     ray.shutdown()
 
 
+
+@pytest.fixture
+def tiny021(tiny021_six: Path) -> Path:
+    """Six plates are enough here (see conftest), and a third of the work."""
+    return tiny021_six
+
 def test_folds_on_ray_equal_the_sequential_run(tiny021: Path, tmp_path: Path) -> None:
     api.train(index=tiny021, output=tmp_path / "local", **TRAIN)
     # Half the folds first, locally; the rest on Ray: resuming works across executors.

@@ -25,6 +25,12 @@ def _profile(index: Path, out: Path, **kw):
     return api.profile(index=index, output=out, progress=False, **{"preprocess": SMALL, **kw})
 
 
+
+@pytest.fixture
+def tiny021(tiny021_six: Path) -> Path:
+    """Six plates are enough here (see conftest), and a third of the work."""
+    return tiny021_six
+
 def test_changed_model_is_refused_then_overwritten(tiny021: Path, tmp_path: Path) -> None:
     first = _profile(tiny021, tmp_path / "run")
     n_lite = sum(c.startswith("Feature_") for c in first.wells.columns)
@@ -116,6 +122,7 @@ def test_a_changed_image_redoes_its_plate(tiny021: Path, tmp_path: Path, cells: 
     images = tmp_path / "images"
     shutil.copytree(tiny021.parent / "images", images)
     index = index_bbbc021(images, moa_subset=True)
+    index = index[index["Metadata_Plate"].isin(pd.read_parquet(tiny021)["Metadata_Plate"])]
     kw = {"preprocess": {"tiles": "cells", "cells": {"size": 32, "edge": "pad"}}} if cells \
         else {}
     first = _profile(index, tmp_path / "run", **kw)
@@ -146,6 +153,7 @@ def test_a_changed_image_refuses_a_training_folder(tiny021: Path, tmp_path: Path
     images = tmp_path / "images"
     shutil.copytree(tiny021.parent / "images", images)
     index = index_bbbc021(images, moa_subset=True)
+    index = index[index["Metadata_Plate"].isin(pd.read_parquet(tiny021)["Metadata_Plate"])]
     kw = dict(index=index, output=tmp_path / "t", model="tf_efficientnet_lite0", preset="fast",
               epochs=1, folds=["emetine"], progress=False,
               preprocess={"grid": [1, 1], "tile_size": 32, "illumination": False})
@@ -279,6 +287,7 @@ def test_a_run_that_failed_in_preprocessing_does_not_claim_its_folder(tiny021: P
     images = tmp_path / "images"
     shutil.copytree(tiny021.parent / "images", images)
     index = index_bbbc021(images, moa_subset=True)
+    index = index[index["Metadata_Plate"].isin(pd.read_parquet(tiny021)["Metadata_Plate"])]
     broken = Path(index.iloc[0]["Path_DAPI"])
     whole = broken.read_bytes()
     broken.write_bytes(whole[: len(whole) // 3])  # truncated

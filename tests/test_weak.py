@@ -29,6 +29,12 @@ TINY = dict(model="tf_efficientnet_lite0", preset="fast", epochs=1, freeze_stage
 EVALUATE = dict(map=False, conformal=False, novelty=False, normalize_by="global")
 
 
+
+@pytest.fixture(scope="module")
+def tiny021(tiny021_six: Path) -> Path:
+    """Six plates are enough here (see conftest), and a third of the work."""
+    return tiny021_six
+
 @pytest.fixture(scope="module")
 def weak_run(tiny021: Path, tmp_path_factory) -> tuple[Path, object]:
     out = tmp_path_factory.mktemp("weak") / "run"
@@ -61,10 +67,10 @@ def test_weak_embedding_goes_through_evaluate_report_and_export(weak_run, tmp_pa
     profiles = embed(folder, progress=False)
     assert Path(profiles.config.weights) == result.models[0]
     assert sc.feature_columns(profiles.wells)[0].startswith("Feature_rgb_")
-    scored = evaluate(folder / "embed", **EVALUATE)
+    scored = evaluate(folder / "embed", output=folder / "embed" / "evaluation", **EVALUATE)
     assert scored.nn_result("nsc", "cosine").n_treatments == len(profiles.treatments)
     page = report(folder / "embed", output=tmp_path / "report.html")
-    assert "NSC" in page.html and page.path.is_file()
+    assert "NSC 1-NN confusion" in page.html and page.path.is_file()  # as a profile run's
     assert export(folder / "embed" / "profiles_well.parquet", tmp_path / "w.h5ad").is_file()
     with pytest.raises(CellmorphError, match="weakly supervised"):
         report(folder)  # its profiles are what to report
