@@ -18,12 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from weak_vs_frozen import synth_screen  # bench/ is on the path when a script runs
+
 from cellmorph import api
-from cellmorph.atomic import write_parquet
-from cellmorph.datasets.bbbc021 import index_bbbc021
 from cellmorph.log import set_progress
 from cellmorph.runtime import cpu_has_native_bf16
-from cellmorph.synth.bbbc021_synthetic import synthesize_bbbc021
 
 MODES = {
     "tiles (2x2 grid, 224 px)": {"tiles": "grid", "grid": [2, 2]},
@@ -42,10 +41,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        synthesize_bbbc021(work / "img", moas="all", size=tuple(args.size), progress=False)
-        index = write_parquet(index_bbbc021(work / "img", moa_subset=True,
-                                            image_csv=work / "img" / "BBBC021_v1_image.csv"),
-                              work / "index.parquet")
+        index = synth_screen(work, tuple(args.size))
         for name, preprocess in MODES.items():
             start = time.perf_counter()
             result = api.profile(index=index, output=work / name.split()[0], progress=False,

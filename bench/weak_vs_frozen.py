@@ -40,6 +40,15 @@ TRAINING = {"model": MODEL, "preset": "fast", "freeze_stages": 4, "cached_trunk"
             "precision": "fp32", "preprocess": PREPROCESS}
 
 
+def synth_screen(work: Path, size: tuple[int, int], **design) -> Path:
+    """A SYNTHETIC BBBC021 screen with all 12 MoAs under ``work/img`` and its MoA-subset
+    index (``design``: sites, concentrations, controls, as ``synthesize_bbbc021`` takes)."""
+    synthesize_bbbc021(work / "img", moas="all", size=size, progress=False, **design)
+    return write_parquet(index_bbbc021(work / "img", moa_subset=True,
+                                       image_csv=work / "img" / "BBBC021_v1_image.csv"),
+                         work / "index.parquet")
+
+
 def scores(profiles: ProfileResult) -> dict[str, float]:
     """NSC and NSCB (cosine 1-NN) and the MoA-consistency mAP of a profile run's wells."""
     result = api.evaluate(profiles, conformal=False, novelty=False)
@@ -98,11 +107,8 @@ def bbbc021_sized(args: argparse.Namespace) -> None:
     small field size so that it fits a laptop's disk."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        synthesize_bbbc021(work / "img", moas="all", sites=4, max_concentrations=None,
-                           controls_per_plate=None, size=tuple(args.size), progress=False)
-        index = write_parquet(index_bbbc021(work / "img", moa_subset=True,
-                                            image_csv=work / "img" / "BBBC021_v1_image.csv"),
-                              work / "index.parquet")
+        index = synth_screen(work, tuple(args.size), sites=4, max_concentrations=None,
+                             controls_per_plate=None)
         settings = {**TRAINING, "preprocess": {**PREPROCESS, "tile_size": args.tile}}
         result, seconds = timed(api.train, index=index, output=work / "weak", label="compound",
                                 epochs=args.epochs, seeds=[0], progress=False, **settings)
@@ -132,10 +138,7 @@ def main() -> None:
         return bbbc021_sized(args)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        synthesize_bbbc021(work / "img", moas="all", size=tuple(args.size), progress=False)
-        index = write_parquet(index_bbbc021(work / "img", moa_subset=True,
-                                            image_csv=work / "img" / "BBBC021_v1_image.csv"),
-                              work / "index.parquet")
+        index = synth_screen(work, tuple(args.size))
         rows = frozen(work, index)
         print(rows[-1], flush=True)
         for name, settings in (("weak (compound labels)", {"label": "compound"}),
