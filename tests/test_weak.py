@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cellmorph import schema as sc
-from cellmorph.api import embed, evaluate, export, report, train
+from cellmorph.api import embed, evaluate, explain, export, report, train
 from cellmorph.atomic import write_parquet
 from cellmorph.backbones import create_backbone
 from cellmorph.cli import main
@@ -74,6 +74,9 @@ def test_weak_embedding_goes_through_evaluate_report_and_export(weak_run, tmp_pa
     assert export(folder / "embed" / "profiles_well.parquet", tmp_path / "w.h5ad").is_file()
     with pytest.raises(CellmorphError, match="weakly supervised"):
         report(folder)  # its profiles are what to report
+    shown = explain(folder, steps=2, size=32, filters=1, progress=False)
+    assert list(shown.actmax) == ["pretrained", "weakly supervised (compound)"]
+    assert not shown.crops  # no MoA predicted, so no Grad-CAM of one
 
 
 def test_loco_embedding_uses_the_fold_model_that_never_saw_the_compound(tiny021: Path,

@@ -32,6 +32,7 @@ from cellmorph.records import ShortRepr
 from cellmorph.runs import read_locations
 from cellmorph.runtime import resolve_device
 from cellmorph.training.fold_jobs import fold_dir
+from cellmorph.training.weak import run_models
 
 log = get_logger(__name__)
 
@@ -98,8 +99,17 @@ def explain_run(run: Path | str, *, layers: list[str] | None = None, filters: in
         networks = {"pretrained": create_backbone(cfg.model, cfg.weights, num_classes=0)}
         index = read_index(cfg.index) if Path(cfg.index).is_file() else None
         result = ExplainResult(cfg.model, synthetic=sc.is_synthetic(index))
+    elif (cfg := load_config(run / "config.yaml", TrainConfig)).weak_label:
+        # No MoA predicted, so no Grad-CAM of one: the filters before and after training.
+        found = run_models(run)
+        n_classes = len(json.loads((run / "training.json").read_text())["classes"])
+        networks = {"pretrained": _model_from(found.weights.parents[2] / "init.safetensors",
+                                              cfg.model, n_classes),
+                    f"weakly supervised ({cfg.label})": _model_from(found.weights, cfg.model,
+                                                                    n_classes)}
+        index = read_index(cfg.index) if Path(cfg.index).is_file() else None
+        result = ExplainResult(cfg.model, synthetic=sc.is_synthetic(index))
     else:
-        cfg = load_config(run / "config.yaml", TrainConfig)
         seed_dir = run / f"seed{cfg.seeds[0]}"
         crops = _crop_predictions(seed_dir)
         classes = sc.classes_of(crops)
