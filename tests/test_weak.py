@@ -3,6 +3,7 @@ on a very small SYNTHETIC BBBC021 set."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,19 @@ def test_plate_balanced_draw_weighs_labels_and_their_plates_alike() -> None:
     np.testing.assert_allclose(weights.sum(), 1.0)
     assert weights[labels == 0].sum() == pytest.approx(weights[labels == 1].sum())
     assert weights[0] == pytest.approx(weights[1:4].sum())  # p1 and p2 weigh alike
+
+
+def test_a_relative_run_folder_from_the_command_line(tiny021: Path, tmp_path, monkeypatch,
+                                                    capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--index", str(tiny021), "-o", "weak", "--model",
+                 "tf_efficientnet_lite0", "--label", "treatment", "--controls", "class",
+                 "--preset", "fast", "--epochs", "1", "--freeze-stages", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "weakly supervised by treatment" in printed and "controls as a class" in printed
+    saved = json.loads((tmp_path / "weak" / "training.json").read_text())
+    assert saved["models"]["0"].startswith("seed0/folds/all-")
+    assert main(["embed", "weak"]) == 0 and (tmp_path / "weak" / "embed").is_dir()
 
 
 def test_embed_refuses_what_it_cannot_embed(tiny021: Path, tmp_path, capsys) -> None:

@@ -36,11 +36,12 @@ class WeakTrainingResult(ShortRepr):
 
     def as_json(self) -> dict:
         """What ``training.json`` holds (paths relative to the run folder)."""
-        out = self.config.output
+        out = Path(self.config.output).absolute()  # the run's own paths are absolute
         return {"label": self.config.label, "controls": self.config.controls,
                 "sampling": self.config.sampling, "classes": self.classes,
                 "crops": self.crops, "plates": self.plates, "trained": self.trained,
-                "models": {str(s): str(p.relative_to(out)) for s, p in self.models.items()},
+                "models": {str(s): str(p.absolute().relative_to(out))
+                           for s, p in self.models.items()},
                 "train_loss": {str(s): v for s, v in self.train_loss.items()},
                 "runtime": self.runtime, "synthetic": self.synthetic}
 
