@@ -75,6 +75,8 @@ def test_weak_embedding_goes_through_evaluate_report_and_export(weak_run, tmp_pa
     assert export(folder / "embed" / "profiles_well.parquet", tmp_path / "w.h5ad").is_file()
     with pytest.raises(CellmorphError, match="weakly supervised"):
         report(folder)  # its profiles are what to report
+    again = embed(folder, output=tmp_path / "again", progress=False)  # the same profiles
+    pd.testing.assert_frame_equal(again.wells, profiles.wells)
     shown = explain(folder, steps=2, size=32, filters=1, progress=False)
     assert list(shown.actmax) == ["pretrained", "weakly supervised (compound)"]
     assert not shown.crops  # no MoA predicted, so no Grad-CAM of one
@@ -159,6 +161,19 @@ def test_plate_balanced_draw_weighs_labels_and_their_plates_alike() -> None:
     np.testing.assert_allclose(weights.sum(), 1.0)
     assert weights[labels == 0].sum() == pytest.approx(weights[labels == 1].sum())
     assert weights[0] == pytest.approx(weights[1:4].sum())  # p1 and p2 weigh alike
+
+
+def test_several_profile_sets_are_compared_in_one_table(weak_run, tmp_path, capsys) -> None:
+    folder, _ = weak_run
+    embed(folder, output=tmp_path / "again", progress=False)
+    assert main(["evaluate", str(folder / "embed"), str(tmp_path / "again"), "--no-map",
+                 "--normalize-by", "global"]) == 0
+    table = capsys.readouterr().out.splitlines()[-3:]
+    assert table[0].split() == ["profiles", "NSC", "NSCB", "mAP", "treatments"]
+    assert table[1].split()[1:] == table[2].split()[1:]  # the same model, the same numbers
+    assert (tmp_path / "again" / "evaluation" / "metrics.json").is_file()
+    assert main(["evaluate", "a/x.parquet", "a/y.parquet"]) == 2  # one evaluation folder
+    assert "the same folder" in capsys.readouterr().err
 
 
 def test_a_relative_run_folder_from_the_command_line(tiny021: Path, tmp_path, monkeypatch,

@@ -56,6 +56,7 @@ from cellmorph.reporting.text import (
     format_cv,
     format_evaluation,
     format_index_summary,
+    format_profile_comparison,
     format_translocation,
     format_weak,
 )
@@ -487,7 +488,8 @@ def report(source: str | Path, *, output: str | Path | None = None) -> ReportPag
 
 def describe(result: Any) -> str:
     """A result in words, as the command line prints it: an index (DataFrame), an
-    evaluation, a cross-validation run, several runs by name, or a translocation readout.
+    evaluation, a cross-validation run, several runs or evaluations by name (one table), or
+    a translocation readout.
 
     Examples
     --------
@@ -500,6 +502,9 @@ def describe(result: Any) -> str:
         return format_index_summary(summarize(result))
     if isinstance(result, dict) and all(isinstance(r, CVResult) for r in result.values()):
         return "\n".join(format_cv(r) for r in result.values())
+    if isinstance(result, dict) and all(isinstance(r, EvaluationResult)
+                                        for r in result.values()):
+        return format_profile_comparison(result)  # several profile sets, one table
     return _by_kind(result, {EvaluationResult: format_evaluation, CVResult: format_cv,
                              TranslocationResult: format_translocation,
                              WeakTrainingResult: format_weak}, "describe")

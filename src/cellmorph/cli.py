@@ -299,14 +299,24 @@ def profile_cmd(
                f"{out / 'config.yaml'}")
 
 
+def _evaluation_folder(profiles: str) -> Path:
+    """Where ``cellmorph evaluate`` writes by default: beside the profiles."""
+    if profiles == "ljosa2013":
+        return Path("evaluation-ljosa2013")
+    src = Path(profiles)
+    return (src if src.is_dir() else src.parent) / "evaluation"
+
+
 @app.command("evaluate")
 def evaluate_cmd(
-    profiles: Annotated[str, typer.Argument(help="Well-level profiles (.parquet/.csv), a "
-                                            "`cellmorph profile` folder, or 'ljosa2013' for "
-                                            "the bundled CellProfiler profiles.")],
+    profiles: Annotated[list[str], typer.Argument(
+        help="Well-level profiles (.parquet/.csv), a `cellmorph profile` or `cellmorph embed` "
+             "folder, or 'ljosa2013' for the bundled CellProfiler profiles; several: each "
+             "evaluated alike, then one table of all.")],
     config: Annotated[Path | None, typer.Option("--config", help="YAML EvaluateConfig.")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Where metrics and "
-                                                "plots go (default: beside the profiles).")]
+                                                "plots go (default: beside the profiles; "
+                                                "with several, each beside its own).")]
     = None,
     index: Annotated[Path | None, typer.Option(help="Index to annotate un-annotated profiles "
                                                "by plate and well.")] = None,
@@ -318,18 +328,27 @@ def evaluate_cmd(
     map_: Annotated[bool | None, typer.Option("--map/--no-map", help="mAP via copairs.")]
     = None,
 ) -> None:
-    """Profiles -> NSC/NSCB 1-NN MoA accuracy, mAP (copairs), confusion matrices."""
+    """Profiles -> NSC/NSCB 1-NN MoA accuracy, mAP (copairs), confusion matrices; several
+    sets of profiles (frozen, weakly supervised, fold models ...) -> one comparison table."""
     from cellmorph.api import describe, evaluate
 
-    if output is None:
-        src = Path(profiles)
-        output = (Path("evaluation-ljosa2013") if profiles == "ljosa2013"
-                  else (src if src.is_dir() else src.parent) / "evaluation")
-    result = evaluate(profiles, config, output=output, index=index, normalize=normalize,
-                      normalize_by=normalize_by, sphering=sphering, pca_components=pca,
-                      map=map_)
-    typer.echo(describe(result))
-    typer.echo(f"metrics, tables and plots -> {output}")
+    if output is not None and len(profiles) > 1:
+        raise CellmorphError("-o: give it with one set of profiles; several are each "
+                             "evaluated into their own folder")
+    outputs = {source: output or _evaluation_folder(source) for source in profiles}
+    if len(set(outputs.values())) < len(outputs):
+        raise CellmorphError("two of these profiles would be evaluated into the same folder "
+                             "(files side by side); evaluate them one at a time with -o")
+    results = {}
+    for source, out in outputs.items():
+        results[source] = evaluate(source, config, output=out, index=index,
+                                   normalize=normalize, normalize_by=normalize_by,
+                                   sphering=sphering, pca_components=pca, map=map_)
+        if len(profiles) == 1:
+            typer.echo(describe(results[source]))
+        typer.echo(f"metrics, tables and plots -> {out}")
+    if len(profiles) > 1:
+        typer.echo(describe(results))
 
 
 @app.command("translocation")

@@ -6,8 +6,10 @@ plots is :func:`cellmorph.reporting.writers.write_evaluation`'s job.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from copairs.matching import UnpairedException
 
@@ -185,3 +187,27 @@ def evaluate_profiles(wells: pd.DataFrame, cfg: EvaluateConfig | None = None) ->
         except CellmorphError as exc:
             result.notes["novelty_not_evaluated"] = str(exc)
     return result
+
+
+def compare_evaluations(results: Mapping[str, EvaluationResult],
+                        metric: str = "cosine") -> pd.DataFrame:
+    """One row per evaluated set of profiles: NSC and NSCB 1-NN accuracy (``metric``), the
+    MoA-consistency mAP when it was computed, and the treatments scored: the
+    profile-to-profile comparison in one table.
+
+    >>> from cellmorph.profiling.cellprofiler import read_profiles
+    >>> result = evaluate_profiles(read_profiles("ljosa2013"),
+    ...                            EvaluateConfig(map=False, conformal=False, novelty=False))
+    >>> compare_evaluations({"CellProfiler": result}).round(3).to_dict("records")
+    [{'profiles': 'CellProfiler', 'nsc': 0.883, 'nscb': 0.707, 'map': nan, 'treatments': 103}]
+    """
+    rows = []
+    for name, result in results.items():
+        metrics = result.metrics()
+        rows.append({"profiles": name,
+                     "nsc": result.nn_result("nsc", metric).accuracy,
+                     "nscb": result.nn_result("nscb", metric).accuracy,
+                     "map": metrics.get("map_moa_consistency", {}).get("mean_map", np.nan),
+                     "treatments": len(result.treatments)})
+    return pd.DataFrame(rows)
+

@@ -5,12 +5,14 @@ Every stage returns numbers; how they read is decided here, in one place.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pandas as pd
 
 from cellmorph import schema as sc
 from cellmorph.evaluation.cv_scores import Accuracy, CVResult, CVSummary
 from cellmorph.evaluation.novelty import NoveltySummary, summarize_novelty
-from cellmorph.evaluation.profiles import EvaluationResult
+from cellmorph.evaluation.profiles import EvaluationResult, compare_evaluations
 from cellmorph.evaluation.readout import TranslocationResult
 from cellmorph.training.weak import WeakTrainingResult
 
@@ -152,4 +154,14 @@ def format_weak(result: WeakTrainingResult) -> str:
         lines.append(f"  trained: {result.trained}")
     lines.append(f"  next: cellmorph embed {cfg.output} (profiles from the penultimate layer)")
     return "\n".join(lines)
+
+
+def format_profile_comparison(results: Mapping[str, EvaluationResult]) -> str:
+    """Several evaluated sets of profiles side by side (cosine 1-NN), for the terminal."""
+    table = compare_evaluations(results)
+    for col in ("nsc", "nscb"):
+        table[col] = table[col].map(lambda v: f"{v:.1%}")
+    table["map"] = table["map"].map(lambda v: "-" if v != v else f"{v:.3f}")  # NaN: no mAP
+    return table.rename(columns={"nsc": "NSC", "nscb": "NSCB", "map": "mAP"}).to_string(
+        index=False)
 
