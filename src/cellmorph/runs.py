@@ -447,7 +447,8 @@ def start_run(cfg: RunConfig, *, kind: str, layout: RunLayout, overwrite: bool =
     as ``cfg.index`` once the folder is taken."""
     runtime = resolve_runtime(cfg.device, cfg.precision)
     check_weights(cfg.model, cfg.weights)
-    for weights in (getattr(cfg, "fold_models", None) or {}).values():
+    fold_models = list((getattr(cfg, "fold_models", None) or {}).values())  # profile runs
+    for weights in fold_models:
         check_weights(cfg.model, weights)
     index = read_index(cfg.index if index_table is None else index_table)
     if check_index is not None:
@@ -458,7 +459,7 @@ def start_run(cfg: RunConfig, *, kind: str, layout: RunLayout, overwrite: bool =
     digest = table_digest(index)
     described = {**runtime.describe(), "malloc_keeps_freed_memory": keep_freed_memory()}
     inputs = [Path(cfg.index)] if index_table is None else []
-    inputs += [Path(p) for p in (getattr(cfg, "fold_models", None) or {}).values()]
+    inputs += [Path(p) for p in fold_models]
     inputs += [Path(p) for p in (cfg.preprocess.cells.locations,
                                  cfg.preprocess.cells.location_images) if p is not None]
     if cfg.cache_dir is not None:  # a cache elsewhere (shared) is not this run's to claim

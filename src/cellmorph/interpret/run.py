@@ -103,7 +103,7 @@ def explain_run(run: Path | str, *, layers: list[str] | None = None, filters: in
         # No MoA predicted, so no Grad-CAM of one: the filters before and after training.
         found = run_models(run)
         n_classes = len(json.loads((run / "training.json").read_text())["classes"])
-        networks = {"pretrained": _model_from(found.weights.parents[2] / "init.safetensors",
+        networks = {"pretrained": _model_from(run / f"seed{found.seed}" / "init.safetensors",
                                               cfg.model, n_classes),
                     f"weakly supervised ({cfg.label})": _model_from(found.weights, cfg.model,
                                                                     n_classes)}

@@ -56,6 +56,7 @@ class _Step:
     scaler: torch.amp.GradScaler
     criterion: nn.Module
     labels: torch.Tensor  # class index of every tile in the store
+    draw: torch.Tensor | None = None  # draw probability per training position, or a shuffle
 
 
 class FoldTrainer:
@@ -72,7 +73,6 @@ class FoldTrainer:
         self.num_workers = num_workers
         self.progress = progress
         self.trunk_frozen = not any(p.requires_grad for p in trunk.parameters())
-        self.draw: torch.Tensor | None = None  # per-position draw probabilities (fit's)
         if trunk_cache is not None and not augment.dihedral_only:
             raise ValueError("cached-trunk mode reproduces dihedral augmentation only")
 
@@ -104,11 +104,11 @@ class FoldTrainer:
         generator = torch.Generator().manual_seed(seed)
         opt, sched = self._optimiser(len(train))
         criterion = self._criterion(labels[train], n_classes, weighted=draw is None)
-        self.draw = None if draw is None else torch.as_tensor(draw, dtype=torch.float64)
         # fp16 needs loss scaling against underflow; bf16 and fp32 do not.
         scaler = torch.amp.GradScaler(self.device.type,
                                       enabled=self.precision == torch.float16)
-        step = _Step(opt, sched, scaler, criterion, torch.from_numpy(labels).long())
+        step = _Step(opt, sched, scaler, criterion, torch.from_numpy(labels).long(),
+                     None if draw is None else torch.as_tensor(draw, dtype=torch.float64))
         data = _Batches(None if self.trunk_cache is not None else store, train)
         per_epoch_probs, losses = [], []
         for epoch in progress(range(h.epochs), desc="epochs", leave=False, enabled=self.progress):
@@ -151,8 +151,8 @@ class FoldTrainer:
         self.rest.train()
         if not self.trunk_frozen:
             self.trunk.train()
-        order = (torch.randperm(len(train), generator=generator) if self.draw is None else
-                 torch.multinomial(self.draw, len(train), replacement=True,
+        order = (torch.randperm(len(train), generator=generator) if step.draw is None else
+                 torch.multinomial(step.draw, len(train), replacement=True,
                                    generator=generator)).tolist()
         loader = DataLoader(data, batch_size=None,
                             sampler=BatchSampler(order, self.hyper.batch_size, drop_last=False),

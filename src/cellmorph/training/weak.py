@@ -14,7 +14,7 @@ from cellmorph.datasets.index import read_index
 from cellmorph.errors import CellmorphError
 from cellmorph.records import ShortRepr
 from cellmorph.runs import run_kind
-from cellmorph.training.fold_jobs import WEAK_FOLD, TrainingRun, check_folds, fold_dir
+from cellmorph.training.fold_jobs import WEAK_FOLD, TrainingRun, fold_dir
 from cellmorph.training.folds import make_folds
 
 MODEL_FILE = "model.safetensors"
@@ -81,10 +81,8 @@ def run_models(folder: Path | str, seed: int | None = None) -> RunModels:
     if seed not in cfg.seeds:
         raise CellmorphError(f"--seed {seed}: the run trained seeds {cfg.seeds}")
     seed_folder = folder / f"seed{seed}"
-    index = read_index(cfg.index)
-    check_folds(cfg)(index)
-    names = ([WEAK_FOLD] if cfg.weak_label
-             else [f.name for f in make_folds(index, by=cfg.fold_by)])
+    names = ([WEAK_FOLD] if cfg.weak_label  # the folds a LOCO run must have trained
+             else [f.name for f in make_folds(read_index(cfg.index), by=cfg.fold_by)])
     models = {name: fold_dir(seed_folder, name) / MODEL_FILE for name in names}
     missing = [name for name, path in models.items() if not path.is_file()]
     if missing:
