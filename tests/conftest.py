@@ -6,13 +6,51 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from cellmorph.datasets.bbbc021 import index_bbbc021
 from cellmorph.synth.bbbc021_synthetic import synthesize_bbbc021
+
+# ------------------------------------------------------------------ precision
+# `precision: auto` is bf16 on a CPU with native bf16 and fp32 elsewhere (runtime.CPU_AUTO), so
+# a test that inherits it checks a different program on different machines. Every network a
+# test runs in this process states its precision (fp32 for numbers compared across machines;
+# bf16 where the bf16 path is under test); a test about `auto` itself is marked
+# `auto_precision`. Runs started as subprocesses state it in their config or options.
+_AUTO_ALLOWED = [False]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "auto_precision: the test runs a network with "
+                            "precision auto on purpose")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tests_state_their_precision() -> Iterator[None]:
+    from cellmorph import runtime
+
+    original = runtime.auto_precision  # what `precision: auto` resolves through
+
+    def stated(*args, **kwargs):
+        if not _AUTO_ALLOWED[0]:
+            raise AssertionError("a test ran a network with precision 'auto' (bf16 or fp32 by "
+                                 "CPU): state precision='fp32' (or 'bf16'), or mark the test "
+                                 "auto_precision")
+        return original(*args, **kwargs)
+
+    runtime.auto_precision = stated
+    yield
+    runtime.auto_precision = original
+
+
+@pytest.fixture(autouse=True)
+def _auto_precision_marker(request: pytest.FixtureRequest) -> Iterator[None]:
+    _AUTO_ALLOWED[0] = request.node.get_closest_marker("auto_precision") is not None
+    yield
+    _AUTO_ALLOWED[0] = False
 
 
 @pytest.fixture(scope="session")

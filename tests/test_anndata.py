@@ -90,6 +90,7 @@ def test_anndata_reads_an_exported_profile_run(tiny021, tmp_path) -> None:
     from cellmorph import api
 
     result = api.profile(index=tiny021, output=tmp_path / "run", h5ad=True, progress=False,
+                         precision="fp32",
                          preprocess={"grid": [1, 1], "tile_size": 32, "drop_empty": False})
     X, obs, info = read_with_anndata(tmp_path / "run" / "profiles_well.h5ad", tmp_path / "w")
     features = [c for c in result.wells.columns if c.startswith("Feature_")]

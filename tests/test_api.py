@@ -17,6 +17,7 @@ from cellmorph import api
 from cellmorph import schema as sc
 from cellmorph.backbones import fusion
 from cellmorph.datasets import bbbc021
+from cellmorph.evaluation import predictions as evaluation_predictions
 from cellmorph.evaluation import profiles as evaluation_profiles
 from cellmorph.synth.bbbc021_synthetic import synthesize_bbbc021
 
@@ -40,7 +41,7 @@ def tiny_index(tmp_path_factory) -> pd.DataFrame:
     return cellmorph.index_bbbc021(root, moa_subset=True)
 
 
-@pytest.mark.parametrize("module", [bbbc021, evaluation_profiles, fusion],
+@pytest.mark.parametrize("module", [bbbc021, evaluation_profiles, evaluation_predictions, fusion],
                          ids=lambda m: m.__name__)
 def test_documented_examples_run(module, tiny_index, tmp_path) -> None:
     globs = {"index": tiny_index, "tmp": tmp_path, **vars(module)}
@@ -62,9 +63,10 @@ ENTRY_POINT_ORDER = [
 SKIPPED_EXAMPLES = {  # documented, not run here, and why
     "download_bbbc021": "the network; test_download runs the code against a local mirror",
     "download_bbbc014": "the network; test_download runs the code against a local mirror",
-    "run_demo": "about 4 minutes; every step it takes has its own tested example above"}
+    "run_demo": "minutes; every step it takes has its own tested example above"}
 
 
+@pytest.mark.auto_precision  # the examples as a user types them
 def test_every_entry_point_documents_an_example_that_runs(tiny_index, tmp_path) -> None:
     """Each ``cellmorph.__all__`` entry point's doctest, run in order in one folder."""
     import sys
@@ -99,7 +101,7 @@ def test_index_dataframe_and_root_metadata(tiny_index, tmp_path) -> None:
     assert sc.treatments(tiny_index)[sc.COMPOUND].nunique() < 38
     # A DataFrame is accepted as the index and saved with the run.
     result = cellmorph.profile(index=tiny_index, output=tmp_path / "p", progress=False,
-                               preprocess={"grid": [1, 1], "tile_size": 32,
+                               precision="fp32", preprocess={"grid": [1, 1], "tile_size": 32,
                                            "drop_empty": False})
     assert (tmp_path / "p" / "index.parquet").is_file()
     assert len(result.wells) == tiny_index[sc.WELL_KEYS].drop_duplicates().shape[0]
@@ -107,6 +109,7 @@ def test_index_dataframe_and_root_metadata(tiny_index, tmp_path) -> None:
     assert (result.treatments[sc.COUNT] >= 1).all()  # wells of a treatment
 
 
+@pytest.mark.auto_precision  # the README's code as a user runs it
 def test_readme_python_section_runs_as_written(tmp_path, monkeypatch) -> None:
     text = README.read_text()
     section = text[text.index("## Python"):]
@@ -151,22 +154,24 @@ def test_every_entry_point_runs_through_the_package(tiny_index, tmp_path) -> Non
         "index_platemap": lambda: cellmorph.index_platemap(_platemap(tiny_index, tmp_path)),
         "index_loaddata": lambda: cellmorph.index_loaddata(_loaddata(tiny_index, tmp_path)),
         "profile": lambda: cellmorph.profile(index=tiny_index, output=tmp_path / "p",
-                                             preprocess=small, progress=False),
+                                             preprocess=small, precision="fp32",
+                                             progress=False),
         "read_profiles": lambda: cellmorph.read_profiles(tmp_path / "p"),
         "evaluate": lambda: cellmorph.evaluate("ljosa2013", map=False, conformal=False),
         "write_h5ad": lambda: cellmorph.write_h5ad(cellmorph.read_profiles("ljosa2013"),
                                                    tmp_path / "l.h5ad"),
         "train": lambda: cellmorph.train(
             index=tiny_index, output=tmp_path / "t", model="tf_efficientnet_lite0",
-            preset="fast", epochs=1, folds=["emetine"], preprocess=small, progress=False),
+            preset="fast", epochs=1, folds=["emetine"], preprocess=small, precision="fp32",
+            progress=False),
         "compare_init": lambda: cellmorph.compare_init(
             {"index": str(tmp_path / "t" / "index.parquet"), "output": str(tmp_path / "c"),
              "model": "tf_efficientnet_lite0", "preset": "fast", "epochs": 1,
-             "folds": ["emetine"], "preprocess": small}, progress=False),
+             "folds": ["emetine"], "preprocess": small, "precision": "fp32"}, progress=False),
         "embed": lambda: cellmorph.embed(cellmorph.train(
             index=tiny_index, output=tmp_path / "weak", model="tf_efficientnet_lite0",
             label="compound", preset="fast", epochs=1, freeze_stages=5, preprocess=small,
-            progress=False).config.output, progress=False),
+            precision="fp32", progress=False).config.output, progress=False),
         "translocation": lambda: cellmorph.translocation(
             cellmorph.index_bbbc014(tmp_path / "b014"), progress=False),
         "explain": lambda: cellmorph.explain(tmp_path / "t", steps=2, size=32, filters=1,

@@ -187,7 +187,8 @@ def test_cell_location_errors(tiny021, tmp_path, capsys) -> None:
     # The command line: one line naming the file, exit 2, nothing created.
     out = tmp_path / "run"
     config = tmp_path / "profile.yaml"
-    config.write_text(yaml.safe_dump({"index": str(tiny021), "output": str(out), "preprocess": {
+    config.write_text(yaml.safe_dump({"index": str(tiny021), "output": str(out),
+                                      "precision": "fp32", "preprocess": {
         "tiles": "cells", "cells": {"locations": str(tmp_path / "no_y.csv"),
                                     "location_images": str(image_csv)}}}))
     assert main(["profile", str(config)]) == 2
@@ -195,13 +196,13 @@ def test_cell_location_errors(tiny021, tmp_path, capsys) -> None:
     assert not out.exists()
     # A screen in which no nucleus is found: one line saying so, not an empty table.
     with pytest.raises(CellmorphError, match="no field of the screen had a cell to profile"):
-        api.profile(index=tiny021, output=tmp_path / "none", progress=False,
+        api.profile(index=tiny021, output=tmp_path / "none", progress=False, precision="fp32",
                     preprocess={"tiles": "cells", "cells": {"size": 32, "min_area": 10**6}})
 
 
 def test_profile_cells_writes_per_cell_tables_and_exports(tiny021, tmp_path) -> None:
     run = tmp_path / "run"
-    result = api.profile(index=tiny021, output=run, progress=False,
+    result = api.profile(index=tiny021, output=run, progress=False, precision="fp32",
                          preprocess={"tiles": "cells", "cells": {"size": 32, "edge": "pad"}})
     cells = pd.concat([pd.read_parquet(p) for p in sorted((run / "cells").glob("*.parquet"))],
                       ignore_index=True)
@@ -238,6 +239,7 @@ def test_fine_tuning_and_grad_cam_on_cells(tiny021, tmp_path) -> None:
     run = tmp_path / "run"
     result = api.train(index=tiny021, output=run, model="tf_efficientnet_lite0", preset="fast",
                        epochs=1, folds=["emetine", "cytochalasin B"], progress=False,
+                       precision="fp32",
                        preprocess={"tiles": "cells", "cells": {"size": 32, "edge": "pad"},
                                    "illumination": False})
     crops = pd.concat([pd.read_parquet(p) for p in

@@ -46,6 +46,39 @@ def test_every_command_has_help() -> None:
         assert main(cmd) == 0
 
 
+# Commands that run no network, with what they need; each must start without torch & co.
+NO_NETWORK = [
+    ["index", "platemap", "{tmp}/missing.csv"],
+    ["config-reference"],
+    ["synth", "bbbc021", "{tmp}/s", "--moa", "Eg5 inhibitors", "--plate", "Week1_22123",
+     "--size", "32x40", "-q"],
+    ["index", "bbbc021", "{tmp}/s", "--moa-subset", "-o", "{tmp}/i.parquet"],
+    ["evaluate", "ljosa2013", "--no-map", "-o", "{tmp}/ev", "-q"],
+    ["export", "{tmp}/ev/profiles_well.parquet", "-o", "{tmp}/w.h5ad"],
+]
+HEAVY = ("torch", "timm", "torchvision", "ray")
+
+
+def test_commands_that_run_no_network_load_no_torch(tmp_path: Path) -> None:
+    """Start-up is imports: torch, timm and torchvision alone take seconds and a GB, so a
+    command that runs no network must not load them (the issue's ~10 s to say a file is
+    missing). One interpreter runs the commands in turn, as separate shells would."""
+    script = ("import json, sys\nfrom cellmorph.cli import main\nout = []\n"
+              "for args in json.loads(sys.argv[1]):\n"
+              "    code = main(args)\n"
+              f"    out.append([code, sorted(m for m in {HEAVY!r} if m in sys.modules)])\n"
+              "print(json.dumps(out))\n")
+    import json
+
+    commands = [[a.format(tmp=tmp_path) for a in args] for args in NO_NETWORK]
+    res = subprocess.run([sys.executable, "-c", script, json.dumps(commands)],
+                         capture_output=True, text=True, timeout=300)
+    results = json.loads(res.stdout.strip().splitlines()[-1])
+    for args, (code, loaded) in zip(NO_NETWORK, results, strict=True):
+        assert code == (2 if "missing.csv" in args[-1] else 0), (args, res.stderr)
+        assert loaded == [], f"cellmorph {' '.join(args)} loaded {loaded}"
+
+
 def test_bad_input_is_one_line_without_traceback(tmp_path: Path) -> None:
     res = _run("index", "platemap", str(tmp_path / "missing.csv"))
     assert res.returncode == 2

@@ -100,7 +100,7 @@ def loco_two_seeds(tmp_path_factory) -> tuple[Path, object]:
                           root / "index.parquet")
     result = train(index=index, output=root / "run", model="tf_efficientnet_lite0",
                    preset="fast", epochs=1, seeds=[0, 1], freeze_stages=5, cached_trunk=True,
-                   conformal_levels=["treatment", "well"], progress=False,
+                   conformal_levels=["treatment", "well"], progress=False, precision="fp32",
                    preprocess={"illumination": False, "anscombe": True,
                                "control_normalise": True, "rescale": "image", "grid": [2, 2],
                                "tile_size": 64})

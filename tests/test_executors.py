@@ -18,10 +18,11 @@ from cellmorph.training.fold_jobs import fold_dir
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'cellmorph[ray]'")
 
 TRAIN = dict(model="tf_efficientnet_lite0", preset="fast", epochs=1, progress=False,
+             precision="fp32",
              folds=["emetine", "cytochalasin B", "anisomycin"],
              preprocess={"grid": [1, 1], "tile_size": 32, "illumination": False})
 PROFILE = dict(preprocess={"grid": [1, 1], "tile_size": 32, "drop_empty": False},
-               progress=False)
+               precision="fp32", progress=False)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -93,6 +94,6 @@ def test_a_cluster_address_where_nothing_answers_fails_in_seconds(tiny021: Path,
     with pytest.raises(CellmorphError, match="nothing answered at ray_address 127.0.0.1:1.*"
                                              "ray start --head"):
         api.profile(index=tiny021, output=tmp_path / "run", executor="ray",
-                    ray_address="127.0.0.1:1", progress=False)
+                    ray_address="127.0.0.1:1", precision="fp32", progress=False)
     assert time.monotonic() - start < 15
     assert not (tmp_path / "run").exists()

@@ -50,6 +50,7 @@ def test_grad_cam_gives_one_map_per_crop(network) -> None:
 def test_explain_a_run_folder(tiny021: Path, tmp_path: Path) -> None:
     api.train(index=tiny021, output=tmp_path / "run", model="tf_efficientnet_lite0",
               preset="fast", epochs=1, folds=["emetine", "cytochalasin B"], progress=False,
+              precision="fp32",
               preprocess={"grid": [1, 1], "tile_size": 64, "illumination": False,
                           "drop_empty": False})
     assert not (tmp_path / "run" / "explain").exists()
@@ -63,3 +64,22 @@ def test_explain_a_run_folder(tiny021: Path, tmp_path: Path) -> None:
     assert all(c.heat.shape == c.image.shape[:2] for c in result.crops)
     for name in ("actmax.png", "gradcam.png", "explain.json"):
         assert (tmp_path / "run" / "explain" / name).is_file(), name
+
+
+def test_keep_models_explain_keeps_one_fold_per_moa_and_explain_uses_them(
+        tiny021: Path, tmp_path: Path) -> None:
+    """`keep_models: explain` writes the model of the first fold of each MoA only (a demo's
+    disk), and explain then draws its filters and its Grad-CAM crops from those models."""
+    folds = ["anisomycin", "cytochalasin B", "cytochalasin D", "emetine"]
+    api.train(index=tiny021, output=tmp_path / "run", model="tf_efficientnet_lite0",
+              preset="fast", epochs=1, folds=folds, progress=False, precision="fp32",
+              freeze_stages=5, cached_trunk=True, keep_models="explain",
+              preprocess={"grid": [1, 1], "tile_size": 64, "illumination": False,
+                          "drop_empty": False})
+    kept = sorted(p.parent.name.rsplit("-", 1)[0]
+                  for p in (tmp_path / "run" / "seed0" / "folds").glob("*/model.safetensors"))
+    assert kept == ["anisomycin", "cytochalasin_B"]  # Protein synthesis, Actin disruptors
+    result = api.explain(tmp_path / "run", size=48, steps=4, filters=1, crops_per_moa=1,
+                         progress=False)
+    assert list(result.actmax) == ["pretrained", "fine-tuned (fold anisomycin)"]
+    assert result.crops and {c.fold for c in result.crops} <= {"anisomycin", "cytochalasin B"}

@@ -35,9 +35,25 @@ def test_build_index_normalises_and_resolves(tmp_path) -> None:
 def test_missing_files_are_reported_together(tmp_path) -> None:
     with pytest.raises(CellmorphError) as err:
         ix.build_index(_platemap(tmp_path, n=4, make_files=False), ["A", "B"], root=tmp_path)
-    assert "8 of 8 image files are missing" in str(err.value)
-    assert str(err.value).count(".tif") == 3  # the first three named, on one line
+    assert "(8 of 8 files missing)" in str(err.value)
+    assert str(err.value).count(".tif") == 1  # the first named, with its row and column
+    assert "row 0, column Path_A: image file" in str(err.value)
+    assert "BBBC021" not in str(err.value)  # no hint for a screen the user did not index
     assert "\n" not in str(err.value)
+
+
+def test_a_missing_image_in_a_plate_map_names_its_line(tmp_path) -> None:
+    """The first missing file is named by the plate map's own line and column."""
+    from cellmorph.datasets.platemap import index_platemap
+
+    pm = _platemap(tmp_path, n=3)
+    pm = pm.rename(columns={"Path_A": "path_A", "Path_B": "path_B"})
+    (tmp_path / pm["path_B"].iloc[1]).unlink()
+    pm.drop(columns=[sc.ROLE]).to_csv(tmp_path / "pm.csv", index=False)
+    with pytest.raises(CellmorphError, match=r"pm\.csv: line 3, column Path_B: image file .* not "
+                                             r"found \(1 of 6 files missing\); check the path in "
+                                             r"that row, or --root"):
+        index_platemap(tmp_path / "pm.csv", root=tmp_path)
 
 
 def test_missing_column_and_empty_selection(tmp_path) -> None:

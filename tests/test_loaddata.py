@@ -67,7 +67,7 @@ def test_loaddata_with_a_treatment_table(tmp_path: Path) -> None:
     assert Path(df["Path_OrigDNA"].iloc[0]).is_file()
     # The index profiles like any other.
     index = write_parquet(df, tmp_path / "index.parquet")
-    result = profile(index=index, output=tmp_path / "run", progress=False,
+    result = profile(index=index, output=tmp_path / "run", progress=False, precision="fp32",
                      preprocess={"grid": [1, 1], "tile_size": 32, "drop_empty": False})
     assert len(result.wells) == 2 * len(LAYOUT)
     assert sum(c.startswith("Feature_OrigAGP_") for c in result.wells.columns) == 1280

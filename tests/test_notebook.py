@@ -52,7 +52,7 @@ def test_info_lines_reach_a_handler_the_user_adds(tiny021: Path, tmp_path: Path)
     previous = logger.level
     logger.setLevel(logging.INFO)
     try:
-        cellmorph.profile(index=tiny021, output=tmp_path / "p", progress=False,
+        cellmorph.profile(index=tiny021, output=tmp_path / "p", progress=False, precision="fp32",
                           preprocess={"grid": [1, 1], "tile_size": 32, "drop_empty": False})
     finally:
         logger.removeHandler(handler)

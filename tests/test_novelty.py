@@ -37,7 +37,7 @@ def twelve_moas(tmp_path_factory) -> Path:
                        controls_per_plate=2, size=(64, 80), progress=False)
     index = index_bbbc021(root / "images", moa_subset=True)
     index.to_parquet(root / "index.parquet")
-    api.profile(index=index, output=root / "run", progress=False,
+    api.profile(index=index, output=root / "run", progress=False, precision="fp32",
                 preprocess={"grid": [1, 1], "tile_size": 64, "drop_empty": False})
     return root / "run"
 
@@ -144,6 +144,7 @@ def test_train_novelty_equals_a_reference_from_the_saved_predictions(twelve_moas
         "index": str(twelve_moas.parent / "index.parquet"), "output": str(run),
         "model": "tf_efficientnet_lite0", "preset": "fast", "epochs": 20, "lr": 0.01,
         "freeze_stages": "all", "cached_trunk": True, "novelty": True, "keep_models": "none",
+        "precision": "fp32",
         "preprocess": {"grid": [1, 1], "tile_size": 64, "illumination": False}}))
     assert main(["train", str(config), "-q"]) == 0
     printed = capsys.readouterr().out

@@ -24,10 +24,10 @@ def runs(tiny021: Path, tmp_path_factory) -> Path:
     """A folder holding a profiling run and a two-seed fine-tuning run (with explain)."""
     root = tmp_path_factory.mktemp("report")
     profiles = api.profile(index=tiny021, output=root / "profiles", preprocess=SMALL,
-                           progress=False)
+                           precision="fp32", progress=False)
     api.evaluate(profiles, output=root / "profiles" / "evaluation", map_null_size=200)
     api.train(index=tiny021, output=root / "loco", model="tf_efficientnet_lite0",
-              preset="fast", epochs=2, seeds=[0, 1], progress=False,
+              preset="fast", epochs=2, seeds=[0, 1], progress=False, precision="fp32",
               folds=["emetine", "cytochalasin B", "anisomycin", "cytochalasin D"],
               preprocess=SMALL)
     api.explain(root / "loco", output=root / "loco" / "explain", size=48, steps=8, filters=1,

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from cellmorph import api
 from cellmorph.atomic import folder_lock
@@ -22,7 +23,8 @@ SMALL = {"grid": [1, 1], "tile_size": 32, "drop_empty": False}
 
 
 def _profile(index: Path, out: Path, **kw):
-    return api.profile(index=index, output=out, progress=False, **{"preprocess": SMALL, **kw})
+    return api.profile(index=index, output=out, progress=False,
+                       **{"preprocess": SMALL, "precision": "fp32", **kw})
 
 
 
@@ -48,14 +50,26 @@ def test_changed_model_is_refused_then_overwritten(tiny021: Path, tmp_path: Path
     assert len(second.wells) == len(first.wells)
 
 
+@pytest.mark.auto_precision
 def test_same_config_resumes_and_provenance_names_the_precision(tiny021: Path,
                                                                  tmp_path: Path) -> None:
-    _profile(tiny021, tmp_path / "run")
+    from cellmorph.runtime import auto_precision
+
+    _profile(tiny021, tmp_path / "run", precision="auto")
     stamp = (tmp_path / "run" / "plates").stat().st_mtime_ns
-    _profile(tiny021, tmp_path / "run", batch_size=7)  # batch size does not change results
+    _profile(tiny021, tmp_path / "run", batch_size=7, precision="auto")  # same results
     assert (tmp_path / "run" / "plates").stat().st_mtime_ns == stamp
     latest = read_provenance(tmp_path / "run")
-    assert latest["runtime"]["precision"] in ("fp32", "bf16")
+    model = json.loads((tmp_path / "run" / "run.json").read_text())["fingerprint"]["settings"][
+        "model"]
+    chosen, why = auto_precision(torch.device("cpu"), "profile", model)  # this CPU's CPU_AUTO row
+    assert latest["runtime"]["precision"] == chosen
+    assert latest["runtime"]["precision_reason"] == why
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["runtime"]["precision"] == chosen
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert f"# precision: auto resolved to {chosen} ({why})" in saved
+    assert "\nprecision: auto\n" in saved  # the setting stays auto: the file reruns anywhere
     assert latest["runtime"]["device"] == "cpu"
     assert {"torch", "timm", "cellmorph"} <= set(latest["versions"])
     assert latest["index_digest"] and latest["command"]
@@ -66,7 +80,7 @@ def test_same_config_resumes_and_provenance_names_the_precision(tiny021: Path,
 def test_changed_weights_or_epochs_refuse_a_training_folder(tiny021: Path,
                                                             tmp_path: Path) -> None:
     kw = dict(index=tiny021, output=tmp_path / "t", model="tf_efficientnet_lite0",
-              preset="fast", epochs=1, folds=["emetine"], progress=False,
+              preset="fast", epochs=1, folds=["emetine"], progress=False, precision="fp32",
               preprocess={"grid": [1, 1], "tile_size": 32, "illumination": False})
     api.train(**kw)
     history = tmp_path / "t" / "seed0" / "folds"
@@ -155,7 +169,7 @@ def test_a_changed_image_refuses_a_training_folder(tiny021: Path, tmp_path: Path
     index = index_bbbc021(images, moa_subset=True)
     index = index[index["Metadata_Plate"].isin(pd.read_parquet(tiny021)["Metadata_Plate"])]
     kw = dict(index=index, output=tmp_path / "t", model="tf_efficientnet_lite0", preset="fast",
-              epochs=1, folds=["emetine"], progress=False,
+              epochs=1, folds=["emetine"], progress=False, precision="fp32",
               preprocess={"grid": [1, 1], "tile_size": 32, "illumination": False})
     api.train(**kw)
     path = Path(index.iloc[0]["Path_Actin"])
@@ -308,3 +322,34 @@ def test_a_cache_elsewhere_leaves_the_name_cache_to_the_user(tiny021: Path,
              overwrite=True)
     assert (run / "cache" / "mine.txt").read_text() == "the user's"
     assert "cache" not in json.loads((run / RUN_RECORD).read_text())["manifest"]["kept"]
+
+
+def test_a_saved_config_reruns_the_same_run_from_another_folder(tiny021: Path, tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    """The run's config.yaml holds absolute paths (a run started with relative ones from one
+    folder), so `cellmorph profile RUN/config.yaml` from anywhere else is the same run: it
+    resumes, redoes nothing, and writes nothing where it was started."""
+    import shutil
+
+    import yaml
+
+    from cellmorph.cli import main
+
+    first, elsewhere = tmp_path / "first", tmp_path / "elsewhere"
+    first.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(tiny021, first / "index.parquet")
+    monkeypatch.chdir(first)
+    _profile(Path("index.parquet"), Path("run"))
+    saved = yaml.safe_load((first / "run" / "config.yaml").read_text())
+    assert saved["index"] == str(first / "index.parquet")
+    assert saved["output"] == str(first / "run")
+    plates = sorted((first / "run").glob("plates/*.parquet"))
+    stamps = {p: p.stat().st_mtime_ns for p in plates}
+    wells = pd.read_parquet(first / "run" / "profiles_well.parquet")
+    monkeypatch.chdir(elsewhere)
+    assert main(["profile", str(first / "run" / "config.yaml"), "-q"]) == 0
+    assert plates and {p: p.stat().st_mtime_ns for p in plates} == stamps  # nothing redone
+    pd.testing.assert_frame_equal(pd.read_parquet(first / "run" / "profiles_well.parquet"),
+                                  wells)
+    assert list(elsewhere.iterdir()) == []

@@ -3,19 +3,30 @@ and the trainable rest, parametrised over timm architectures."""
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from cellmorph import runtime
 from cellmorph.backbones import create_backbone
 from cellmorph.backbones.model_input import rgb_mixing, tiles_to_input
 from cellmorph.backbones.trunk import freeze, n_stages, split_model
 from cellmorph.errors import CellmorphError
-from cellmorph.runtime import Runtime, keep_freed_memory, resolve_device, resolve_precision
+from cellmorph.runtime import (
+    Runtime,
+    auto_precision,
+    keep_freed_memory,
+    resolve_device,
+    resolve_precision,
+)
+
+MEASURED = Path(__file__).parents[1] / "bench" / "precision.json"
 
 
 @pytest.mark.parametrize(("name", "stages"), [("tf_efficientnet_lite0", 3), ("resnet18", 2),
@@ -155,3 +166,27 @@ def test_freed_memory_is_handed_back_between_plates() -> None:
     released, kept, after = out[0] == "True", float(out[1]), float(out[2])
     assert released
     assert kept - after > 200  # the freed quarter gigabyte went back to the system
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native bf16", "emulated bf16"])
+def test_auto_precision_follows_the_measured_table(native: bool, monkeypatch) -> None:
+    """On either kind of CPU, `auto` takes whichever of bf16 and fp32 bench/precision.py
+    measured faster for the workload and the network (profiling and training; Lite0 with
+    depthwise convolutions and ResNet50 without; 64 and 224 px)."""
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    rows = [r for r in json.loads(MEASURED.read_text())["rows"]
+            if r["bf16_kind"].startswith("native" if native else "emulated")]
+    assert {(r["model"], r["workload"]) for r in rows} == {
+        (m, w) for m in ("tf_efficientnet_lite0", "resnet50") for w in ("profile", "train")}
+    for row in rows:
+        chosen, why = auto_precision(torch.device("cpu"), row["workload"], row["model"])
+        faster = "bf16" if row["ratio"] > 1 else "fp32"  # median of interleaved ratios
+        assert chosen == faster, (row, why)
+        assert "bench/precision.py" in why
+    assert resolve_precision("fp32", torch.device("cpu"), "train", "resnet50") is None
+
+
+def test_a_capped_instruction_set_counts_as_no_native_bf16(monkeypatch) -> None:
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    assert runtime.cpu_has_native_bf16() is False
+    assert auto_precision(torch.device("cpu"), "profile", "resnet50")[0] == "fp32"

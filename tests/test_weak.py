@@ -25,7 +25,7 @@ from cellmorph.training.fold_jobs import plate_balanced_weights
 
 # Tiny fields: one 32-pixel tile each, none dropped; stem and stages 1-5 frozen, trunk cached.
 TINY = dict(model="tf_efficientnet_lite0", preset="fast", epochs=1, freeze_stages=5,
-            cached_trunk=True, preprocess={"grid": [1, 1], "tile_size": 32,
+            cached_trunk=True, precision="fp32", preprocess={"grid": [1, 1], "tile_size": 32,
                                            "illumination": False, "drop_empty": False})
 EVALUATE = dict(map=False, conformal=False, novelty=False, normalize_by="global")
 
@@ -181,7 +181,8 @@ def test_a_relative_run_folder_from_the_command_line(tiny021: Path, tmp_path, mo
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--index", str(tiny021), "-o", "weak", "--model",
                  "tf_efficientnet_lite0", "--label", "treatment", "--controls", "class",
-                 "--preset", "fast", "--epochs", "1", "--freeze-stages", "5"]) == 0
+                 "--preset", "fast", "--epochs", "1", "--freeze-stages", "5",
+                 "--precision", "fp32"]) == 0
     printed = capsys.readouterr().out
     assert "weakly supervised by treatment" in printed and "controls as a class" in printed
     saved = json.loads((tmp_path / "weak" / "training.json").read_text())

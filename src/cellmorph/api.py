@@ -17,10 +17,9 @@ Settings are given as a config file, a config object, a dict, or keyword argumen
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
-from matplotlib.figure import Figure
 from pydantic import BaseModel
 
 from cellmorph.atomic import check_not_input, writable_target, write_parquet, write_text
@@ -37,46 +36,25 @@ from cellmorph.datasets.bbbc014 import DEFAULT_LAYOUT, POSITIVE, BBBC014Layout
 from cellmorph.datasets.index import read_index, summarize
 from cellmorph.download import download_bbbc014, download_bbbc021
 from cellmorph.errors import CellmorphError
-from cellmorph.evaluation.cv_scores import CVResult, summarise_cv
-from cellmorph.evaluation.profiles import EvaluationResult, evaluate_profiles
-from cellmorph.evaluation.readout import TranslocationResult, translocation_readout
-from cellmorph.interpret.run import ExplainResult, explain_run
 from cellmorph.profiling.cellprofiler import read_profiles
-from cellmorph.profiling.screen import ProfileResult, profile_screen
-from cellmorph.profiling.translocation import TranslocationSettings
-from cellmorph.reporting.anndata import write_h5ad, write_h5ad_parts, write_parquet_parts
-from cellmorph.reporting.figures import (
-    cv_figures,
-    evaluation_figures,
-    translocation_figures,
-    weak_figures,
-)
-from cellmorph.reporting.html import ReportPage, write_report
-from cellmorph.reporting.text import (
-    format_cv,
-    format_evaluation,
-    format_index_summary,
-    format_profile_comparison,
-    format_translocation,
-    format_weak,
-)
-from cellmorph.reporting.writers import (
-    EMBED_FOLDER,
-    PROFILE_OUTPUTS,
-    TRAIN_OUTPUTS,
-    write_comparison,
-    write_cv,
-    write_evaluation,
-    write_explain,
-    write_h5ad_profiles,
-    write_profiles,
-    write_translocation,
-    write_weak,
-)
+from cellmorph.reporting.anndata import write_h5ad
 from cellmorph.synth.bbbc014_synthetic import synthesize_bbbc014
 from cellmorph.synth.bbbc021_synthetic import synthesize_bbbc021
-from cellmorph.training.fold_jobs import TrainingRun, run_folds
-from cellmorph.training.weak import WeakTrainingResult, run_models, summarise_weak
+
+# The entry points that run networks, score or draw import torch, timm, scikit-learn and
+# matplotlib, which take seconds to load: they are imported inside the functions that use them,
+# so that indexing, synthesising, downloading and the config reference start in well under a
+# second (tests/test_cli.py checks which libraries a command loads).
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from cellmorph.evaluation.cv_scores import CVResult
+    from cellmorph.evaluation.profiles import EvaluationResult
+    from cellmorph.evaluation.readout import TranslocationResult
+    from cellmorph.interpret.run import ExplainResult
+    from cellmorph.profiling.screen import ProfileResult
+    from cellmorph.reporting.html import ReportPage
+    from cellmorph.training.weak import WeakTrainingResult
 
 __all__ = ["compare_init", "config_reference", "describe", "download_bbbc014",
            "download_bbbc021", "embed", "evaluate", "explain", "export", "figures", "index_bbbc014",
@@ -235,6 +213,9 @@ def profile(config: str | Path | dict | ProfileConfig | None = None, *,
     >>> len(result.wells) == index[["Metadata_Plate", "Metadata_Well"]].drop_duplicates().shape[0]
     True
     """
+    from cellmorph.profiling.screen import profile_screen
+    from cellmorph.reporting.writers import PROFILE_OUTPUTS, write_h5ad_profiles, write_profiles
+
     cfg, table = _run_config(ProfileConfig, config, index, output, settings)
 
     def finish(result: ProfileResult) -> None:  # while the run still holds its folder
@@ -271,8 +252,11 @@ def evaluate(profiles: str | Path | pd.DataFrame | ProfileResult,
     >>> result.nn_result("nsc", "cosine").n_treatments
     103
     """
+    from cellmorph.evaluation.profiles import evaluate_profiles
+    from cellmorph.reporting.writers import write_evaluation
+
     cfg = make_config(EvaluateConfig, config, **settings)
-    if isinstance(profiles, ProfileResult):
+    if _kind_of(profiles) == "ProfileResult":
         wells = profiles.wells
     elif isinstance(profiles, pd.DataFrame):
         wells = profiles
@@ -321,6 +305,11 @@ def train(config: str | Path | dict | TrainConfig | None = None, *,
     >>> result.seeds[0].folds
     ['cytochalasin B', 'emetine']
     """
+    from cellmorph.evaluation.cv_scores import summarise_cv
+    from cellmorph.reporting.writers import TRAIN_OUTPUTS, write_cv, write_weak
+    from cellmorph.training.fold_jobs import TrainingRun, run_folds
+    from cellmorph.training.weak import summarise_weak
+
     cfg, table = _run_config(TrainConfig, config, index, output, settings)
     results: list[CVResult | WeakTrainingResult] = []
 
@@ -371,6 +360,9 @@ def embed(run: str | Path, *, output: str | Path | None = None, seed: int | None
     >>> Path(profiles.config.weights) == weak.models[0], (tmp / "weak" / "embed").is_dir()
     (True, True)
     """
+    from cellmorph.reporting.writers import EMBED_FOLDER
+    from cellmorph.training.weak import run_models
+
     found = run_models(run, seed)
     train_cfg = found.config
     cfg = make_config(ProfileConfig, {
@@ -407,6 +399,8 @@ def compare_init(config: str | Path | dict | TrainConfig, *, output: str | Path 
     >>> sorted(results), (tmp / "init" / "compare_init.png").is_file()
     (['imagenet', 'xavier'], True)
     """
+    from cellmorph.reporting.writers import write_comparison
+
     cfg = make_config(TrainConfig, config, **settings)
     if whole_network:
         cfg = cfg.model_copy(update={"freeze_stages": 0, "cached_trunk": False})
@@ -439,6 +433,10 @@ def translocation(index: str | Path | pd.DataFrame, *, output: str | Path | None
     >>> result.scores["auc"], result.scores["holdout"]
     (1.0, 'Metadata_CellLine')
     """
+    from cellmorph.evaluation.readout import translocation_readout
+    from cellmorph.profiling.translocation import TranslocationSettings
+    from cellmorph.reporting.writers import write_translocation
+
     settings = TranslocationSettings(nuclei=nuclei, reporter=reporter, ring=ring)
     result = translocation_readout(read_index(index), settings, positive=positive,
                                    default_positive=POSITIVE, progress_bar=progress)
@@ -463,6 +461,9 @@ def explain(run: str | Path, *, output: str | Path | None = None,
     >>> list(result.actmax)
     ['pretrained', 'fine-tuned (fold cytochalasin B)']
     """
+    from cellmorph.interpret.run import explain_run
+    from cellmorph.reporting.writers import write_explain
+
     result = explain_run(run, layers=layers, filters=filters, size=size, steps=steps,
                          crops_per_moa=crops_per_moa, seed=seed, device=device,
                          progress_bar=progress)
@@ -483,6 +484,8 @@ def report(source: str | Path, *, output: str | Path | None = None) -> ReportPag
     >>> page.path is None and "<html" in page.html
     True
     """
+    from cellmorph.reporting.html import write_report
+
     return write_report(source, output)
 
 
@@ -498,24 +501,48 @@ def describe(result: Any) -> str:
     103 treatments, 38 compounds, 12 MoAs (...)
     ...
     """
+    from cellmorph.reporting import text
+
     if isinstance(result, pd.DataFrame):
-        return format_index_summary(summarize(result))
-    if isinstance(result, dict) and all(isinstance(r, CVResult) for r in result.values()):
-        return "\n".join(format_cv(r) for r in result.values())
-    if isinstance(result, dict) and all(isinstance(r, EvaluationResult)
-                                        for r in result.values()):
-        return format_profile_comparison(result)  # several profile sets, one table
-    return _by_kind(result, {EvaluationResult: format_evaluation, CVResult: format_cv,
-                             TranslocationResult: format_translocation,
-                             WeakTrainingResult: format_weak}, "describe")
+        return text.format_index_summary(summarize(result))
+    if isinstance(result, dict) and result:
+        kinds = {_kind_of(r) for r in result.values()}
+        if kinds == {"CVResult"}:
+            return "\n".join(text.format_cv(r) for r in result.values())
+        if kinds == {"EvaluationResult"}:
+            return text.format_profile_comparison(result)  # several profile sets, one table
+    return _by_kind(result, {"EvaluationResult": text.format_evaluation,
+                             "CVResult": text.format_cv,
+                             "TranslocationResult": text.format_translocation,
+                             "WeakTrainingResult": text.format_weak}, "describe")
 
 
-def _by_kind(result: Any, builders: dict[type, Any], what: str) -> Any:
+# Where each typed result is defined. A result can only exist once its module was imported,
+# so its kind is found among the loaded modules: describing an evaluation loads no torch.
+_RESULT_MODULES = {"EvaluationResult": "cellmorph.evaluation.profiles",
+                   "CVResult": "cellmorph.evaluation.cv_scores",
+                   "TranslocationResult": "cellmorph.evaluation.readout",
+                   "WeakTrainingResult": "cellmorph.training.weak",
+                   "ProfileResult": "cellmorph.profiling.screen"}
+
+
+def _kind_of(value: Any) -> str | None:
+    """The name of ``value``'s result class (see :data:`_RESULT_MODULES`), None for others."""
+    import sys
+
+    for name, module in _RESULT_MODULES.items():
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(value, getattr(loaded, name)):
+            return name
+    return None
+
+
+def _by_kind(result: Any, builders: dict[str, Any], what: str) -> Any:
     """The builder for ``result``'s kind, applied to it."""
-    for kind, build in builders.items():
-        if isinstance(result, kind):
-            return build(result)
-    raise TypeError(f"{what}: nothing for a {type(result).__name__}")
+    build = builders.get(_kind_of(result) or "")
+    if build is None:
+        raise TypeError(f"{what}: nothing for a {type(result).__name__}")
+    return build(result)
 
 
 def figures(result: Any) -> dict[str, Figure]:
@@ -528,9 +555,12 @@ def figures(result: Any) -> dict[str, Figure]:
     >>> sorted(shown)[:3], type(shown["conformal"]).__name__
     (['conformal', 'confusion_nsc_cosine', 'confusion_nsc_euclidean'], 'Figure')
     """
-    return _by_kind(result, {EvaluationResult: evaluation_figures, CVResult: cv_figures,
-                             TranslocationResult: translocation_figures,
-                             WeakTrainingResult: weak_figures}, "figures")
+    from cellmorph.reporting import figures as drawn
+
+    return _by_kind(result, {"EvaluationResult": drawn.evaluation_figures,
+                             "CVResult": drawn.cv_figures,
+                             "TranslocationResult": drawn.translocation_figures,
+                             "WeakTrainingResult": drawn.weak_figures}, "figures")
 
 
 def export(profiles: str | Path | pd.DataFrame, output: str | Path) -> Path:
@@ -561,6 +591,8 @@ def export(profiles: str | Path | pd.DataFrame, output: str | Path) -> Path:
         if not parts:
             raise CellmorphError(f"{profiles}: no .parquet tables in this folder; give a "
                                  "profiling run's cells/ folder or a profile table")
+        from cellmorph.reporting.anndata import write_h5ad_parts, write_parquet_parts
+
         write = write_h5ad_parts if output.suffix == ".h5ad" else write_parquet_parts
         return write(parts, output)
     return write_h5ad(read_profiles(profiles, annotate=False), output)

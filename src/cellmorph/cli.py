@@ -320,8 +320,10 @@ def evaluate_cmd(
     = None,
     index: Annotated[Path | None, typer.Option(help="Index to annotate un-annotated profiles "
                                                "by plate and well.")] = None,
-    normalize: Annotated[str | None, typer.Option(help="standardize, robust or none.")] = None,
-    normalize_by: Annotated[str | None, typer.Option(help="plate, global or plate-center.")] = None,
+    normalize: Annotated[str | None, typer.Option(
+        "--normalize", "--normalise", help="standardize, robust or none.")] = None,
+    normalize_by: Annotated[str | None, typer.Option(
+        "--normalize-by", "--normalise-by", help="plate, global or plate-center.")] = None,
     sphering: Annotated[bool | None, typer.Option("--sphering/--no-sphering",
                                                   help="TVN on DMSO wells.")] = None,
     pca: Annotated[int | None, typer.Option(help="PCA components (fitted on DMSO).")] = None,
@@ -560,6 +562,23 @@ def config_reference_cmd(
 
 
 # ---------------------------------------------------------------- entry point
+class CurrentStderrHandler(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when a record is emitted, not the
+    stream it was made with: a test's captured stream, a notebook's or a redirected one may
+    have been closed or replaced since (logging's own ``StreamHandler`` keeps its first)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201 - a text stream, as logging.StreamHandler's
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:  # logging.StreamHandler.__init__ sets it
+        pass
+
+
 def configure_logging(level: int) -> None:
     """Send the library's log to stderr: INFO as plain lines, warnings prefixed."""
 
@@ -572,7 +591,7 @@ def configure_logging(level: int) -> None:
     for handler in list(logger.handlers):
         if getattr(handler, "_cellmorph_cli", False):
             logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CurrentStderrHandler()
     handler.setFormatter(_Format())
     handler._cellmorph_cli = True  # type: ignore[attr-defined]
     logger.addHandler(handler)

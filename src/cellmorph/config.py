@@ -6,9 +6,11 @@ them, and the command line's ``--help`` repeats them for the options it offers.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -49,9 +51,32 @@ RunPath = Annotated[Path, BeforeValidator(_not_empty)]
 DEFAULT_RGB_MAP: dict[str, Colour] = {"DAPI": "R", "Tubulin": "G", "Actin": "B"}
 
 
+# British and American spellings of a key are both accepted (users type either); the
+# declared one is what a saved config says.
+_SPELLINGS = (("normalise", "normalize"), ("colour", "color"))
+
+
+def _declared_spelling(key: Any, fields: dict, given: dict) -> Any:
+    """``key`` as the model declares it, where it is the other spelling of a declared key."""
+    if not isinstance(key, str) or key in fields:
+        return key
+    for a, b in (*_SPELLINGS, *((b, a) for a, b in _SPELLINGS)):
+        other = key.replace(a, b)
+        if other != key and other in fields and other not in given:
+            return other
+    return key
+
+
 class _Strict(BaseModel):
     # Unknown keys are errors (a typo is never silently ignored), and numbers must be finite.
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _either_spelling(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {_declared_spelling(key, cls.model_fields, data): v for key, v in data.items()}
 
     @field_validator("*", mode="before")
     @classmethod
@@ -219,8 +244,10 @@ class RunConfig(_Strict):
         default_factory=lambda: dict(DEFAULT_RGB_MAP),
         description="stain -> input colour (case-insensitive; stains sharing a colour are "
         "averaged, colours no stain maps to stay zero)")
-    precision: Precision = Field("auto", description="auto (bf16 where native), fp32, bf16, "
-                                 "fp16")
+    precision: Precision = Field(
+        "auto", description="auto, fp32, bf16, fp16; auto takes what was measured faster for "
+        "the run (bench/precision.py): bf16 on a GPU, and on a CPU bf16 only to profile with "
+        "native bf16, else fp32; the run record says what it chose and why")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
     channels_last: bool = Field(True, description="channels-last memory format (faster on "
                                 "most hardware)")
@@ -233,6 +260,9 @@ class RunConfig(_Strict):
     def _preset(self) -> RunConfig:
         self.preprocess = resolve_preprocess(self.preprocess)
         return self
+
+
+RunConfigT = TypeVar("RunConfigT", bound=RunConfig)
 
 
 class ProfileConfig(RunConfig):
@@ -370,10 +400,11 @@ class TrainConfig(RunConfig):
     novelty_confidence: Confidence = Field(0.9, description="confidence of the sets whose "
                                            "emptiness flags an unseen MoA")
     seeds: list[int] = Field([0], min_length=1, description="one replicate run per seed")
-    keep_models: Literal["explain", "all", "none"] = Field(
-        "explain", description="which fold models to keep (each the size of the network): "
-        "explain: the first seed's, which `cellmorph explain` and `cellmorph embed` read; all; "
-        "none (resuming needs none of them); a weakly supervised run keeps every seed's")
+    keep_models: Literal["embed", "explain", "all", "none"] = Field(
+        "embed", description="which fold models to keep (each the size of the network): "
+        "embed: the first seed's, which `cellmorph embed` and `cellmorph explain` read; "
+        "explain: the first seed's first fold of each MoA, all `cellmorph explain` needs; "
+        "all; none (resuming needs none of them); a weakly supervised run keeps every seed's")
     freeze_stages: Annotated[int, Field(ge=0)] | Literal["all"] = Field(
         0, description="stages kept frozen (stem + first N stages); all: the whole network "
         "but the classifier (a linear probe on pooled features)")
@@ -438,6 +469,20 @@ _MODEL_NAMES = {m.__name__ for m in CONFIG_MODELS.values()} | {
     "str", "int", "float", "bool", "constrained-int", "constrained-float"}
 
 
+def _all_keys(model: type[BaseModel] = _Strict) -> set[str]:
+    """Every key of every config model (for suggestions)."""
+    keys: set[str] = set()
+    for sub in model.__subclasses__():
+        keys |= set(sub.model_fields) | _all_keys(sub)
+    return keys
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean X?)`` for the closest of ``choices``, or nothing."""
+    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def first_error(exc: ValidationError) -> str:
     """The first validation problem as ``field.path: message`` (the YAML keys only: pydantic's
     names of union members and validators are left out)."""
@@ -449,6 +494,8 @@ def first_error(exc: ValidationError) -> str:
     where = ".".join(keys)
     # A validator's own ValueError reads as its message, without pydantic's "Value error, ".
     msg = str(first["ctx"]["error"]) if first["type"] == "value_error" else first["msg"]
+    if first["type"] == "extra_forbidden" and keys:
+        msg = f"not a setting{did_you_mean(keys[-1], _all_keys())}"
     return f"{where}: {msg}" if where else msg
 
 
@@ -475,19 +522,41 @@ def build_config(model: type[BaseModel], data: dict[str, Any], source: str = "co
         raise CellmorphError(f"{source}: {first_error(exc)}") from None
 
 
-def save_config(config: BaseModel, path: Path | str) -> Path:
-    """Write a config as YAML next to a run's outputs (atomically); a file that already says
-    the same is left as it is (it may be the very file the run was started from)."""
-    path, text = Path(path), config_yaml(config)
+def with_absolute_paths(config: RunConfigT) -> RunConfigT:
+    """``config`` with every path in it made absolute (against the current folder), as a run
+    saves it: the saved ``config.yaml`` then reruns the same run from any folder."""
+    def absolute(path: Path | str | None) -> Path | None:
+        return None if path is None else Path(path).absolute()
+
+    cells = config.preprocess.cells
+    update: dict[str, Any] = {
+        "index": absolute(config.index), "output": absolute(config.output),
+        "cache_dir": absolute(config.cache_dir),
+        "preprocess": config.preprocess.model_copy(update={"cells": cells.model_copy(update={
+            "locations": absolute(cells.locations),
+            "location_images": absolute(cells.location_images)})})}
+    if Path(config.weights).is_file():  # imagenet, xavier and random are names, not files
+        update["weights"] = str(Path(config.weights).absolute())
+    if getattr(config, "fold_models", None):
+        update["fold_models"] = {k: absolute(v) for k, v in config.fold_models.items()}
+    return config.model_copy(update=update)
+
+
+def save_config(config: BaseModel, path: Path | str, *, notes: Sequence[str] = ()) -> Path:
+    """Write a config as YAML next to a run's outputs (atomically), ``notes`` as comments
+    after its first line; a file that already says the same is left as it is (it may be the
+    very file the run was started from)."""
+    path, text = Path(path), config_yaml(config, notes)
     if path.is_file() and path.read_text(errors="replace") == text:
         return path
     return write_text(text, path)
 
 
-def config_yaml(config: BaseModel) -> str:
-    """The YAML text of a config, as saved with a run."""
+def config_yaml(config: BaseModel, notes: Sequence[str] = ()) -> str:
+    """The YAML text of a config, as saved with a run (``notes`` as comment lines)."""
     data = config.model_dump(mode="json")
-    return "# cellmorph run configuration\n" + yaml.safe_dump(data, sort_keys=False)
+    header = "".join(f"# {note}\n" for note in ["cellmorph run configuration", *notes])
+    return header + yaml.safe_dump(data, sort_keys=False)
 
 
 def field_help(model: type[BaseModel], name: str) -> str:

@@ -36,9 +36,9 @@ class DemoResult(ShortRepr):
 def run_demo(out: Path | str = "demo-output", *, precision: str = "auto",
              progress: bool = True) -> DemoResult:
     """Synthesise, index, profile with ImageNet EfficientNet-Lite0, evaluate, fine-tune over
-    two seeds, explain, and write the report (about 4 minutes on 2 cores). ``precision``
-    is the networks' (``fp32`` gives the same numbers on any CPU; ``auto`` takes bf16 where
-    the CPU has it natively).
+    two seeds, explain, and write the report (under 3 minutes on 2 cores). ``precision``
+    is the networks' (``fp32`` gives the same numbers on any CPU; ``auto`` takes what was
+    measured faster: see :data:`cellmorph.runtime.CPU_AUTO`).
 
     Examples
     --------
@@ -68,7 +68,7 @@ def run_demo(out: Path | str = "demo-output", *, precision: str = "auto",
     training = out / "loco"
     cv = api.train(index=index_path, output=training, model="tf_efficientnet_lite0",
                    preset="fast", epochs=2, progress=progress, seeds=[0, 1], novelty=True,
-                   precision=precision,
+                   precision=precision, keep_models="explain",  # one model per MoA: the disk
                    conformal_levels=["treatment", "well"],
                    preprocess=PREPROCESS_PRESETS["kensert"].model_copy(update={"tile_size": 64}))
     log.info("[6/%d] what the network sees: activation maximisation and Grad-CAM", STEPS)

@@ -50,7 +50,7 @@ from cellmorph.atomic import (
 )
 from cellmorph.backbones import check_weights, default_input_size, efficientnet_lite
 from cellmorph.cache import check_cell_settings, image_stamps
-from cellmorph.config import RunConfig, TrainConfig, save_config
+from cellmorph.config import RunConfig, TrainConfig, save_config, with_absolute_paths
 from cellmorph.datasets.cell_locations import read_cell_locations
 from cellmorph.datasets.index import read_index
 from cellmorph.errors import CellmorphError
@@ -370,7 +370,8 @@ def open_run(folder: Path | str, *, kind: str, fingerprint: dict[str, Any],
                               inputs=inputs, overwrite=overwrite, stale=stale)
             remove_leftovers(folder, manifest)
             write_json({"format": FORMAT, "kind": kind, "fingerprint": fingerprint,
-                        "manifest": dataclasses.asdict(manifest)}, folder / RUN_RECORD)
+                        "manifest": dataclasses.asdict(manifest), "runtime": runtime},
+                       folder / RUN_RECORD)
             _append_provenance(folder / PROVENANCE, provenance(kind, runtime, index_digest))
             yield folder.absolute()  # absolute: jobs may run where the current folder differs
     except CellmorphError:
@@ -445,7 +446,8 @@ def start_run(cfg: RunConfig, *, kind: str, layout: RunLayout, overwrite: bool =
     before anything is written; then take the run folder (:func:`open_run`) and save the
     config in it. ``index_table`` is an index given as a table: it is saved in the run folder
     as ``cfg.index`` once the folder is taken."""
-    runtime = resolve_runtime(cfg.device, cfg.precision)
+    runtime = resolve_runtime(cfg.device, cfg.precision,
+                              "train" if kind == "train" else "profile", cfg.model)
     check_weights(cfg.model, cfg.weights)
     fold_models = list((getattr(cfg, "fold_models", None) or {}).values())  # profile runs
     for weights in fold_models:
@@ -473,8 +475,20 @@ def start_run(cfg: RunConfig, *, kind: str, layout: RunLayout, overwrite: bool =
         log.info("%s run on %s", kind, runtime.summary())
         if index_table is not None:
             write_parquet(index_table, cfg.index)
-        save_config(cfg, folder / "config.yaml")
+        save_config(with_absolute_paths(cfg), folder / "config.yaml",
+                    notes=_resolved_notes(cfg, runtime))
         yield StartedRun(folder, runtime, index, described, locations)
+
+
+def _resolved_notes(cfg: RunConfig, runtime: Runtime) -> list[str]:
+    """What the config's ``auto`` settings resolved to on this machine, and why (comments in
+    the saved config: the setting itself stays ``auto``, so the file reruns anywhere)."""
+    notes = []
+    if cfg.device == "auto":
+        notes.append(f"device: auto resolved to {runtime.device_name}")
+    if cfg.precision == "auto":
+        notes.append(f"precision: auto resolved to {runtime.precision_name} ({runtime.reason})")
+    return notes
 
 
 def read_locations(cfg: RunConfig, index: pd.DataFrame) -> pd.DataFrame | None:

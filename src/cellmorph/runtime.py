@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import os
 import re
 import sys
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
+from cellmorph.backbones import has_depthwise_convolutions
 from cellmorph.errors import CellmorphError
 
 _DEVICE_RE = re.compile(r"^(cpu|cuda|mps)(:\d+)?$")
@@ -27,6 +30,7 @@ class Runtime:
 
     device: torch.device
     precision: torch.dtype | None  # None = fp32
+    reason: str = "asked for"  # why this precision: the config's, or what auto chose and why
 
     @property
     def precision_name(self) -> str:
@@ -53,15 +57,16 @@ class Runtime:
             where = f"{self.device} ({torch.cuda.get_device_name(self.device)})"
         else:
             where = f"cpu ({torch.get_num_threads()} threads)"
-        native = ""
+        why = f"precision: auto: {self.reason}" if self.reason != "asked for" else "asked for"
         if self.device.type == "cpu" and self.precision == torch.bfloat16:
-            native = ", native on this CPU" if cpu_has_native_bf16() else ", emulated"
-        return f"{where}, precision {self.precision_name}{native}"
+            why += "; native on this CPU" if cpu_has_native_bf16() else "; emulated on this CPU"
+        return f"{where}, precision {self.precision_name} ({why})"
 
     def describe(self) -> dict[str, str | bool]:
         """What a provenance record says about the hardware."""
         info: dict[str, str | bool] = {"device": str(self.device),
-                                       "precision": self.precision_name}
+                                       "precision": self.precision_name,
+                                       "precision_reason": self.reason}
         if self.device.type == "cuda":
             info["gpu"] = torch.cuda.get_device_name(self.device)
         else:
@@ -116,17 +121,44 @@ def release_freed_memory() -> bool:
 
 
 _PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+Workload = Literal["profile", "train"]
+
+# What `precision: auto` takes on a CPU, by whether the CPU computes bf16 natively, what the
+# run does with the network, and (for training) whether the network has depthwise
+# convolutions: measured by bench/precision.py (bench/precision.json; the table, with the CPU
+# of each row, in bench/README.md), not assumed. A CPU without native bf16 was measured as
+# the same cores with oneDNN capped below the bf16 instructions.
+CPU_AUTO: dict[tuple[bool, Workload, bool], tuple[str, str]] = {
+    (True, "profile", False): ("bf16", "native bf16 on this CPU: the frozen forward ran "
+                               "1.8-1.9x faster than fp32 (ResNet50, bench/precision.py)"),
+    (True, "profile", True): ("bf16", "native bf16 on this CPU: the frozen forward ran "
+                              "1.6-2.2x faster than fp32 (EfficientNet-Lite0, "
+                              "bench/precision.py)"),
+    (True, "train", False): ("bf16", "native bf16 on this CPU: training steps ran 1.5-2.2x "
+                             "faster than fp32 (ResNet50, bench/precision.py)"),
+    (True, "train", True): ("fp32", "a network with depthwise convolutions trains slower in "
+                            "bf16 than fp32 even with native bf16 (0.5-0.7x, "
+                            "EfficientNet-Lite0, bench/precision.py)"),
+}
+_EMULATED = ("fp32", "no native bf16 on this CPU: emulated bf16 ran 0.4-0.6x as fast as fp32 "
+             "(bench/precision.py)")
 
 
-def runtime_from_names(device: str, precision: str) -> Runtime:
+def runtime_from_names(device: str, precision: str, reason: str = "resolved by the driver"
+                       ) -> Runtime:
     """A runtime resolved elsewhere (the driver of a distributed run), by its names."""
-    return Runtime(torch.device(device), _PRECISIONS[precision])
+    return Runtime(torch.device(device), _PRECISIONS[precision], reason)
 
 
-def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
-    """The device and precision a config asks for, checked before any work starts."""
+def resolve_runtime(device: str = "auto", precision: str = "auto",
+                    workload: Workload = "profile", model: str | None = None) -> Runtime:
+    """The device and precision a config asks for, checked before any work starts;
+    ``workload`` is what ``model`` is run for (``auto`` may choose differently for each)."""
     dev = resolve_device(device)
-    return Runtime(dev, resolve_precision(precision, dev))
+    if precision != "auto":
+        return Runtime(dev, resolve_precision(precision, dev), "asked for")
+    chosen, reason = auto_precision(dev, workload, model)
+    return Runtime(dev, _PRECISIONS[chosen], reason)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -148,24 +180,45 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (None = fp32). ``auto``: bf16 on GPUs that have it and on CPUs with
-    native bf16 (AVX512-BF16/AMX), else fp32 (emulated bf16 is slower than fp32 on a CPU)."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
+def resolve_precision(precision: str, device: torch.device, workload: Workload = "profile",
+                      model: str | None = None) -> torch.dtype | None:
+    """The autocast dtype (None = fp32). ``auto``: bf16 on GPUs that have it (else fp16); on
+    a CPU what :data:`CPU_AUTO` measured faster for the workload and the network."""
+    if precision in _PRECISIONS:
+        return _PRECISIONS[precision]
     if precision != "auto":
         raise CellmorphError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16")
+    return _PRECISIONS[auto_precision(device, workload, model)[0]]
+
+
+def auto_precision(device: torch.device, workload: Workload = "profile",
+                   model: str | None = None) -> tuple[str, str]:
+    """What ``precision: auto`` takes on ``device`` for ``workload`` with the timm network
+    ``model``, and why (the reason the run record keeps)."""
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_native_bf16() else None
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "a GPU with bf16"
+        return "fp16", "a GPU without bf16"
+    if device.type != "cpu":
+        return "fp32", f"{device.type}: mixed precision not tested there"
+    if not cpu_has_native_bf16():
+        return _EMULATED
+    depthwise = model is not None and has_depthwise_convolutions(model)
+    return CPU_AUTO[(True, workload, depthwise)]
+
+
+# oneDNN's instruction-set caps below its bf16 kernels: a process started with one of them
+# computes bf16 as a CPU without native bf16 does (bench/precision.py measures that way).
+_ISA_CAPS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE",
+                          "AVX512_CORE_VNNI"}
 
 
 def cpu_has_native_bf16() -> bool:
-    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX)."""
+    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX), and oneDNN is not
+    capped below those instructions (``ONEDNN_MAX_CPU_ISA``)."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "")
+    if cap.upper() in _ISA_CAPS_WITHOUT_BF16:
+        return False
     try:
         with open("/proc/cpuinfo") as fh:
             flags = fh.read()

@@ -8,10 +8,11 @@ from cellmorph.backbones.registry import (
     create_backbone,
     data_config,
     default_input_size,
+    has_depthwise_convolutions,
     load_weights,
     load_weights_file,
 )
 
 __all__ = ["PAPER_MODELS", "check_model", "check_weights", "create_backbone", "data_config",
-           "default_input_size", "fold_batchnorm", "load_weights",
+           "default_input_size", "fold_batchnorm", "has_depthwise_convolutions", "load_weights",
            "load_weights_file"]

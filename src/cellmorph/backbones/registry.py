@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from pathlib import Path
@@ -37,6 +38,18 @@ def data_config(model: nn.Module) -> dict:
     """Mean and std the model's weights expect (ImageNet for pretrained timm models)."""
     cfg = timm.data.resolve_data_config({}, model=model)
     return {"mean": tuple(cfg["mean"]), "std": tuple(cfg["std"]), "input_size": cfg["input_size"]}
+
+
+@functools.cache
+def has_depthwise_convolutions(model_name: str) -> bool:
+    """Whether the network convolves each channel on its own anywhere (EfficientNet,
+    MobileNet, ConvNeXt): their backward pass is slower in bf16 than in fp32 on a CPU
+    (bench/precision.py). Built on the meta device: no memory, no weights, ~0.05 s."""
+    check_model(model_name, "random")
+    with torch.device("meta"):
+        model = timm.create_model(model_name, pretrained=False)
+    return any(isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+               for m in model.modules())
 
 
 def check_model(model_name: str, weights: str | Path = "imagenet") -> None:

@@ -193,7 +193,8 @@ def index_bbbc021(
         pm = _only_present_plates(pm, Path(root), explicit=bool(plates), only_present=check_files)
     pm = mark_synthetic(pm, root)
     return build_index(pm, CHANNELS, root=root, check_files=check_files and root is not None,
-                       source="BBBC021")
+                       source="BBBC021", missing_hint="check ROOT: it holds the unpacked "
+                       "per-plate zips (`cellmorph download bbbc021 ROOT` fetches them)")
 
 
 def _local_copy(root: Path | str | None, name: str) -> Path | None:

@@ -56,6 +56,10 @@ def treatment_id(compound: str, concentration: float) -> str:
     return f"{compound}@{float(concentration):g}"
 
 
+MISSING_FILES_HINT = ("check the path in that row, or --root, the folder relative paths "
+                      "are read from")
+
+
 def build_index(
     platemap: pd.DataFrame,
     channels: Sequence[str],
@@ -63,6 +67,7 @@ def build_index(
     root: Path | str | None = None,
     check_files: bool = True,
     source: str = "plate map",
+    missing_hint: str = MISSING_FILES_HINT,
 ) -> pd.DataFrame:
     """Validate a plate map in the common schema and return the field-of-view index.
 
@@ -83,7 +88,7 @@ def build_index(
     _check_fields(df, source, at)
     _resolve_paths(df, channels, root, source, at)
     if check_files:
-        report_missing_files(df, channels, source)
+        report_missing_files(df, channels, source, at, missing_hint)
     _warn_shared_files(df, channels, source, at)
 
     ordered = METADATA_COLUMNS + [path_column(c) for c in channels]
@@ -152,17 +157,21 @@ def mark_synthetic(platemap: pd.DataFrame, *folders: Path | str | None) -> pd.Da
     return platemap
 
 
-def report_missing_files(index: pd.DataFrame, channels: Sequence[str], source: str) -> None:
-    """Raise one error listing how many image files are missing and the first few."""
-    paths = pd.concat([index[path_column(c)] for c in channels], ignore_index=True)
-    missing = [p for p in paths if not Path(p).is_file()]
-    if missing:
-        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+def report_missing_files(index: pd.DataFrame, channels: Sequence[str], source: str,
+                         at: Callable[[object], str] | None = None,
+                         hint: str = MISSING_FILES_HINT) -> None:
+    """Raise one error saying how many image files are missing, naming the row and column of
+    the first (``at`` names a row by its label: its file line where it has one)."""
+    at = at or _locator(index)
+    found = {c: index[path_column(c)].map(lambda p: Path(p).is_file()) for c in channels}
+    n_missing = sum(int((~ok).sum()) for ok in found.values())
+    if n_missing:
+        label, column = min((ok.index[~ok][0], c) for c, ok in found.items() if (~ok).any())
         raise CellmorphError(
-            f"{source}: {len(missing)} of {len(paths)} image files are missing (first: {shown}); "
-            "check the ROOT folder (for BBBC021: the unpacked per-plate zips, "
-            "`cellmorph download bbbc021 ROOT`), or pass --no-check-files to index anyway"
-        )
+            f"{source}: {at(label)}, column {path_column(column)}: image file "
+            f"{index.at[label, path_column(column)]} not found ({n_missing} of "
+            f"{len(index) * len(channels)} files missing); {hint}, or pass --no-check-files to "
+            "index anyway")
 
 
 LINE_NUMBERS = "cellmorph_line_numbers"  # DataFrame.attrs flag: the index holds file lines

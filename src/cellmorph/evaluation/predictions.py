@@ -3,6 +3,7 @@ et al. 2019), accuracy at a level, confusion matrices."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from cellmorph import schema as sc
@@ -15,6 +16,25 @@ def aggregate_probabilities(crops: pd.DataFrame, level: str,
     crop -> image (median over crops), image -> well (median over images),
     well -> treatment (median over wells); the prediction is the argmax at the end.
     Columns ``predicted`` and ``correct`` are added.
+
+    Per-class medians of distributions are not a distribution (three wells voting for three
+    different MoAs give medians near 0 for every MoA), so the returned ``Prob_`` columns are
+    those medians divided by their row sum: a distribution on every row, with the same argmax
+    (a row whose medians are all 0 gets the uniform distribution). The medians of the
+    levels in between are taken on the raw medians, as Kensert et al. aggregate.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> crops = pd.DataFrame({"Metadata_Plate": "P", "Metadata_Well": ["A01", "A02", "A03"],
+    ...     "Metadata_Site": 1, "Metadata_Compound": "c", "Metadata_Concentration": 1.0,
+    ...     "Metadata_Treatment": "c@1", "Metadata_MoA": "a",
+    ...     "Prob_a": [0.6, 0.5, 0.1], "Prob_b": [0.4, 0.1, 0.3], "Prob_c": [0.0, 0.4, 0.6]})
+    >>> treatment = aggregate_probabilities(crops, "treatment")
+    >>> treatment[["Prob_a", "Prob_b", "Prob_c"]].round(2).values.tolist()  # medians .5 .3 .4
+    [[0.42, 0.25, 0.33]]
+    >>> treatment["predicted"].tolist()
+    ['a']
     """
     probs = sc.prob_columns(crops)
     df = crops
@@ -25,9 +45,17 @@ def aggregate_probabilities(crops: pd.DataFrame, level: str,
                     if c not in finer or c in sc.LEVEL_KEYS[lvl]]
         df = sc.aggregate(df, sc.LEVEL_KEYS[lvl], method, values=probs, metadata=metadata,
                           count=False)
+    df[probs] = _renormalised(df[probs].to_numpy(float))
     df["predicted"] = sc.predicted_classes(df)
     df["correct"] = df["predicted"] == df[sc.MOA].astype(str)
     return df
+
+
+def _renormalised(medians: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum; an all-zero row becomes uniform."""
+    sums = medians.sum(axis=1, keepdims=True)
+    uniform = np.full_like(medians, 1.0 / max(medians.shape[1], 1))
+    return np.where(sums > 0, medians / np.where(sums > 0, sums, 1.0), uniform)
 
 
 def accuracy(crops: pd.DataFrame, level: str) -> float:

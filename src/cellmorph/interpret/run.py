@@ -113,7 +113,12 @@ def explain_run(run: Path | str, *, layers: list[str] | None = None, filters: in
         seed_dir = run / f"seed{cfg.seeds[0]}"
         crops = _crop_predictions(seed_dir)
         classes = sc.classes_of(crops)
-        first = sorted(crops[sc.FOLD].unique())[0]
+        # The folds whose models the run kept (keep_models): the filters are the first's, the
+        # Grad-CAM crops are chosen among theirs.
+        kept = [f for f in sorted(crops[sc.FOLD].unique())
+                if (fold_dir(seed_dir, f) / "model.safetensors").is_file()]
+        first = kept[0] if kept else sorted(crops[sc.FOLD].unique())[0]  # absent: says so
+        crops = crops[crops[sc.FOLD].isin(kept)] if kept else crops
         networks = {
             "pretrained": _model_from(seed_dir / "init.safetensors", cfg.model, len(classes)),
             f"fine-tuned (fold {first})": _model_from(

@@ -7,14 +7,11 @@ SYNTHETIC results come back stamped, as their PNGs are.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from matplotlib.figure import Figure
 
 from cellmorph import schema as sc
-from cellmorph.evaluation.conformal import ConformalResult
-from cellmorph.evaluation.cv_scores import CVResult
-from cellmorph.evaluation.profiles import EvaluationResult
-from cellmorph.evaluation.readout import TranslocationResult
-from cellmorph.profiling.translocation import RATIO
 from cellmorph.reporting.plots import (
     plot_bars,
     plot_confusion,
@@ -24,7 +21,15 @@ from cellmorph.reporting.plots import (
     plot_ranked,
 )
 from cellmorph.reporting.text import partial_note
-from cellmorph.training.weak import WeakTrainingResult
+
+# Result types only as annotations: their modules load torch, which a command that runs no
+# network (evaluate, export) never needs (tests/test_cli.py checks it).
+if TYPE_CHECKING:
+    from cellmorph.evaluation.conformal import ConformalResult
+    from cellmorph.evaluation.cv_scores import CVResult
+    from cellmorph.evaluation.profiles import EvaluationResult
+    from cellmorph.evaluation.readout import TranslocationResult
+    from cellmorph.training.weak import WeakTrainingResult
 
 
 def conformal_figure(result: ConformalResult, synthetic: bool = False) -> Figure:
@@ -86,6 +91,8 @@ def cv_figures(result: CVResult) -> dict[str, Figure]:
 
 def translocation_figures(result: TranslocationResult) -> dict[str, Figure]:
     """The readout against the dose, per well."""
+    from cellmorph.profiling.translocation import RATIO
+
     return {"translocation_dose_response": plot_dose_response(
         result.wells, RATIO, None, title="nuclear / cytoplasmic reporter intensity per well",
         synthetic=sc.is_synthetic(result.wells))}

@@ -6,15 +6,20 @@ Every stage returns numbers; how they read is decided here, in one place.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from cellmorph import schema as sc
-from cellmorph.evaluation.cv_scores import Accuracy, CVResult, CVSummary
 from cellmorph.evaluation.novelty import NoveltySummary, summarize_novelty
 from cellmorph.evaluation.profiles import EvaluationResult, compare_evaluations
-from cellmorph.evaluation.readout import TranslocationResult
-from cellmorph.training.weak import WeakTrainingResult
+
+# Result types only as annotations: their modules load torch, which a command that runs no
+# network (evaluate, export) never needs (tests/test_cli.py checks it).
+if TYPE_CHECKING:
+    from cellmorph.evaluation.cv_scores import Accuracy, CVResult, CVSummary
+    from cellmorph.evaluation.readout import TranslocationResult
+    from cellmorph.training.weak import WeakTrainingResult
 
 
 def calibration_note(too_few: list[str], needed: int) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -16,12 +17,6 @@ from matplotlib.figure import Figure
 from cellmorph import schema as sc
 from cellmorph.atomic import ensure_writable_dir, write_csv, write_json, write_parquet
 from cellmorph.config import save_config
-from cellmorph.evaluation.conformal import ConformalResult
-from cellmorph.evaluation.cv_scores import CVResult
-from cellmorph.evaluation.profiles import EvaluationResult
-from cellmorph.evaluation.readout import TranslocationResult
-from cellmorph.interpret.run import ExplainResult, overlays
-from cellmorph.profiling.screen import ProfileResult
 from cellmorph.records import as_dict
 from cellmorph.reporting.anndata import write_h5ad
 from cellmorph.reporting.figures import (
@@ -32,7 +27,17 @@ from cellmorph.reporting.figures import (
 )
 from cellmorph.reporting.plots import plot_bars, plot_curves, plot_image_grid, save
 from cellmorph.reporting.text import partial_note
-from cellmorph.training.weak import WeakTrainingResult
+
+# Result types only as annotations: their modules load torch, which a command that runs no
+# network (evaluate, export) never needs (tests/test_cli.py checks it).
+if TYPE_CHECKING:
+    from cellmorph.evaluation.conformal import ConformalResult
+    from cellmorph.evaluation.cv_scores import CVResult
+    from cellmorph.evaluation.profiles import EvaluationResult
+    from cellmorph.evaluation.readout import TranslocationResult
+    from cellmorph.interpret.run import ExplainResult
+    from cellmorph.profiling.screen import ProfileResult
+    from cellmorph.training.weak import WeakTrainingResult
 
 # What the writers (and the commands that write into a run folder afterwards) put at the top
 # of a run folder: the runs claim these names in their manifests.
@@ -173,6 +178,8 @@ def write_h5ad_profiles(result: ProfileResult, out: Path | str) -> list[Path]:
 
 def write_explain(result: ExplainResult, out: Path | str) -> dict[str, Path]:
     """``actmax.png`` (networks side by side), ``gradcam.png`` and ``explain.json``."""
+    from cellmorph.interpret.run import overlays
+
     out = ensure_writable_dir(Path(out))
     paths: dict[str, Path] = {}
     networks = list(result.actmax)

@@ -314,14 +314,40 @@ def plan_folds(cfg: TrainConfig, index: pd.DataFrame, *, progress_bars: bool = T
 def seed_jobs(cfg: TrainConfig, plan: FoldPlan, seed: int, seed_folder: Path, runtime: Runtime,
               *, novelty: bool = False) -> list[FoldJob]:
     """The fold jobs of one seed (``novelty``: its leave-one-MoA-out folds instead)."""
-    keep_model = (cfg.weak_label  # the model is what a weakly supervised run makes
-                  or cfg.keep_models == "all"
-                  or (cfg.keep_models == "explain" and not novelty and seed == cfg.seeds[0]))
     folds, kind = (plan.novelty_folds, NOVELTY_FOLDS) if novelty else (plan.folds, "folds")
+    kept = _kept_models(cfg, folds, plan.store.table,
+                        first_seed=not novelty and seed == cfg.seeds[0])
     return [FoldJob(cfg, seed, f.name, np.flatnonzero(f.train), np.flatnonzero(f.test),
                     tuple(plan.classes), plan.cache.folder, seed_folder / "init.safetensors",
                     fold_dir(seed_folder, f.name, kind), None, runtime.device_name,
-                    runtime.precision_name, keep_model) for f in folds]
+                    runtime.precision_name, f.name in kept) for f in folds]
+
+
+def _kept_models(cfg: TrainConfig, folds: Sequence[Fold], table: pd.DataFrame, *,
+                 first_seed: bool) -> set[str]:
+    """The folds of a seed whose models are written (``keep_models``)."""
+    if cfg.weak_label or cfg.keep_models == "all":  # a weak run's model is what it makes
+        return {f.name for f in folds}
+    if not first_seed or cfg.keep_models == "none":
+        return set()
+    if cfg.keep_models == "explain":
+        return explained_folds(folds, table)
+    return {f.name for f in folds}  # embed
+
+
+def explained_folds(folds: Sequence[Fold], table: pd.DataFrame) -> set[str]:
+    """The folds whose models ``keep_models: explain`` keeps: in name order, each fold that
+    tests a MoA no earlier fold tested (leave-one-compound-out: one fold per MoA), so that
+    `cellmorph explain` has a model for crops of every MoA, and one for the filters."""
+    moas = table[sc.MOA].astype(str).to_numpy()
+    seen: set[str] = set()
+    kept = set()
+    for fold in sorted(folds, key=lambda f: f.name):
+        tested = set(moas[fold.test])
+        if tested - seen:
+            kept.add(fold.name)
+            seen |= tested
+    return kept
 
 
 def initial_model(cfg: TrainConfig, n_classes: int, seed: int, path: Path) -> torch.nn.Module:

@@ -88,7 +88,7 @@ def run_models(folder: Path | str, seed: int | None = None) -> RunModels:
     if missing:
         how = ("train it first" if cfg.weak_label else
                "every fold must be trained (all folds, not --fold) with its model kept "
-               "(keep_models: explain for the first seed, all for the others)")
+               "(keep_models: embed for the first seed, all for the others)")
         raise CellmorphError(f"{folder}: seed {seed} has no model for fold(s) "
                              f"{missing[:3]}{' ...' if len(missing) > 3 else ''}; {how}")
     first = models[names[0]]
