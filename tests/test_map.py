@@ -54,15 +54,23 @@ def test_phenotypic_activity_equals_copairs(wells: pd.DataFrame) -> None:
 
 
 def test_no_replicate_wells_leave_map_out_with_the_reason(caplog) -> None:
-    """A screen of one well a treatment (a user's small plate) has nothing for mAP to
-    retrieve: copairs' UnpairedException was an internal error; now 1-NN is still reported."""
+    """A screen of one well a treatment (a user's small plate): a compound's doses are then
+    its replicates for activity; with one well a compound, activity is skipped and says why.
+    MoA consistency (treatment profiles of other compounds) and 1-NN are still reported."""
     from cellmorph.evaluation.profiles import evaluate_profiles
 
     wells = read_profiles("ljosa2013")
+    controls = wells[sc.is_control(wells)]
     single = wells[~sc.is_control(wells)].drop_duplicates(sc.TREATMENT)
-    wells = pd.concat([single, wells[sc.is_control(wells)]], ignore_index=True)
-    result = evaluate_profiles(wells, EvaluateConfig(map_null_size=100, conformal=False))
-    assert result.map_activity is None and result.map_consistency is None
-    assert "Unable to find positive pairs" in result.notes["map_not_evaluated"]
-    assert "map_activity" not in result.metrics()
+    result = evaluate_profiles(pd.concat([single, controls], ignore_index=True),
+                               EvaluateConfig(map_null_size=100, conformal=False))
+    assert result.notes["map_activity_by"].startswith("compound")
+    assert set(result.map_activity[sc.COMPOUND]) <= set(single[sc.COMPOUND])
+    assert result.map_consistency is not None and "map_activity" in result.metrics()
     assert result.nn_result("nsc", "cosine").n_treatments == 103
+    one = single.drop_duplicates(sc.COMPOUND)
+    result = evaluate_profiles(pd.concat([one, controls], ignore_index=True),
+                               EvaluateConfig(map_null_size=100, conformal=False,
+                                              novelty=False))
+    assert result.map_activity is None and "map_activity" not in result.metrics()
+    assert result.skipped["map_activity"].startswith("no replicate wells; it needs control")

@@ -93,7 +93,7 @@ def test_rgb_mode(index_path, synth021_index, tmp_path) -> None:
     one_plate = synth021_index[synth021_index[sc.PLATE] == synth021_index[sc.PLATE].iloc[0]]
     idx = write_parquet(one_plate, tmp_path / "one.parquet")
     profile_screen(ProfileConfig(index=idx, output=tmp_path / "rgb", preprocess=FAST,
-                                 channel_mode="rgb"), progress=False)
+                                 channel_mode="rgb", precision="fp32"), progress=False)
     wells = pd.read_parquet(tmp_path / "rgb" / "profiles_well.parquet")
     assert sum(c.startswith("Feature_rgb_") for c in wells.columns) == 1280
 
@@ -134,7 +134,8 @@ def test_presets_profile_real_bbbc014_pixels(preset: str, tmp_path) -> None:
         (tmp_path / IMAGE_FOLDER / f.name).symlink_to(f)
     index = write_parquet(index_bbbc014(tmp_path), tmp_path / "index.parquet")
     result = profile_screen(ProfileConfig(index=index, output=tmp_path / "run",
-                                          preprocess=preset, batch_size=32), progress=False)
+                                          preprocess=preset, batch_size=32, precision="fp32"),
+                            progress=False)
     assert list(result.wells[sc.WELL]) == ["A01", "A12"]
     feats = [c for c in result.wells.columns if c.startswith("Feature_")]
     assert feats[0] == "Feature_DAPI_0000" and len(feats) == 2 * 1280

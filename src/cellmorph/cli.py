@@ -21,6 +21,7 @@ import typer
 
 from cellmorph.config import ProfileConfig, RunConfig, TrainConfig, field_help
 from cellmorph.errors import CellmorphError
+from cellmorph.evaluation.needs import NEEDS
 from cellmorph.log import set_progress
 
 app = typer.Typer(
@@ -95,7 +96,8 @@ def _index(build: str, output: Path, **options: object) -> None:
 # ---------------------------------------------------------------- index
 @index_app.command("bbbc021")
 def index_bbbc021_cmd(
-    root: Annotated[Path, typer.Argument(help="Folder with the unpacked per-plate zips.")],
+    root: Annotated[Path, typer.Argument(
+        metavar="ROOT", help="Folder with the unpacked per-plate zips.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Index file "
                                                  "(default ROOT/index.parquet).")] = None,
     moa_subset: Annotated[bool, typer.Option("--moa-subset", help="Keep the MoA benchmark "
@@ -114,7 +116,8 @@ def index_bbbc021_cmd(
 
 @index_app.command("bbbc014")
 def index_bbbc014_cmd(
-    root: Annotated[Path, typer.Argument(help="Folder holding BBBC014_v1_images/.")],
+    root: Annotated[Path, typer.Argument(
+        metavar="ROOT", help="Folder holding BBBC014_v1_images/.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Index file "
                                                  "(default ROOT/index.parquet).")] = None,
     pattern: Annotated[str | None, typer.Option(help="File-name regex with groups channel, "
@@ -127,7 +130,8 @@ def index_bbbc014_cmd(
 
 @index_app.command("platemap")
 def index_platemap_cmd(
-    platemap: Annotated[Path, typer.Argument(help="Plate-map CSV: plate, well, site, "
+    platemap: Annotated[Path, typer.Argument(
+        metavar="PLATEMAP", help="Plate-map CSV: plate, well, site, "
                                              "path_<stain>..., compound, concentration[, label, "
                                              "batch, replicate].")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Index file (default "
@@ -144,7 +148,8 @@ def index_platemap_cmd(
 
 @index_app.command("loaddata")
 def index_loaddata_cmd(
-    loaddata: Annotated[Path, typer.Argument(help="CellProfiler LoadData CSV: Metadata_Plate, "
+    loaddata: Annotated[Path, typer.Argument(
+        metavar="LOADDATA", help="CellProfiler LoadData CSV: Metadata_Plate, "
                                              "Metadata_Well, Metadata_Site, FileName_<Ch>, "
                                              "PathName_<Ch> ... (JUMP's load_data_csv too).")],
     treatments: Annotated[Path | None, typer.Option(help="Treatment table joined on plate "
@@ -173,7 +178,8 @@ def index_loaddata_cmd(
 # ---------------------------------------------------------------- synth
 @synth_app.command("bbbc021")
 def synth_bbbc021_cmd(
-    out: Annotated[Path, typer.Argument(help="Output folder (plate folders, metadata CSVs).")],
+    out: Annotated[Path, typer.Argument(
+        metavar="OUT", help="Output folder (plate folders, metadata CSVs).")],
     moa: Annotated[list[str] | None, typer.Option("--moa", help="MoAs to include (repeat); "
                                                   "default: 4 distinct MoAs; 'all' for 12.")] = None,
     compound: Annotated[list[str] | None, typer.Option("--compound", help="Only these "
@@ -202,7 +208,8 @@ def synth_bbbc021_cmd(
 
 @synth_app.command("bbbc014")
 def synth_bbbc014_cmd(
-    out: Annotated[Path, typer.Argument(help="Output folder.")],
+    out: Annotated[Path, typer.Argument(
+        metavar="OUT", help="Output folder.")],
     size: Annotated[str, typer.Option(help="HEIGHTxWIDTH; the real images are 1024x1360.")]
     = "256x340",
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same pixels).")] = 0,
@@ -217,7 +224,8 @@ def synth_bbbc014_cmd(
 # ---------------------------------------------------------------- download
 @download_app.command("bbbc021")
 def download_bbbc021_cmd(
-    root: Annotated[Path, typer.Argument(help="Where to put the plate folders.")],
+    root: Annotated[Path, typer.Argument(
+        metavar="ROOT", help="Where to put the plate folders.")],
     plate: Annotated[list[str] | None, typer.Option("--plate", help="Only these plates "
                                                     "(repeat); default all 55.")] = None,
     base_url: Annotated[str | None, typer.Option(help="Mirror of the BBBC021 files.")] = None,
@@ -234,7 +242,8 @@ def download_bbbc021_cmd(
 
 @download_app.command("bbbc014")
 def download_bbbc014_cmd(
-    root: Annotated[Path, typer.Argument(help="Where to put BBBC014_v1_images/ and the plate "
+    root: Annotated[Path, typer.Argument(
+        metavar="ROOT", help="Where to put BBBC014_v1_images/ and the plate "
                                          "map.")],
     base_url: Annotated[str | None, typer.Option(help="Mirror of the BBBC014 files.")] = None,
     keep_zip: Annotated[bool, typer.Option(help="Keep the zip after unpacking.")] = False,
@@ -264,7 +273,8 @@ CacheDirOpt = Annotated[str | None, _opt(RunConfig, "cache_dir", "--cache-dir")]
 
 @app.command("profile")
 def profile_cmd(
-    config: Annotated[Path | None, typer.Argument(help="YAML config (see configs/ and "
+    config: Annotated[Path | None, typer.Argument(
+        metavar="CONFIG", help="YAML config (see configs/ and "
                                                   "`cellmorph config-reference`).")] = None,
     index: IndexOpt = None,
     output: OutputOpt = None,
@@ -307,9 +317,14 @@ def _evaluation_folder(profiles: str) -> Path:
     return (src if src.is_dir() else src.parent) / "evaluation"
 
 
-@app.command("evaluate")
+@app.command("evaluate", help=(
+    "Profiles -> NSC/NSCB 1-NN MoA accuracy, mAP (copairs), conformal sets, novelty, each "
+    "well's distance to the controls and each compound's dose series; several sets of "
+    "profiles (frozen, weakly supervised, fold models ...) -> one comparison table. Each part "
+    "is computed where the screen allows it, and what was skipped is listed with why. What "
+    "each part needs:\n\n" + "\n\n".join(f"{part}: {need}" for part, need in NEEDS.items())))
 def evaluate_cmd(
-    profiles: Annotated[list[str], typer.Argument(
+    profiles: Annotated[list[str], typer.Argument(metavar="PROFILES",
         help="Well-level profiles (.parquet/.csv), a `cellmorph profile` or `cellmorph embed` "
              "folder, or 'ljosa2013' for the bundled CellProfiler profiles; several: each "
              "evaluated alike, then one table of all.")],
@@ -320,18 +335,14 @@ def evaluate_cmd(
     = None,
     index: Annotated[Path | None, typer.Option(help="Index to annotate un-annotated profiles "
                                                "by plate and well.")] = None,
-    normalize: Annotated[str | None, typer.Option(
-        "--normalize", "--normalise", help="standardize, robust or none.")] = None,
-    normalize_by: Annotated[str | None, typer.Option(
-        "--normalize-by", "--normalise-by", help="plate, global or plate-center.")] = None,
+    normalize: Annotated[str | None, typer.Option(help="standardize, robust or none.")] = None,
+    normalize_by: Annotated[str | None, typer.Option(help="plate, global or plate-center.")] = None,
     sphering: Annotated[bool | None, typer.Option("--sphering/--no-sphering",
                                                   help="TVN on DMSO wells.")] = None,
     pca: Annotated[int | None, typer.Option(help="PCA components (fitted on DMSO).")] = None,
     map_: Annotated[bool | None, typer.Option("--map/--no-map", help="mAP via copairs.")]
     = None,
 ) -> None:
-    """Profiles -> NSC/NSCB 1-NN MoA accuracy, mAP (copairs), confusion matrices; several
-    sets of profiles (frozen, weakly supervised, fold models ...) -> one comparison table."""
     from cellmorph.api import describe, evaluate
 
     if output is not None and len(profiles) > 1:
@@ -355,7 +366,8 @@ def evaluate_cmd(
 
 @app.command("translocation")
 def translocation_cmd(
-    index: Annotated[Path, typer.Argument(help="Index from `cellmorph index` (e.g. BBBC014).")],
+    index: Annotated[Path, typer.Argument(
+        metavar="INDEX", help="Index from `cellmorph index` (e.g. BBBC014).")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for the tables, "
                                                 "scores and plot (default: beside the "
                                                 "index).")] = None,
@@ -378,7 +390,8 @@ def translocation_cmd(
 
 @app.command("export")
 def export_cmd(
-    profiles: Annotated[Path, typer.Argument(help="A profile table (.parquet/.csv), or a "
+    profiles: Annotated[Path, typer.Argument(
+        metavar="PROFILES", help="A profile table (.parquet/.csv), or a "
                                              "run's cells/ folder (one table a plate).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The .h5ad file to write "
                                          "(.parquet too for a cells/ folder).")],
@@ -394,7 +407,8 @@ def export_cmd(
 # ---------------------------------------------------------------- train
 @app.command("train")
 def train_cmd(
-    config: Annotated[Path | None, typer.Argument(help="YAML TrainConfig (see configs/ and "
+    config: Annotated[Path | None, typer.Argument(
+        metavar="CONFIG", help="YAML TrainConfig (see configs/ and "
                                                   "`cellmorph config-reference`).")] = None,
     index: IndexOpt = None,
     output: OutputOpt = None,
@@ -434,7 +448,8 @@ def train_cmd(
 
 @app.command("embed")
 def embed_cmd(
-    run: Annotated[Path, typer.Argument(help="A `cellmorph train` folder: weakly supervised "
+    run: Annotated[Path, typer.Argument(
+        metavar="RUN", help="A `cellmorph train` folder: weakly supervised "
                                         "(one model) or leave-one-compound-out (each "
                                         "compound by the fold model that never saw it).")],
     output: Annotated[str | None, typer.Option("-o", "--output", help="The embedding's run "
@@ -464,7 +479,8 @@ def embed_cmd(
 
 @app.command("compare-init")
 def compare_init_cmd(
-    config: Annotated[Path, typer.Argument(help="YAML TrainConfig; run once per init.")],
+    config: Annotated[Path, typer.Argument(
+        metavar="CONFIG", help="YAML TrainConfig; run once per init.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for both runs "
                                                  "and the comparison (default: the config's "
                                                  "output).")] = None,
@@ -488,7 +504,8 @@ def compare_init_cmd(
 
 @app.command("explain")
 def explain_cmd(
-    run: Annotated[Path, typer.Argument(help="A `cellmorph train` (or profile) run folder.")],
+    run: Annotated[Path, typer.Argument(
+        metavar="RUN", help="A `cellmorph train` (or profile) run folder.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for the "
                                                 "figures (default RUN/explain).")] = None,
     layer: Annotated[list[str] | None, typer.Option("--layer", help="Layers to visualise "
@@ -512,7 +529,8 @@ def explain_cmd(
 
 @app.command("report")
 def report_cmd(
-    source: Annotated[Path, typer.Argument(help="A run folder (profile, train, compare-init, "
+    source: Annotated[Path, typer.Argument(
+        metavar="SOURCE", help="A run folder (profile, train, compare-init, "
                                            "the demo's) or a predictions_treatment.csv.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file (default: "
                                                 "SOURCE/report.html for a run folder, "
@@ -604,6 +622,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # The root command's options, wherever they stand, go first (where typer reads them).
     argv = [a for a in argv if a in GLOBAL_FLAGS] + [a for a in argv if a not in GLOBAL_FLAGS]
+    # Options are spelt as the config keys are (normalize, pycytominer's); the British
+    # spelling is accepted where users type it, as in config files (config._SPELLINGS).
+    argv = [a.replace("normalise", "normalize") if a.startswith("--") else a for a in argv]
     debug = "--debug" in argv
     # SIGTERM (a scheduler, `kill`) stops a run like Ctrl-C: finished parts stay, exit 130.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)

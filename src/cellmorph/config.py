@@ -200,13 +200,21 @@ PREPROCESS_PRESETS: dict[str, PreprocessConfig] = {
 
 
 def resolve_preprocess(value: str | PreprocessConfig | dict) -> PreprocessConfig:
-    """A preset name, a dict or a config -> a config."""
+    """A preset name, settings (a dict, or its JSON/YAML text as the command line passes
+    it, e.g. ``{"grid": [1, 1]}``) or a config -> a config."""
     if isinstance(value, PreprocessConfig):
         return value
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise CellmorphError(f"preprocess {value!r}: not a valid JSON/YAML mapping "
+                                 f"({exc.__class__.__name__})") from None
     if isinstance(value, str):
         if value not in PREPROCESS_PRESETS:
             raise CellmorphError(f"unknown preprocessing preset {value!r}; choose from "
-                                 f"{sorted(PREPROCESS_PRESETS)}")
+                                 f"{sorted(PREPROCESS_PRESETS)}, or give settings as "
+                                 "JSON, e.g. '{\"grid\": [1, 1]}'")
         return PREPROCESS_PRESETS[value]
     return PreprocessConfig(**value)
 
@@ -225,8 +233,8 @@ class AugmentConfig(_Strict):
         return self.intensity == 0 and self.blur == 0 and self.noise == 0
 
 
-PREPROCESS_HELP = ("preset name (pawlowski, kensert, kensert-bbbc014) or preprocessing "
-                   "settings")
+PREPROCESS_HELP = ("preset (pawlowski, kensert, kensert-bbbc014) or settings, as JSON on "
+                   "the command line: '{\"grid\": [1, 1]}'")
 
 
 class RunConfig(_Strict):

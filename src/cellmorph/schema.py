@@ -205,4 +205,6 @@ def aggregate(table: pd.DataFrame, by: Sequence[str], method: str = "mean", *,
         out = out.assign(**{COUNT: grouped.size()})
     if sums:
         out = pd.concat([out, grouped[list(sums)].sum()], axis=1)
-    return pd.concat([out, aggregated], axis=1).reset_index()
+    # One block before the keys go back in as columns: inserting into a frame of many
+    # per-dtype blocks is what pandas warns about (PerformanceWarning).
+    return pd.concat([out, aggregated], axis=1).copy().reset_index()

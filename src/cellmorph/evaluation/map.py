@@ -17,17 +17,19 @@ REFERENCE = "Metadata_Reference_Index"
 
 
 def phenotypic_activity(wells: pd.DataFrame, *, null_size: int = 10000, threshold: float = 0.05,
-                        seed: int = 0, distance: str = "cosine") -> pd.DataFrame:
-    """mAP of each treatment's replicate wells retrieved against the DMSO wells."""
-    df = wells[wells[sc.ROLE].isin([sc.ROLE_TREATMENT, sc.ROLE_CONTROL])].reset_index(drop=True)
+                        seed: int = 0, distance: str = "cosine",
+                        by: str = sc.TREATMENT) -> pd.DataFrame:
+    """mAP of each treatment's (``by``: or compound's) replicate wells retrieved against the
+    DMSO wells; labelled or not (activity needs no MoA)."""
+    df = wells.reset_index(drop=True)
     df = assign_reference_index(df, df.index[df[sc.ROLE] == sc.ROLE_CONTROL],
                                 reference_col=REFERENCE, default_value=-1)
     meta, feats = _split(df)
-    ap = average_precision(meta, feats, pos_sameby=[sc.TREATMENT, REFERENCE], pos_diffby=[],
-                           neg_sameby=[], neg_diffby=[sc.TREATMENT, REFERENCE],
+    ap = average_precision(meta, feats, pos_sameby=[by, REFERENCE], pos_diffby=[],
+                           neg_sameby=[], neg_diffby=[by, REFERENCE],
                            distance=distance, progress_bar=False)
-    ap = ap[ap[REFERENCE] == -1]
-    return mean_average_precision(ap, [sc.TREATMENT], null_size=null_size, threshold=threshold,
+    ap = ap[ap[REFERENCE] == -1].dropna(subset=["average_precision"])
+    return mean_average_precision(ap, [by], null_size=null_size, threshold=threshold,
                                   seed=seed, progress_bar=False)
 
 

@@ -91,10 +91,16 @@ def normalize(profiles: pd.DataFrame, *, method: str = "standardize", by: str = 
     out = values.copy()
     for name, idx in groups:
         ctl = values[idx][is_ctl[idx]]
+        if len(ctl) < 2 and by == "global":
+            raise CellmorphError(f"the table has {len(ctl)} control well(s); normalisation "
+                                 "needs at least 2 (--normalize none; normalize: none in a "
+                                 "config or in Python)")
         if len(ctl) < 2:
-            where = "the table" if by == "global" else f"plate {name}"
-            raise CellmorphError(f"{where} has {len(ctl)} control wells; normalisation needs at "
-                                 "least 2 (use normalize_by: global, or normalize: none)")
+            raise CellmorphError(
+                f"plate {name} has {len(ctl)} control well(s); normalising each plate on its "
+                "own controls needs at least 2 on every plate: normalise over all plates "
+                "instead (--normalize-by global; normalize_by: global in a config or in "
+                "Python) or not at all (--normalize none)")
         centre, spread = _centre_spread(ctl, method)
         out[idx] = (values[idx] - centre) / (spread if by != "plate-center" else 1.0)
     if by == "plate-center":

@@ -16,9 +16,15 @@ from copairs.matching import UnpairedException
 from cellmorph import schema as sc
 from cellmorph.config import EvaluateConfig
 from cellmorph.errors import CellmorphError
+from cellmorph.evaluation.activity import (
+    DISTANCE_TO_CONTROLS,
+    distance_to_controls,
+    dose_comparison,
+)
 from cellmorph.evaluation.conformal import ConformalResult, conformal_from_profiles
 from cellmorph.evaluation.knn import NNResult, nn_accuracy
 from cellmorph.evaluation.map import moa_consistency, phenotypic_activity, summarize_map
+from cellmorph.evaluation.needs import NEEDS
 from cellmorph.evaluation.normalize import (
     check_missing,
     drop_unusable_features,
@@ -47,6 +53,9 @@ class EvaluationResult(ShortRepr):
     map_consistency: pd.DataFrame | None = None
     conformal: ConformalResult | None = None
     novelty: pd.DataFrame | None = None  # leave-one-MoA-out, one row per held-out MoA
+    activity: pd.DataFrame | None = None  # each treated well's distance to the controls
+    dose: pd.DataFrame | None = None  # each compound's doses against its lowest
+    skipped: dict[str, str] = field(default_factory=dict)  # part -> why it was not computed
 
     @property
     def n_wells(self) -> int:
@@ -73,6 +82,8 @@ class EvaluationResult(ShortRepr):
 
     def nn_predictions(self) -> pd.DataFrame:
         """Every 1-NN prediction of every hold-out and distance, in one table."""
+        if not self.nn:
+            return pd.DataFrame(columns=[sc.TREATMENT, sc.MOA, "predicted", "metric", "holdout"])
         return pd.concat([r.predictions.assign(metric=r.metric, holdout=r.holdout)
                           for r in self.nn], ignore_index=True)
 
@@ -82,8 +93,9 @@ class EvaluationResult(ShortRepr):
                      "n_compounds": int(self.treatments[sc.COMPOUND].nunique()),
                      "n_moas": int(self.treatments[sc.MOA].nunique()), **self.notes,
                      "nn": [r.as_dict() for r in self.nn]}
-        if self.map_activity is not None and self.map_consistency is not None:
+        if self.map_activity is not None:
             out["map_activity"] = summarize_map(self.map_activity)
+        if self.map_consistency is not None:
             consistency = summarize_map(self.map_consistency)
             consistency["per_moa"] = dict(zip(
                 self.map_consistency[sc.MOA],
@@ -93,20 +105,26 @@ class EvaluationResult(ShortRepr):
             out["conformal"] = self.conformal.summary()
         if self.novelty is not None:
             out["novelty"] = as_dict(summarize_novelty(self.novelty))
+        if self.activity is not None and len(self.activity):
+            out["distance_to_controls"] = {
+                "median": float(self.activity[DISTANCE_TO_CONTROLS].median()),
+                "n_wells": int(len(self.activity))}
+        if self.dose is not None and len(self.dose):
+            out["dose_series"] = int(self.dose[sc.COMPOUND].nunique())
+        out["skipped"] = dict(self.skipped)
         return out
 
 
-def prepare_profiles(wells: pd.DataFrame, cfg: EvaluateConfig) -> tuple[pd.DataFrame, dict]:
-    """Checked, normalised, batch-corrected well profiles; every fit uses controls only."""
+def prepare_profiles(wells: pd.DataFrame, cfg: EvaluateConfig
+                     ) -> tuple[pd.DataFrame, dict, dict[str, str]]:
+    """Checked, normalised, batch-corrected well profiles (every fit uses controls only),
+    the notes, and the steps skipped for want of controls, each with why."""
     for col in (sc.ROLE, sc.MOA, sc.COMPOUND, sc.TREATMENT, sc.BATCH):
         if col not in wells.columns:
             raise CellmorphError(f"profile table lacks {col}; annotate it (see `cellmorph "
                                  "evaluate --help`)")
     feats = sc.feature_columns(wells)
     notes: dict = {}
-    if sc.treatments(wells)[sc.MOA].nunique() < 2:
-        raise CellmorphError("the profiles have fewer than two labelled MoAs; 1-NN MoA accuracy "
-                             "and mAP need at least two (is the Metadata_Role column right?)")
     # A feature missing in every well is dropped, not every well with it.
     empty = [c for c in feats if wells[c].isna().all()]
     if empty:
@@ -121,16 +139,33 @@ def prepare_profiles(wells: pd.DataFrame, cfg: EvaluateConfig) -> tuple[pd.DataF
     if not any(not str(c).startswith(sc.METADATA_PREFIX) for c in wells.columns):
         raise CellmorphError("every feature is constant or missing across the wells; there is "
                              "nothing to compare (check the profiles)")
-    wells = normalize(wells, method=cfg.normalize, by=cfg.normalize_by)
-    if cfg.sphering:
+    skipped: dict[str, str] = {}
+    n_controls = int(sc.is_control(wells).sum())
+    if cfg.normalize != "none" and n_controls < 2:
+        skipped["normalisation"] = (f"{_wells(n_controls, 'control')}; it needs "
+                                    f"{NEEDS['normalisation']} (profiles compared as they are)")
+    elif cfg.normalize != "none":
+        wells = normalize(wells, method=cfg.normalize, by=cfg.normalize_by)
+    if cfg.sphering and n_controls < 3:
+        skipped["sphering"] = f"{_wells(n_controls, 'control')}; it needs {NEEDS['sphering']}"
+    elif cfg.sphering:
         wells = sphere(wells, epsilon=cfg.sphering_epsilon)
-    if cfg.pca_components:
+    if cfg.pca_components and n_controls <= cfg.pca_components:
+        skipped["pca"] = f"{_wells(n_controls, 'control')}; it needs {NEEDS['pca']}"
+    elif cfg.pca_components:
         wells = reduce_pca(wells, cfg.pca_components, seed=cfg.seed)
-    return wells, notes
+    return wells, notes, skipped
+
+
+def _wells(n: int, kind: str) -> str:
+    return f"{n} {kind} well{'' if n == 1 else 's'}"
 
 
 def evaluate_profiles(wells: pd.DataFrame, cfg: EvaluateConfig | None = None) -> EvaluationResult:
-    """1-NN MoA accuracy (NSC and NSCB, every configured distance) and mAP of well profiles.
+    """1-NN MoA accuracy (NSC and NSCB, every configured distance), mAP, conformal sets and
+    novelty of well profiles, where the screen allows them; each well's distance to the
+    controls and each compound's dose series, wherever there are controls or doses. What
+    the data do not allow is skipped and listed in ``skipped`` with why (:data:`NEEDS`).
 
     Parameters
     ----------
@@ -148,45 +183,105 @@ def evaluate_profiles(wells: pd.DataFrame, cfg: EvaluateConfig | None = None) ->
     0.883
     """
     cfg = cfg or EvaluateConfig()
-    wells, notes = prepare_profiles(wells, cfg)
-    treatments = sc.aggregate(sc.treatments(wells), sc.TREATMENT_KEYS, cfg.aggregate)
-    nn = []
-    for metric in cfg.metrics:
-        nn.append(nn_accuracy(treatments, metric=metric, holdout="nsc"))
-        try:
-            nn.append(nn_accuracy(treatments, metric=metric, holdout="nscb"))
-        except CellmorphError as exc:  # one batch only: NSC still says something
-            notes["nscb_not_evaluated"] = str(exc)
-    if "nscb_not_evaluated" in notes:
-        log.warning("NSCB not evaluated: %s", notes["nscb_not_evaluated"])
-    result = EvaluationResult(cfg, wells, treatments, nn, notes)
+    wells, notes, skipped = prepare_profiles(wells, cfg)
+    labelled = sc.treatments(wells)
+    treatments = (sc.aggregate(labelled, sc.TREATMENT_KEYS, cfg.aggregate) if len(labelled)
+                  else labelled)  # none: the table keeps its columns
+    result = EvaluationResult(cfg, wells, treatments, [], notes, skipped=skipped)
+    result.activity = distance_to_controls(wells)
+    if result.activity.empty:
+        skipped["distance_to_controls"] = f"no control well; it needs {NEEDS['distance_to_controls']}"
+    result.dose = dose_comparison(wells, metric=cfg.metrics[0])
+    if result.dose.empty:
+        skipped["dose"] = f"no dose series; it needs {NEEDS['dose']}"
     if cfg.map:
-        try:
-            result.map_activity = phenotypic_activity(wells, null_size=cfg.map_null_size,
-                                                      threshold=cfg.map_threshold, seed=cfg.seed)
-            result.map_consistency = moa_consistency(treatments, null_size=cfg.map_null_size,
-                                                     threshold=cfg.map_threshold, seed=cfg.seed)
-        except UnpairedException as exc:  # e.g. one well a treatment: no replicate to retrieve
-            result.map_activity = result.map_consistency = None
-            result.notes["map_not_evaluated"] = (f"{exc} (mAP needs replicate wells of a "
-                                                 "treatment, and two treatments of a MoA)")
-            log.warning("mAP not evaluated: %s", result.notes["map_not_evaluated"])
-    if cfg.conformal:
-        try:
-            result.conformal = conformal_from_profiles(treatments, metric=cfg.metrics[0],
-                                                       confidences=cfg.confidences,
-                                                       scheme=cfg.conformal_scheme,
-                                                       seed=cfg.seed)
-        except CellmorphError as exc:
-            result.notes["conformal_not_evaluated"] = str(exc)
-    if cfg.novelty:
-        try:
-            result.novelty = leave_one_moa_out(treatments, metric=cfg.metrics[0],
-                                               confidence=cfg.novelty_confidence,
-                                               scheme=cfg.conformal_scheme, seed=cfg.seed)
-        except CellmorphError as exc:
-            result.notes["novelty_not_evaluated"] = str(exc)
+        _map_activity(result)
+    if treatments.empty:
+        for part in ("nsc", "nscb", "map_consistency", "conformal", "novelty"):
+            result.skipped[part] = (f"no labelled treatment (a label column in the plate map "
+                                    f"gives MoAs); it needs {NEEDS[part]}")
+        return _warn_skipped(result)
+    _nearest_neighbours(result)
+    if cfg.map:
+        _map_consistency(result)
+    _attempt(result, "conformal", cfg.conformal, lambda: conformal_from_profiles(
+        treatments, metric=cfg.metrics[0], confidences=cfg.confidences,
+        scheme=cfg.conformal_scheme, seed=cfg.seed))
+    _attempt(result, "novelty", cfg.novelty, lambda: leave_one_moa_out(
+        treatments, metric=cfg.metrics[0], confidence=cfg.novelty_confidence,
+        scheme=cfg.conformal_scheme, seed=cfg.seed))
+    return _warn_skipped(result)
+
+
+def _warn_skipped(result: EvaluationResult) -> EvaluationResult:
+    # Said once, at the level of detail a reader wants: the parts a user asked for by name
+    # (normalisation, sphering, PCA) as warnings; the rest is in `skipped` and the summary.
+    for what in ("normalisation", "sphering", "pca"):
+        if what in result.skipped:
+            log.warning("%s skipped: %s", what, result.skipped[what])
     return result
+
+
+def _nearest_neighbours(result: EvaluationResult) -> None:
+    """NSC and NSCB 1-NN accuracy for every distance, where the labels allow them."""
+    for holdout in ("nsc", "nscb"):
+        try:
+            result.nn += [nn_accuracy(result.treatments, metric=metric, holdout=holdout)
+                          for metric in result.config.metrics]
+        except CellmorphError as exc:  # too few MoAs, compounds or batches
+            result.skipped[holdout] = f"{exc} ({NEEDS[holdout]})"
+
+
+def _map_options(cfg: EvaluateConfig) -> dict:
+    return dict(null_size=cfg.map_null_size, threshold=cfg.map_threshold, seed=cfg.seed)
+
+
+def _map_activity(result: EvaluationResult) -> None:
+    """Phenotypic activity against the controls (by treatment, else by compound)."""
+    if not sc.is_control(result.wells).any():
+        result.skipped["map_activity"] = f"no control well; it needs {NEEDS['map_activity']}"
+    else:
+        result.map_activity = _activity_map(result, _map_options(result.config))
+
+
+def _map_consistency(result: EvaluationResult) -> None:
+    """MoA consistency: same-MoA treatments of other compounds retrieved first."""
+    options = _map_options(result.config)
+    if result.treatments[sc.MOA].nunique() < 2:
+        result.skipped["map_consistency"] = (f"{result.treatments[sc.MOA].nunique()} labelled "
+                                             f"MoA(s); it needs {NEEDS['map_consistency']}")
+        return
+    try:
+        result.map_consistency = moa_consistency(result.treatments, **options)
+    except (UnpairedException, ValueError) as exc:
+        result.skipped["map_consistency"] = f"{exc} ({NEEDS['map_consistency']})"
+
+
+def _activity_map(result: EvaluationResult, options: dict) -> pd.DataFrame | None:
+    """Activity mAP by treatment; by compound where no treatment has two wells (a dose
+    series of single wells: its doses are each other's replicates)."""
+    for by in (sc.TREATMENT, sc.COMPOUND):
+        try:
+            scores = phenotypic_activity(result.wells, by=by, **options)
+        except (UnpairedException, ValueError):
+            continue
+        if len(scores):
+            if by == sc.COMPOUND:
+                result.notes["map_activity_by"] = ("compound: no treatment has two wells, so "
+                                                   "a compound's doses are its replicates")
+            return scores
+    result.skipped["map_activity"] = f"no replicate wells; it needs {NEEDS['map_activity']}"
+    return None
+
+
+def _attempt(result: EvaluationResult, name: str, wanted: bool, compute) -> None:
+    """Set ``result.<name>`` to ``compute()``, or say in ``skipped`` why it cannot be."""
+    if not wanted:
+        return
+    try:
+        setattr(result, name, compute())
+    except CellmorphError as exc:
+        result.skipped[name] = f"{exc} ({NEEDS[name]})"
 
 
 def compare_evaluations(results: Mapping[str, EvaluationResult],
@@ -204,9 +299,10 @@ def compare_evaluations(results: Mapping[str, EvaluationResult],
     rows = []
     for name, result in results.items():
         metrics = result.metrics()
+        accuracy = {r.holdout: r.accuracy for r in result.nn if r.metric == metric}
         rows.append({"profiles": name,
-                     "nsc": result.nn_result("nsc", metric).accuracy,
-                     "nscb": result.nn_result("nscb", metric).accuracy,
+                     "nsc": accuracy.get("nsc", np.nan),  # NaN: skipped (result.skipped)
+                     "nscb": accuracy.get("nscb", np.nan),
                      "map": metrics.get("map_moa_consistency", {}).get("mean_map", np.nan),
                      "treatments": len(result.treatments)})
     return pd.DataFrame(rows)

@@ -45,8 +45,8 @@ def evaluation_figures(result: EvaluationResult) -> dict[str, Figure]:
         result.confusion(res.holdout, res.metric),
         f"{res.holdout.upper()} 1-NN ({res.metric}): {res.accuracy:.1%} of "
         f"{res.n_treatments} treatments", None, synthetic=synthetic) for res in result.nn}
-    if result.map_activity is not None and result.map_consistency is not None:
-        threshold = result.config.map_threshold
+    threshold = result.config.map_threshold
+    if result.map_consistency is not None:
         moa = result.map_consistency.sort_values("mean_average_precision", ascending=False)
         figures["map_moa_consistency"] = plot_bars(
             dict(zip(moa[sc.MOA], moa["mean_average_precision"], strict=True)),
@@ -54,6 +54,7 @@ def evaluation_figures(result: EvaluationResult) -> dict[str, Figure]:
             None, threshold=threshold,
             pvalues=dict(zip(moa[sc.MOA], moa["corrected_p_value"], strict=True)),
             synthetic=synthetic)
+    if result.map_activity is not None:
         activity = result.map_activity
         figures["map_activity"] = plot_ranked(
             activity["mean_average_precision"].to_numpy(),

@@ -244,12 +244,15 @@ def _profiling(report: Report, bundle: RunBundle, figures: Path, synthetic: bool
                                  "accuracy": f"{res.accuracy:.1%}", "n": res.n_treatments,
                                  "dropped": ", ".join(res.dropped_moas) or "-"})
     report.profiling_notes = [f"{k.replace('_', ' ')}: {v}" for k, v in ev.notes.items()]
-    first = ev.nn[0]
-    report.add("profiling", Figure(
-        "confusion_nsc", f"{first.holdout.upper()} 1-NN confusion ({first.metric})",
-        "Treatment profiles, nearest neighbour among other compounds.",
-        plot_confusion(ev.confusion(first.holdout, first.metric), "1-NN predictions",
-                       figures / "confusion_nsc.png", synthetic=synthetic)))
+    report.profiling_notes += [f"skipped {k.replace('_', ' ')}: {v}"
+                               for k, v in ev.skipped.items()]
+    if ev.nn:
+        first = ev.nn[0]
+        report.add("profiling", Figure(
+            "confusion_nsc", f"{first.holdout.upper()} 1-NN confusion ({first.metric})",
+            "Treatment profiles, nearest neighbour among other compounds.",
+            plot_confusion(ev.confusion(first.holdout, first.metric), "1-NN predictions",
+                           figures / "confusion_nsc.png", synthetic=synthetic)))
     if ev.map_consistency is not None and ev.map_activity is not None:
         moa = ev.map_consistency.sort_values("mean_average_precision", ascending=False)
         report.add("profiling", Figure(

@@ -43,8 +43,10 @@ def format_index_summary(summary: dict) -> str:
     """An index's summary (:func:`cellmorph.datasets.index.summarize`) in a few lines."""
     return (
         f"labelled: {summary['images']} images, {summary['wells']} wells, "
-        f"{summary['treatments']} treatments, {summary['compounds']} compounds, "
-        f"{summary['moas']} MoAs on {summary['plates']} plates in {summary['batches']} batches\n"
+        f"{plural(summary['treatments'], 'treatment')}, "
+        f"{plural(summary['compounds'], 'compound')}, "
+        f"{plural(summary['moas'], 'MoA')} on {plural(summary['plates'], 'plate')} in "
+        f"{plural(summary['batches'], 'batch')}\n"
         f"controls: {summary['control_images']} images in {summary['control_wells']} wells; "
         f"unlabelled: {summary['unlabelled_images']} images\n"
         f"channels: {', '.join(summary['channels'])}"
@@ -54,14 +56,14 @@ def format_index_summary(summary: dict) -> str:
 def format_evaluation(result: EvaluationResult) -> str:
     """An evaluation's numbers as a short table."""
     m = result.metrics()
-    lines = [f"{m['n_treatments']} treatments, {m['n_compounds']} compounds, "
-             f"{m['n_moas']} MoAs ({m['n_wells']} wells)",
-             f"{'hold-out':<9}{'metric':<11}{'1-NN acc':>9}{'n':>5}  dropped MoAs"]
+    lines = [f"{plural(m['n_treatments'], 'treatment')}, "
+             f"{plural(m['n_compounds'], 'compound')}, {plural(m['n_moas'], 'MoA')} "
+             f"({plural(m['n_wells'], 'well')})"]
+    if m["nn"]:
+        lines.append(f"{'hold-out':<9}{'metric':<11}{'1-NN acc':>9}{'n':>5}  dropped MoAs")
     for r in m["nn"]:
         lines.append(f"{r['holdout'].upper():<9}{r['metric']:<11}{r['accuracy']:>9.1%}"
                      f"{r['n_treatments']:>5}  {', '.join(r['dropped_moas']) or '-'}")
-    if "nscb_not_evaluated" in m:
-        lines.append(f"NSCB not evaluated: {m['nscb_not_evaluated']}")
     for level in m.get("conformal", {}).get("levels", []):
         lines.append(f"conformal {level['confidence']:.0%} ({m['conformal']['method']}, "
                      f"{level['scheme']}): "
@@ -71,12 +73,41 @@ def format_evaluation(result: EvaluationResult) -> str:
     if result.novelty is not None:
         lines.append(format_novelty(summarize_novelty(result.novelty)))
     if "map_activity" in m:
-        a, c = m["map_activity"], m["map_moa_consistency"]
-        lines.append(f"mAP activity vs DMSO: {a['mean_map']:.3f} "
-                     f"({a['fraction_retrieved']:.0%} of {a['n']} treatments retrieved)")
+        a, by = m["map_activity"], "compounds" if "map_activity_by" in m else "treatments"
+        lines.append(f"mAP activity vs controls: {a['mean_map']:.3f} "
+                     f"({a['fraction_retrieved']:.0%} of {a['n']} {by} retrieved)")
+    if "map_moa_consistency" in m:
+        c = m["map_moa_consistency"]
         lines.append(f"mAP MoA consistency: {c['mean_map']:.3f} "
                      f"({c['fraction_retrieved']:.0%} of {c['n']} MoAs retrieved)")
+    if "distance_to_controls" in m:
+        d = m["distance_to_controls"]
+        lines.append(f"distance to controls (RMS per feature): median {d['median']:.3f} "
+                     f"over {plural(d['n_wells'], 'treated well')}")
+    lines += format_doses(result.dose)
+    lines += [f"skipped {what}: {why}" for what, why in m["skipped"].items()]
     return "\n".join(lines)
+
+
+def format_doses(dose: pd.DataFrame | None) -> list[str]:
+    """One line per compound with a dose series: distance of each dose to its lowest."""
+    if dose is None or dose.empty:
+        return []
+    lines = []
+    for compound, doses in dose.groupby(sc.COMPOUND, sort=True):
+        steps = ", ".join(f"{c:g}: {d:.3f}" for c, d in
+                          zip(doses[sc.CONCENTRATION], doses["distance_to_lowest_dose"],
+                              strict=True))
+        trend = doses["dose_trend_spearman"].iloc[0]
+        trend_text = "" if pd.isna(trend) else f"; dose trend rho {trend:+.2f}"
+        lines.append(f"dose series {compound} (distance to the lowest dose): {steps}"
+                     f"{trend_text}")
+    return lines
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 well``, ``2 wells``."""
+    return f"{n} {noun}{'' if n == 1 else 'es' if noun.endswith('ch') else 's'}"
 
 
 def partial_note(summary: CVSummary) -> str:

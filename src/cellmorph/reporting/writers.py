@@ -78,9 +78,14 @@ def write_evaluation(result: EvaluationResult, out: Path | str) -> Path:
     out = ensure_writable_dir(Path(out))
     save_config(result.config, out / "evaluate_config.yaml")
     save_figures(evaluation_figures(result), out)
-    if result.map_activity is not None and result.map_consistency is not None:
+    if result.map_activity is not None:
         write_csv(result.map_activity, out / "map_activity.csv")
+    if result.map_consistency is not None:
         write_csv(result.map_consistency, out / "map_moa_consistency.csv")
+    if result.activity is not None and len(result.activity):
+        write_csv(result.activity, out / "distance_to_controls.csv")
+    if result.dose is not None and len(result.dose):
+        write_csv(result.dose, out / "dose_series.csv")
     write_csv(result.nn_predictions(), out / "nn_predictions.csv")
     if result.novelty is not None:
         write_csv(result.novelty, out / "novelty.csv")
