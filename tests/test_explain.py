@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from cellmorph import api
 from cellmorph.backbones import create_backbone, data_config
@@ -83,3 +84,6 @@ def test_keep_models_explain_keeps_one_fold_per_moa_and_explain_uses_them(
                          progress=False)
     assert list(result.actmax) == ["pretrained", "fine-tuned (fold anisomycin)"]
     assert result.crops and {c.fold for c in result.crops} <= {"anisomycin", "cytochalasin B"}
+    stored = load_file(str(next((tmp_path / "run" / "seed0" / "folds").glob(
+        "*/model.safetensors"))))
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}

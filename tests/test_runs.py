@@ -353,3 +353,19 @@ def test_a_saved_config_reruns_the_same_run_from_another_folder(tiny021: Path, t
     pd.testing.assert_frame_equal(pd.read_parquet(first / "run" / "profiles_well.parquet"),
                                   wells)
     assert list(elsewhere.iterdir()) == []
+
+
+def test_keep_cache_false_deletes_the_runs_own_cache_and_resumes(tiny021: Path,
+                                                                 tmp_path: Path) -> None:
+    """`keep_cache: false` deletes the run's recorded cache once every plate is profiled; a
+    rerun resumes from the per-plate results (nothing redone, no cache rebuilt), and a shared
+    cache_dir, not the run's own, is never deleted."""
+    first = _profile(tiny021, tmp_path / "run", keep_cache=False)
+    assert not (tmp_path / "run" / "cache").exists()
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "plates").iterdir()}
+    again = _profile(tiny021, tmp_path / "run", keep_cache=False)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "plates").iterdir()} == stamps
+    assert not (tmp_path / "run" / "cache").exists()
+    pd.testing.assert_frame_equal(again.wells, first.wells)
+    _profile(tiny021, tmp_path / "shared-run", keep_cache=False, cache_dir=tmp_path / "shared")
+    assert any((tmp_path / "shared").iterdir())

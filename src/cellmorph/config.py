@@ -284,6 +284,10 @@ class ProfileConfig(RunConfig):
     aggregate: Literal["mean", "median"] = Field("mean", description="tile -> image -> well -> "
                                                  "treatment aggregation")
     batch_size: int = Field(64, ge=1, description="images per forward pass")
+    keep_cache: bool = Field(True, description="keep the run's own tile cache once every "
+                             "plate is profiled (false: it is deleted then; a rerun resumes "
+                             "from the per-plate results, and a cache_dir elsewhere is never "
+                             "deleted); changes no result")
     preprocess_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         "auto", description="processes decoding and preprocessing plates while the network "
         "embeds finished ones; auto: all cores but one beside a GPU, none on a CPU")
@@ -411,7 +415,8 @@ class TrainConfig(RunConfig):
     keep_models: Literal["embed", "explain", "all", "none"] = Field(
         "embed", description="which fold models to keep (each the size of the network): "
         "embed: the first seed's, which `cellmorph embed` and `cellmorph explain` read; "
-        "explain: the first seed's first fold of each MoA, all `cellmorph explain` needs; "
+        "explain: the first seed's first fold of each MoA, all `cellmorph explain` needs "
+        "(in float16: models to look at); "
         "all; none (resuming needs none of them); a weakly supervised run keeps every seed's")
     freeze_stages: Annotated[int, Field(ge=0)] | Literal["all"] = Field(
         0, description="stages kept frozen (stem + first N stages); all: the whole network "

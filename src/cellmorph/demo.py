@@ -59,7 +59,7 @@ def run_demo(out: Path | str = "demo-output", *, precision: str = "auto",
     # The synthetic fields are small (128x160): one tile per field, resized to the model input.
     profiled = api.profile(index=index_path, output=profiles,
                            preprocess=PreprocessConfig(grid=(1, 1)), precision=precision,
-                           progress=progress)
+                           keep_cache=False, progress=progress)  # the disk: nothing reads it
     log.info("[4/%d] evaluating: NSC/NSCB 1-NN accuracy and mAP", STEPS)
     evaluation = api.evaluate(profiled, EvaluateConfig(map_null_size=2000),
                               output=profiles / "evaluation")

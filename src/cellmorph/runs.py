@@ -103,7 +103,7 @@ def weights_identity(model: str, weights: str) -> str:
 # fingerprint either: each fold of each seed is computed independently of the others, so a
 # run started with some folds or seeds may be extended with more.
 _NOT_RESULTS = {"output", "cache_dir", "executor", "ray_address", "num_workers"}
-_NOT_RESULTS_PROFILE = _NOT_RESULTS | {"batch_size", "preprocess_workers"}
+_NOT_RESULTS_PROFILE = _NOT_RESULTS | {"batch_size", "preprocess_workers", "keep_cache"}
 _NOT_RESULTS_TRAIN = _NOT_RESULTS | {"folds", "seeds", "report_level", "confidences",
                                      "conformal_scheme", "keep_models"}
 
@@ -283,6 +283,18 @@ def _delete(folder: Path, names: Sequence[str]) -> None:
             path.unlink()
         elif path.exists():  # a FIFO or device where a result was: not this program's
             log.warning("%s is not a regular file; left in place", path)
+
+
+def discard(folder: Path, name: str) -> bool:
+    """Delete ``name`` from a run folder, only where the folder's manifest records it (the
+    run's own tile cache once its plates are done); True when deleted."""
+    record = _read_record(Path(folder) / RUN_RECORD)
+    manifest = record.get("manifest") if isinstance(record.get("manifest"), dict) else {}
+    recorded = {*_top_level(manifest.get("results")), *_top_level(manifest.get("kept"))}
+    if name not in recorded or not (Path(folder) / name).exists():
+        return False
+    _delete(Path(folder), [name])
+    return True
 
 
 def _image_changes(diffs: list[tuple]) -> list[str] | None:

@@ -15,5 +15,6 @@ NEEDS = {
     "novelty": "3 labelled MoAs",
     "distance_to_controls": "control wells",
     "dose": "a compound at 2 or more concentrations",
+    "calls": "unlabelled treatments, and 2 labelled MoAs with 2 compounds each to calibrate on",
 }
 

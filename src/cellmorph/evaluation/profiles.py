@@ -21,6 +21,7 @@ from cellmorph.evaluation.activity import (
     distance_to_controls,
     dose_comparison,
 )
+from cellmorph.evaluation.calls import NOVEL, call_unknowns
 from cellmorph.evaluation.conformal import ConformalResult, conformal_from_profiles
 from cellmorph.evaluation.knn import NNResult, nn_accuracy
 from cellmorph.evaluation.map import moa_consistency, phenotypic_activity, summarize_map
@@ -56,6 +57,7 @@ class EvaluationResult(ShortRepr):
     activity: pd.DataFrame | None = None  # each treated well's distance to the controls
     dose: pd.DataFrame | None = None  # each compound's doses against its lowest
     skipped: dict[str, str] = field(default_factory=dict)  # part -> why it was not computed
+    calls: pd.DataFrame | None = None  # the unlabelled treatments' calls (evaluation.calls)
 
     @property
     def n_wells(self) -> int:
@@ -111,6 +113,9 @@ class EvaluationResult(ShortRepr):
                 "n_wells": int(len(self.activity))}
         if self.dose is not None and len(self.dose):
             out["dose_series"] = int(self.dose[sc.COMPOUND].nunique())
+        if self.calls is not None and len(self.calls):
+            out["calls"] = {"n_treatments": int(len(self.calls)),
+                            "none_of_these": int(self.calls[NOVEL].sum())}
         out["skipped"] = dict(self.skipped)
         return out
 
@@ -204,6 +209,7 @@ def evaluate_profiles(wells: pd.DataFrame, cfg: EvaluateConfig | None = None) ->
     _nearest_neighbours(result)
     if cfg.map:
         _map_consistency(result)
+    _call_unknowns(result)
     _attempt(result, "conformal", cfg.conformal, lambda: conformal_from_profiles(
         treatments, metric=cfg.metrics[0], confidences=cfg.confidences,
         scheme=cfg.conformal_scheme, seed=cfg.seed))
@@ -211,6 +217,23 @@ def evaluate_profiles(wells: pd.DataFrame, cfg: EvaluateConfig | None = None) ->
         treatments, metric=cfg.metrics[0], confidence=cfg.novelty_confidence,
         scheme=cfg.conformal_scheme, seed=cfg.seed))
     return _warn_skipped(result)
+
+
+def _call_unknowns(result: EvaluationResult) -> None:
+    """Calls for the unlabelled treatments, calibrated on the labelled ones."""
+    cfg, wells = result.config, result.wells
+    unlabelled = wells[wells[sc.ROLE] == sc.ROLE_UNLABELLED]
+    if unlabelled.empty:
+        return
+    unknown = sc.aggregate(unlabelled, sc.TREATMENT_KEYS, cfg.aggregate)
+    try:
+        result.calls = call_unknowns(result.treatments, unknown, metric=cfg.metrics[0],
+                                     confidences=cfg.confidences, scheme=cfg.conformal_scheme,
+                                     novelty_confidence=cfg.novelty_confidence, seed=cfg.seed)
+    except CellmorphError as exc:
+        if "labelled in some wells" in str(exc):  # a plate-map slip: bad input, not a gap
+            raise
+        result.skipped["calls"] = f"{exc} ({NEEDS['calls']})"
 
 
 def _warn_skipped(result: EvaluationResult) -> EvaluationResult:

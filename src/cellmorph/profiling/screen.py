@@ -32,7 +32,7 @@ from cellmorph.log import get_logger, progress
 from cellmorph.profiling.features import TileEmbedder, feature_names
 from cellmorph.profiling.fold_models import FoldEmbedders, swapping_weights
 from cellmorph.records import ShortRepr
-from cellmorph.runs import RunLayout, start_run
+from cellmorph.runs import RunLayout, discard, start_run
 from cellmorph.runtime import (
     Runtime,
     keep_freed_memory,
@@ -294,6 +294,8 @@ def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True, overwrite:
                                 "tiles_embedded": _tiles_embedded(cache, done_here)})
         if finish is not None:
             finish(result)
+        if not cfg.keep_cache and cfg.cache_dir is None:
+            discard(run.folder, "cache")
     return result
 
 

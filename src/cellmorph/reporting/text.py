@@ -85,8 +85,27 @@ def format_evaluation(result: EvaluationResult) -> str:
         lines.append(f"distance to controls (RMS per feature): median {d['median']:.3f} "
                      f"over {plural(d['n_wells'], 'treated well')}")
     lines += format_doses(result.dose)
+    lines += format_calls(result.calls)
     lines += [f"skipped {what}: {why}" for what, why in m["skipped"].items()]
     return "\n".join(lines)
+
+
+def format_calls(calls: pd.DataFrame | None, shown: int = 20) -> list[str]:
+    """One line per unlabelled treatment: its call, its 90 % set, novelty (first ``shown``)."""
+    if calls is None or calls.empty:
+        return []
+    sets = [c for c in calls.columns if c.startswith("Set_")]
+    widest = "Set_90" if "Set_90" in sets else sets[0]
+    lines = [f"calls for {plural(len(calls), 'unlabelled treatment')} (nearest labelled "
+             f"treatment's MoA; {widest.removeprefix('Set_')} % set; calls_treatment.csv):"]
+    for row in calls.head(shown).itertuples(index=False):
+        values = row._asdict()
+        verdict = "none of these" if values["None_Of_These"] else values[widest]
+        lines.append(f"  {values[sc.TREATMENT]}: {values['Call_MoA']} "
+                     f"(distance {values['Call_Distance']:.3f}); set: {verdict}")
+    if len(calls) > shown:
+        lines.append(f"  ... {len(calls) - shown} more in calls_treatment.csv")
+    return lines
 
 
 def format_doses(dose: pd.DataFrame | None) -> list[str]:

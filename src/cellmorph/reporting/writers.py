@@ -86,6 +86,8 @@ def write_evaluation(result: EvaluationResult, out: Path | str) -> Path:
         write_csv(result.activity, out / "distance_to_controls.csv")
     if result.dose is not None and len(result.dose):
         write_csv(result.dose, out / "dose_series.csv")
+    if result.calls is not None and len(result.calls):
+        write_csv(result.calls, out / "calls_treatment.csv")
     write_csv(result.nn_predictions(), out / "nn_predictions.csv")
     if result.novelty is not None:
         write_csv(result.novelty, out / "novelty.csv")

@@ -244,8 +244,7 @@ def run_fold(job: FoldJob, runtime: Runtime | None = None, *,
     out.mkdir(parents=True, exist_ok=True)
     if job.keep_model:
         with atomic_path(out / "model.safetensors") as tmp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                      str(tmp))
+            save_file(_model_tensors(model, half=cfg.keep_models == "explain"), str(tmp))
     stacked = np.stack(epoch_probs).astype(np.float32)
     write_npy(stacked, out / "epoch_probs.npy")
     write_json({"fold": job.fold, "train_loss": losses, "n_train": len(job.train),
@@ -253,6 +252,17 @@ def run_fold(job: FoldJob, runtime: Runtime | None = None, *,
     predictions = _prediction_table(store.table, job, epoch_probs[-1])
     write_parquet(predictions, out / "predictions.parquet")
     return FoldOutput(job.fold, predictions, stacked, losses)
+
+
+def _model_tensors(model: torch.nn.Module, *, half: bool) -> dict[str, torch.Tensor]:
+    """The model's state to save; ``half``: floating tensors as float16 where they fit (what
+    `keep_models: explain` keeps: models to look at, half the disk; loading casts back)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if not half:
+        return state
+    limit = torch.finfo(torch.float16).max
+    return {k: v.half() if v.is_floating_point() and v.numel() and v.abs().max() < limit else v
+            for k, v in state.items()}
 
 
 def _prediction_table(table: pd.DataFrame, job: FoldJob, probs: np.ndarray) -> pd.DataFrame:
