@@ -18,7 +18,7 @@ from cellmorph.schema import TREATMENT_KEYS, aggregate, to_matrix
 
 @pytest.fixture(scope="module")
 def ljosa_treatments() -> pd.DataFrame:
-    wells, _ = prepare_profiles(read_profiles("ljosa2013"), EvaluateConfig())
+    wells, _, _ = prepare_profiles(read_profiles("ljosa2013"), EvaluateConfig())
     return aggregate(wells[wells[sc.ROLE] == sc.ROLE_TREATMENT], TREATMENT_KEYS)
 
 

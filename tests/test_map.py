@@ -17,7 +17,7 @@ from cellmorph.schema import TREATMENT_KEYS, aggregate, feature_columns
 
 @pytest.fixture(scope="module")
 def wells() -> pd.DataFrame:
-    w, _ = prepare_profiles(read_profiles("ljosa2013"), EvaluateConfig())
+    w, _, _ = prepare_profiles(read_profiles("ljosa2013"), EvaluateConfig())
     return w
 
 
