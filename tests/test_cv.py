@@ -75,7 +75,7 @@ def test_loco_outputs_and_accuracy(imagenet_run: CVResult, data: Path) -> None:
     assert len(folds) == labelled[sc.COMPOUND].nunique() == 9
     assert all((f / "model.safetensors").is_file() for f in folds)
     for name in ("config.yaml", "metrics.json", "accuracy_per_epoch.png",
-                 "seed0/confusion.png", "seed0/init.safetensors"):
+                 "seed0/confusion.png", "seed0/init.json"):
         assert (run / name).is_file(), name
 
 
@@ -251,3 +251,27 @@ def test_sigint_during_train_exits_130_and_resumes_identically(imagenet_run: CVR
     assert not list((data / "interrupted").rglob("*.part"))
     train(cfg, progress=False)
     _same_fold_predictions(data / "interrupted", data / "imagenet", folds)
+
+
+def test_a_finished_seed_sets_its_initial_weights_aside(data: Path) -> None:
+    """Once a seed's folds are done its initial weights (the network's size) give way to
+    their digest; made again from the seed (as adding a fold, or explain, does) they are
+    identical to the byte, and a mismatch (another torch, say) is refused."""
+    from cellmorph.runs import file_digest
+    from cellmorph.training.fold_jobs import initial_model, load_initial
+
+    cfg = _cfg(data, "aside", epochs=1, seeds=[0, 1], folds=["emetine"])
+    result = train(cfg, progress=False)
+    seed1 = data / "aside" / "seed1"
+    assert not list((data / "aside").glob("seed*/init.safetensors"))
+    recorded = json.loads((seed1 / "init.json").read_text())["sha256"]
+    load_initial(cfg, len(result.classes), 1, seed1 / "init.safetensors")  # in memory, checked
+    assert not (seed1 / "init.safetensors").exists()
+    initial_model(cfg, len(result.classes), 1, seed1 / "init.safetensors")  # for more folds
+    assert file_digest(seed1 / "init.safetensors") == recorded
+    (seed1 / "init.safetensors").unlink()
+    (seed1 / "init.json").write_text(json.dumps({"sha256": "0" * 16}))
+    for make in (initial_model, load_initial):
+        with pytest.raises(CellmorphError, match="initial weights, made again, differ"):
+            make(cfg, len(result.classes), 1, seed1 / "init.safetensors")
+    assert not (seed1 / "init.safetensors").exists()

@@ -142,7 +142,7 @@ def test_train_novelty_equals_a_reference_from_the_saved_predictions(twelve_moas
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump({
         "index": str(twelve_moas.parent / "index.parquet"), "output": str(run),
-        "model": "tf_efficientnet_lite0", "preset": "fast", "epochs": 20, "lr": 0.01,
+        "model": "tf_efficientnet_lite0", "preset": "fast", "epochs": 5, "lr": 0.01,
         "freeze_stages": "all", "cached_trunk": True, "novelty": True, "keep_models": "none",
         "precision": "fp32",
         "preprocess": {"grid": [1, 1], "tile_size": 64, "illumination": False}}))

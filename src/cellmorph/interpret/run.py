@@ -31,7 +31,7 @@ from cellmorph.log import get_logger, progress
 from cellmorph.records import ShortRepr
 from cellmorph.runs import read_locations
 from cellmorph.runtime import resolve_device
-from cellmorph.training.fold_jobs import fold_dir
+from cellmorph.training.fold_jobs import fold_dir, load_initial
 from cellmorph.training.weak import run_models
 
 log = get_logger(__name__)
@@ -103,8 +103,9 @@ def explain_run(run: Path | str, *, layers: list[str] | None = None, filters: in
         # No MoA predicted, so no Grad-CAM of one: the filters before and after training.
         found = run_models(run)
         n_classes = len(json.loads((run / "training.json").read_text())["classes"])
-        networks = {"pretrained": _model_from(run / f"seed{found.seed}" / "init.safetensors",
-                                              cfg.model, n_classes),
+        networks = {"pretrained": load_initial(
+                        cfg, n_classes, found.seed, run / f"seed{found.seed}" / "init.safetensors"
+                    ).eval(),
                     f"weakly supervised ({cfg.label})": _model_from(found.weights, cfg.model,
                                                                     n_classes)}
         index = read_index(cfg.index) if Path(cfg.index).is_file() else None
@@ -120,7 +121,8 @@ def explain_run(run: Path | str, *, layers: list[str] | None = None, filters: in
         first = kept[0] if kept else sorted(crops[sc.FOLD].unique())[0]  # absent: says so
         crops = crops[crops[sc.FOLD].isin(kept)] if kept else crops
         networks = {
-            "pretrained": _model_from(seed_dir / "init.safetensors", cfg.model, len(classes)),
+            "pretrained": load_initial(cfg, len(classes), cfg.seeds[0],
+                                       seed_dir / "init.safetensors").eval(),
             f"fine-tuned (fold {first})": _model_from(
                 fold_dir(seed_dir, first) / "model.safetensors", cfg.model, len(classes))}
         result = ExplainResult(cfg.model, synthetic=sc.is_synthetic(crops))

@@ -20,6 +20,7 @@ A fold's ``predictions.parquet`` is written last and marks it done: a rerun skip
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import zlib
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
+from safetensors.torch import save as safetensors_bytes
 
 from cellmorph import schema as sc
 from cellmorph.atomic import (
@@ -50,7 +52,7 @@ from cellmorph.errors import CellmorphError
 from cellmorph.executors import map_tasks
 from cellmorph.log import get_logger, progress
 from cellmorph.records import ShortRepr
-from cellmorph.runs import RunLayout, start_run
+from cellmorph.runs import RunLayout, file_digest, start_run
 from cellmorph.runtime import Runtime, keep_freed_memory, runtime_from_names
 from cellmorph.training.folds import Fold, make_folds
 from cellmorph.training.trainer import FoldTrainer, compute_trunk_cache
@@ -361,14 +363,62 @@ def explained_folds(folds: Sequence[Fold], table: pd.DataFrame) -> set[str]:
 
 
 def initial_model(cfg: TrainConfig, n_classes: int, seed: int, path: Path) -> torch.nn.Module:
-    """The seed's initial weights, saved once so every fold (and every rerun) starts there."""
+    """The seed's initial weights, saved once so every fold (and every rerun) starts there.
+    Where a finished seed's file was set aside (:func:`set_aside_initial`), it is made again
+    from the seed and must be the same to the byte, or the run is refused."""
+    if path.is_file():
+        return load_initial(cfg, n_classes, seed, path)
+    model = _checked_initial(cfg, n_classes, seed, path)
+    with atomic_path(path) as tmp:
+        save_file(_state(model), str(tmp))
+    return model
+
+
+def load_initial(cfg: TrainConfig, n_classes: int, seed: int, path: Path) -> torch.nn.Module:
+    """A seed's initial weights to read (``explain``): the saved file, or, where it was set
+    aside, made again in memory and checked against its digest."""
+    if not path.is_file() and not _initial_record(path).is_file():
+        raise CellmorphError(f"{path} not found, nor its digest: the run's seed folder is "
+                             "incomplete; rerun train to redo it")
+    if not path.is_file():
+        return _checked_initial(cfg, n_classes, seed, path)
     torch.manual_seed(seed)
     model = create_backbone(cfg.model, cfg.weights, num_classes=n_classes)
+    model.load_state_dict(load_file(str(path)))
+    return model
+
+
+def set_aside_initial(path: Path) -> None:
+    """Replace a finished seed's initial weights (the size of the network) by their digest:
+    no fold is left to start from them, and adding folds, or ``explain``, makes them again
+    from the seed (checked against the digest)."""
     if path.is_file():
-        model.load_state_dict(load_file(str(path)))
-    else:
-        with atomic_path(path) as tmp:
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        write_json({"sha256": file_digest(path)}, _initial_record(path))
+        path.unlink()
+
+
+def _initial_record(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def _checked_initial(cfg: TrainConfig, n_classes: int, seed: int,
+                     path: Path) -> torch.nn.Module:
+    """The seed's initial network, made from the seed; where its digest was recorded, the
+    same to the byte (the digest of the file's bytes: safetensors writes them alike)."""
+    torch.manual_seed(seed)
+    model = create_backbone(cfg.model, cfg.weights, num_classes=n_classes)
+    record = _initial_record(path)
+    if record.is_file():
+        digest = hashlib.sha256(safetensors_bytes(_state(model))).hexdigest()[:16]
+        if json.loads(record.read_text()).get("sha256") != digest:
+            raise CellmorphError(f"{path.parent}: the seed's initial weights, made again, "
+                                 "differ from those its folds started from (another torch, "
+                                 "timm or weights file?); rerun with --overwrite to start "
+                                 "afresh")
     return model
 
 
@@ -439,6 +489,7 @@ def _run_seed(cfg: TrainConfig, plan: FoldPlan, seed: int, out: Path, runtime: R
         run.novelty = SeedRun(seed, rep, run_jobs(
             cfg, held_out, runtime, progress_bars=progress_bars,
             desc=f"leave-one-MoA-out folds (seed {seed})"))
+    set_aside_initial(rep / "init.safetensors")  # every fold done: a digest will do
 
 
 def run_folds(cfg: TrainConfig, *, progress_bars: bool = True, overwrite: bool = False,
