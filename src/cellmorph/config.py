@@ -254,8 +254,9 @@ class RunConfig(_Strict):
         "averaged, colours no stain maps to stay zero)")
     precision: Precision = Field(
         "auto", description="auto, fp32, bf16, fp16; auto takes what was measured faster for "
-        "the run (bench/precision.py): bf16 on a GPU, and on a CPU bf16 only to profile with "
-        "native bf16, else fp32; the run record says what it chose and why")
+        "the run (bench/precision.py): bf16 on a GPU; on a CPU with native bf16, bf16 except "
+        "to train networks with depthwise convolutions; else fp32; the run record says what "
+        "it chose and why")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
     channels_last: bool = Field(True, description="channels-last memory format (faster on "
                                 "most hardware)")

@@ -288,10 +288,9 @@ def _delete(folder: Path, names: Sequence[str]) -> None:
 def discard(folder: Path, name: str) -> bool:
     """Delete ``name`` from a run folder, only where the folder's manifest records it (the
     run's own tile cache once its plates are done); True when deleted."""
-    record = _read_record(Path(folder) / RUN_RECORD)
-    manifest = record.get("manifest") if isinstance(record.get("manifest"), dict) else {}
-    recorded = {*_top_level(manifest.get("results")), *_top_level(manifest.get("kept"))}
-    if name not in recorded or not (Path(folder) / name).exists():
+    manifest = Manifest.from_record(_read_record(Path(folder) / RUN_RECORD), RunLayout(()),
+                                    Path(folder))
+    if name not in manifest.names() or not (Path(folder) / name).exists():
         return False
     _delete(Path(folder), [name])
     return True

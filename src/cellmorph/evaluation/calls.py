@@ -24,6 +24,8 @@ from cellmorph.evaluation.knn import single_compound_moas
 
 CALL, CALL_DISTANCE, NOVEL = "Call_MoA", "Call_Distance", "None_Of_These"
 NEIGHBOURS = 3
+TOO_FEW = ("calls for unlabelled compounds need two labelled MoAs with two compounds each to "
+           "calibrate on")
 
 
 def call_unknowns(labelled: pd.DataFrame, unknown: pd.DataFrame, *, metric: str = "cosine",
@@ -38,12 +40,10 @@ def call_unknowns(labelled: pd.DataFrame, unknown: pd.DataFrame, *, metric: str 
     if unknown.empty:
         return pd.DataFrame()
     _check_names(labelled, unknown)
-    lab = labelled[~labelled[sc.MOA].isin(single_compound_moas(labelled))]
-    lab = lab.reset_index(drop=True)
+    lab = calibration_references(labelled)
     classes = sorted(lab[sc.MOA].astype(str).unique())
     if len(classes) < 2:
-        raise CellmorphError("calls for unlabelled compounds need two labelled MoAs with two "
-                             "compounds each to calibrate on")
+        raise CellmorphError(TOO_FEW)
     table = pd.concat([lab, unknown], ignore_index=True)
     labels = np.array([classes.index(str(m)) for m in lab[sc.MOA]] + [-1] * len(unknown))
     compounds = table[sc.COMPOUND].astype(str).to_numpy()
@@ -69,6 +69,13 @@ def call_unknowns(labelled: pd.DataFrame, unknown: pd.DataFrame, *, metric: str 
         out[f"Neighbour_{k + 1}_MoA"] = ref[sc.MOA].astype(str).to_numpy()
         out[f"Neighbour_{k + 1}_Distance"] = distances[np.arange(len(out)), nearest[:, k]]
     return out
+
+
+def calibration_references(labelled: pd.DataFrame) -> pd.DataFrame:
+    """The labelled treatments a call can be calibrated on: those of MoAs with two
+    compounds or more."""
+    return labelled[~labelled[sc.MOA].isin(single_compound_moas(labelled))].reset_index(
+        drop=True)
 
 
 def _check_names(labelled: pd.DataFrame, unknown: pd.DataFrame) -> None:

@@ -21,7 +21,7 @@ from cellmorph.evaluation.activity import (
     distance_to_controls,
     dose_comparison,
 )
-from cellmorph.evaluation.calls import NOVEL, call_unknowns
+from cellmorph.evaluation.calls import NOVEL, TOO_FEW, calibration_references, call_unknowns
 from cellmorph.evaluation.conformal import ConformalResult, conformal_from_profiles
 from cellmorph.evaluation.knn import NNResult, nn_accuracy
 from cellmorph.evaluation.map import moa_consistency, phenotypic_activity, summarize_map
@@ -202,7 +202,8 @@ def evaluate_profiles(wells: pd.DataFrame, cfg: EvaluateConfig | None = None) ->
     if cfg.map:
         _map_activity(result)
     if treatments.empty:
-        for part in ("nsc", "nscb", "map_consistency", "conformal", "novelty"):
+        unknowns = ("calls",) if (wells[sc.ROLE] == sc.ROLE_UNLABELLED).any() else ()
+        for part in ("nsc", "nscb", "map_consistency", "conformal", "novelty", *unknowns):
             result.skipped[part] = (f"no labelled treatment (a label column in the plate map "
                                     f"gives MoAs); it needs {NEEDS[part]}")
         return _warn_skipped(result)
@@ -225,15 +226,13 @@ def _call_unknowns(result: EvaluationResult) -> None:
     unlabelled = wells[wells[sc.ROLE] == sc.ROLE_UNLABELLED]
     if unlabelled.empty:
         return
+    if calibration_references(result.treatments)[sc.MOA].nunique() < 2:
+        result.skipped["calls"] = f"{TOO_FEW} ({NEEDS['calls']})"
+        return
     unknown = sc.aggregate(unlabelled, sc.TREATMENT_KEYS, cfg.aggregate)
-    try:
-        result.calls = call_unknowns(result.treatments, unknown, metric=cfg.metrics[0],
-                                     confidences=cfg.confidences, scheme=cfg.conformal_scheme,
-                                     novelty_confidence=cfg.novelty_confidence, seed=cfg.seed)
-    except CellmorphError as exc:
-        if "labelled in some wells" in str(exc):  # a plate-map slip: bad input, not a gap
-            raise
-        result.skipped["calls"] = f"{exc} ({NEEDS['calls']})"
+    result.calls = call_unknowns(result.treatments, unknown, metric=cfg.metrics[0],
+                                 confidences=cfg.confidences, scheme=cfg.conformal_scheme,
+                                 novelty_confidence=cfg.novelty_confidence, seed=cfg.seed)
 
 
 def _warn_skipped(result: EvaluationResult) -> EvaluationResult:

@@ -259,7 +259,7 @@ def run_fold(job: FoldJob, runtime: Runtime | None = None, *,
 def _model_tensors(model: torch.nn.Module, *, half: bool) -> dict[str, torch.Tensor]:
     """The model's state to save; ``half``: floating tensors as float16 where they fit (what
     `keep_models: explain` keeps: models to look at, half the disk; loading casts back)."""
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = _state(model)
     if not half:
         return state
     limit = torch.finfo(torch.float16).max
@@ -382,8 +382,7 @@ def load_initial(cfg: TrainConfig, n_classes: int, seed: int, path: Path) -> tor
                              "incomplete; rerun train to redo it")
     if not path.is_file():
         return _checked_initial(cfg, n_classes, seed, path)
-    torch.manual_seed(seed)
-    model = create_backbone(cfg.model, cfg.weights, num_classes=n_classes)
+    model = _from_seed(cfg, n_classes, seed)
     model.load_state_dict(load_file(str(path)))
     return model
 
@@ -405,12 +404,16 @@ def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
+def _from_seed(cfg: TrainConfig, n_classes: int, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return create_backbone(cfg.model, cfg.weights, num_classes=n_classes)
+
+
 def _checked_initial(cfg: TrainConfig, n_classes: int, seed: int,
                      path: Path) -> torch.nn.Module:
     """The seed's initial network, made from the seed; where its digest was recorded, the
     same to the byte (the digest of the file's bytes: safetensors writes them alike)."""
-    torch.manual_seed(seed)
-    model = create_backbone(cfg.model, cfg.weights, num_classes=n_classes)
+    model = _from_seed(cfg, n_classes, seed)
     record = _initial_record(path)
     if record.is_file():
         digest = hashlib.sha256(safetensors_bytes(_state(model))).hexdigest()[:16]
@@ -473,15 +476,16 @@ def _run_seed(cfg: TrainConfig, plan: FoldPlan, seed: int, out: Path, runtime: R
               run: TrainingRun, progress_bars: bool) -> None:
     """Every fold of one seed (and, for the first seed, its leave-one-MoA-out folds)."""
     rep = ensure_writable_dir(out / f"seed{seed}")
-    model = initial_model(cfg, len(plan.classes), seed, rep / "init.safetensors")
     folds = seed_jobs(cfg, plan, seed, rep, runtime)
     held_out = (seed_jobs(cfg, plan, seed, rep, runtime, novelty=True)
                 if plan.novelty_folds and seed == cfg.seeds[0] else [])
-    if cfg.cached_trunk and not all(job.done for job in folds + held_out):
-        cache = prepare_trunk_cache(cfg, plan, model, runtime, rep / "trunk_cache.npy",
-                                    progress_bars=progress_bars)
-        folds, held_out = ([replace(j, trunk_cache=cache) for j in jobs]
-                           for jobs in (folds, held_out))
+    if not all(job.done for job in folds + held_out):  # a finished seed needs no weights
+        model = initial_model(cfg, len(plan.classes), seed, rep / "init.safetensors")
+        if cfg.cached_trunk:
+            cache = prepare_trunk_cache(cfg, plan, model, runtime, rep / "trunk_cache.npy",
+                                        progress_bars=progress_bars)
+            folds, held_out = ([replace(j, trunk_cache=cache) for j in jobs]
+                               for jobs in (folds, held_out))
     outputs = run_jobs(cfg, folds, runtime, progress_bars=progress_bars,
                        desc=f"folds (seed {seed})")
     run.seeds.append(SeedRun(seed, rep, outputs))
