@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -26,6 +27,23 @@ _AUTO_ALLOWED = [False]
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "auto_precision: the test runs a network with "
                             "precision auto on purpose")
+    _share_the_cores()
+
+
+# ------------------------------------------------------------------ cores
+# The suite runs on pytest-xdist workers, a test file to each (pyproject's addopts). Each
+# worker computes with its share of the cores, and so do the runs it starts as subprocesses
+# (OMP_NUM_THREADS is inherited): a resumed subprocess run is compared with an in-process run
+# of the same thread count, and two workers do not fight over the same cores.
+def _share_the_cores() -> None:
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if "PYTEST_XDIST_WORKER" not in os.environ or workers < 2:
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -31,12 +31,20 @@ SMALL = PreprocessConfig(illumination=False, anscombe=True, control_normalise=Tr
                          rescale="image", grid=(2, 2), tile_size=64)
 
 
+# Compounds whose labels the index drops, as a lab's unknowns (one from each of two MoAs):
+# every fold model calls them, and the run's calls table answers for them.
+HIDDEN = {"latrunculin B": "Actin disruptors", "docetaxel": "Microtubule stabilizers"}
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("loco")
     synthesize_bbbc021(root / "images", moas=MOAS, size=(96, 120), progress=False)
     index = index_bbbc021(root / "images", moa_subset=True,
                           image_csv=root / "images" / "BBBC021_v1_image.csv")
+    hidden = index[sc.COMPOUND].isin(list(HIDDEN))
+    index.loc[hidden, sc.ROLE] = sc.ROLE_UNLABELLED
+    index.loc[hidden, sc.MOA] = None
     write_parquet(index, root / "index.parquet")
     return root
 
@@ -72,11 +80,58 @@ def test_loco_outputs_and_accuracy(imagenet_run: CVResult, data: Path) -> None:
     assert (probs.columns[probs.to_numpy().argmax(axis=1)].str.removeprefix("Prob_")
             == treat["predicted"]).all()
     folds = list((run / "seed0" / "folds").iterdir())
-    assert len(folds) == labelled[sc.COMPOUND].nunique() == 9
+    assert len(folds) == labelled[sc.COMPOUND].nunique() == 7
     assert all((f / "model.safetensors").is_file() for f in folds)
     for name in ("config.yaml", "metrics.json", "accuracy_per_epoch.png",
                  "seed0/confusion.png", "seed0/init.json"):
         assert (run / name).is_file(), name
+
+
+def _median_over_folds(folder: Path) -> pd.DataFrame:
+    """The reference: each fold's crops -> image -> well -> treatment medians renormalised,
+    then the per-class median over the folds, renormalised (written out here by hand)."""
+    per_fold = []
+    for queries in sorted(folder.glob("*/queries.parquet")):
+        crops = pd.read_parquet(queries)
+        probs = [c for c in crops.columns if c.startswith("Prob_")]
+        image = crops.groupby([sc.TREATMENT, sc.PLATE, sc.WELL, sc.SITE])[probs].median()
+        well = image.groupby([sc.TREATMENT, sc.PLATE, sc.WELL])[probs].median()
+        treatment = well.groupby(sc.TREATMENT)[probs].median()
+        per_fold.append(treatment.div(treatment.sum(axis=1), axis=0))
+    combined = pd.concat(per_fold).groupby(level=0).median()
+    return combined.div(combined.sum(axis=1), axis=0)
+
+
+def test_loco_run_calls_the_unlabelled_compounds(imagenet_run: CVResult, data: Path) -> None:
+    calls = imagenet_run.calls.table
+    assert sorted(calls[sc.COMPOUND].unique()) == sorted(HIDDEN)  # no control, no labelled
+    reference = _median_over_folds(data / "imagenet" / "seed0" / "folds")
+    assert sorted(reference.index) == sorted(calls[sc.TREATMENT])  # every fold called them
+    assert len(list((data / "imagenet" / "seed0" / "folds").glob("*/queries.parquet"))) == 7
+    ref = reference.loc[calls[sc.TREATMENT]]
+    assert (ref.idxmax(axis=1).str.removeprefix("Prob_").to_numpy() == calls["Call_MoA"]).all()
+    np.testing.assert_allclose(ref.max(axis=1), calls["Call_Probability"], atol=1e-6)
+    truth = calls[sc.COMPOUND].map(HIDDEN)
+    accuracy = float((calls["Call_MoA"] == truth).mean())
+    covered = np.mean([m in s.split("; ") for m, s in zip(truth, calls["Set_90"], strict=True)])
+    print(f"calls {accuracy:.3f} (LOCO {imagenet_run.summary.treatment_accuracy.mean:.3f}), "
+          f"90 % sets cover {covered:.3f}, flagged {calls['None_Of_These'].mean():.3f} of "
+          f"{len(calls)}")
+    # Measured (2 epochs, fp32): docetaxel right at both doses; latrunculin B, borderline even
+    # when labelled (its LOCO fold gives actin 0.55 / microtubules 0.45 with every other
+    # compound to learn from), called a microtubule stabilizer with the 90 % set holding
+    # both: 2 of 4 right, every 90 % set covering the truth. Four treatments are too few
+    # for a tolerance around the run's accuracy (92 %); the set's coverage is what a call
+    # promises.
+    assert accuracy >= 0.5 and covered >= 0.75
+    # "None of these" exactly where the set at the novelty confidence is empty.
+    novel_set = calls[f"Set_{round(imagenet_run.config.novelty_confidence * 100)}"]
+    assert (calls["None_Of_These"] == (novel_set == "")).all()
+    written = pd.read_csv(data / "imagenet" / "calls_treatment.csv")
+    assert list(written[sc.TREATMENT]) == list(calls[sc.TREATMENT])
+    summary = json.loads((data / "imagenet" / "metrics.json").read_text())["calls"]
+    assert summary["n_treatments"] == len(calls)
+    assert summary["labelled_accuracy"] == pytest.approx(imagenet_run.ensemble.accuracy)
 
 
 def test_bf16_loco_run_keeps_its_documented_properties(data: Path) -> None:
@@ -216,9 +271,9 @@ def test_partial_runs_and_single_seeds_say_so(data: Path) -> None:
     from cellmorph.reporting.text import format_cv
 
     result = train(_cfg(data, "partial", epochs=1, folds=["emetine", "taxol"]), progress=False)
-    assert (result.summary.folds_done, result.summary.folds_total) == (2, 9)
+    assert (result.summary.folds_done, result.summary.folds_total) == (2, 7)
     text = format_cv(result)
-    assert "(2 of 9 folds)" in text
+    assert "(2 of 7 folds)" in text
     assert "±" not in text  # one seed: the spread is undefined, not zero
     assert result.summary.treatment_accuracy.sem is None
     assert "the whole network" in text
@@ -236,7 +291,7 @@ def test_compare_init_fine_tunes_the_whole_network_in_both_arms(data: Path) -> N
 def test_sigint_during_train_exits_130_and_resumes_identically(imagenet_run: CVResult,
                                                                data: Path, start_cli,
                                                                wait_for_files) -> None:
-    folds = ["anisomycin", "cytochalasin B", "emetine", "latrunculin B"]
+    folds = ["anisomycin", "cytochalasin B", "emetine", "epothilone B"]
     cfg = _cfg(data, "interrupted", folds=folds)
     save_config(cfg, data / "interrupted.yaml")
     folds_dir = data / "interrupted" / "seed0" / "folds"

@@ -8,23 +8,33 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from cellmorph import api
+from cellmorph import schema as sc
+from cellmorph.atomic import write_parquet
 from cellmorph.errors import CellmorphError
 from cellmorph.reporting.plots import plot_bars
 
 SMALL = {"grid": [1, 1], "tile_size": 48, "illumination": False, "drop_empty": False}
-SECTIONS = ("overview", "data", "accuracy", "treatments", "conformal", "profiling", "map",
+SECTIONS = ("calls", "overview", "data", "accuracy", "treatments", "conformal", "profiling", "map",
             "explain")
+
+
+HIDDEN = "latrunculin B"
 
 
 @pytest.fixture(scope="module")
 def runs(tiny021: Path, tmp_path_factory) -> Path:
     """A folder holding a profiling run and a two-seed fine-tuning run (with explain)."""
     root = tmp_path_factory.mktemp("report")
-    profiles = api.profile(index=tiny021, output=root / "profiles", preprocess=SMALL,
-                           precision="fp32", progress=False)
+    index = pd.read_parquet(tiny021)  # the profiles' screen has an unknown: it gets a call
+    hidden = index[sc.COMPOUND] == HIDDEN
+    index.loc[hidden, sc.ROLE], index.loc[hidden, sc.MOA] = sc.ROLE_UNLABELLED, None
+    write_parquet(index, root / "index.parquet")
+    profiles = api.profile(index=root / "index.parquet", output=root / "profiles",
+                           preprocess=SMALL, precision="fp32", progress=False)
     api.evaluate(profiles, output=root / "profiles" / "evaluation", map_null_size=200)
     api.train(index=tiny021, output=root / "loco", model="tf_efficientnet_lite0",
               preset="fast", epochs=2, seeds=[0, 1], progress=False, precision="fp32",
@@ -60,6 +70,13 @@ def test_report_of_one_run(runs: Path, kind: str, tmp_path: Path) -> None:
     html = page.path.read_text()
     assert ('id="profiling"' in html) == (kind == "profiles")
     assert ('id="accuracy"' in html) == (kind == "loco")
+    # The page opens on the calls: the profiles' screen has an unknown, the LOCO run's has
+    # none and says so in one line.
+    calls = html[html.index('<section id="calls">'):html.index('<section id="overview">')]
+    if kind == "profiles":
+        assert 'id="calls-table"' in calls and HIDDEN in calls
+    else:
+        assert 'id="calls-note"' in calls and "No unlabelled treatments" in calls
 
 
 def test_report_without_an_output_writes_nothing(runs: Path, tmp_path: Path) -> None:
@@ -114,3 +131,7 @@ def test_report_in_a_real_browser(runs: Path) -> None:
     assert images >= 8 and loaded == images  # every embedded figure decoded
     for section in SECTIONS:
         assert f'id="{section}"' in dom, section
+    first = re.search(r'<section id="([a-z]+)"', dom).group(1)
+    assert first == "calls"  # the page leads with the unknowns' calls
+    table = re.search(r'<table class="sortable" id="calls-table">(.*?)</table>', dom, re.S)
+    assert HIDDEN in table.group(1)

@@ -16,6 +16,7 @@ from cellmorph.evaluation.calibration import (
     CalibrationResult,
     calibrate_loco,
 )
+from cellmorph.evaluation.calls import Calls, CallsSummary, call_from_probabilities
 from cellmorph.evaluation.conformal import (
     ConformalResult,
     conformal_from_probabilities,
@@ -26,7 +27,11 @@ from cellmorph.evaluation.novelty import (
     novelty_from_probabilities,
     summarize_novelty,
 )
-from cellmorph.evaluation.predictions import aggregate_probabilities, confusion
+from cellmorph.evaluation.predictions import (
+    aggregate_probabilities,
+    combine_models,
+    confusion,
+)
 from cellmorph.records import ShortRepr, optional
 from cellmorph.training.fold_jobs import SeedRun, TrainingRun
 
@@ -114,6 +119,8 @@ class CVSummary:
     calibration: CalibrationSummary | None = optional()
     novelty_not_evaluated: str | None = optional()
     novelty: NoveltySummary | None = optional()
+    calls: CallsSummary | None = optional()
+    calls_not_evaluated: str | None = optional()
 
     def accuracy(self, level: str) -> Accuracy:
         """The accuracy at ``level`` (crop, image, well or treatment)."""
@@ -133,6 +140,7 @@ class SeedResult(ShortRepr):
     levels: dict[str, pd.DataFrame]  # image / well / treatment predictions
     metrics: dict
     folds: list[str] = field(default_factory=list)
+    unknown: pd.DataFrame | None = None  # unlabelled treatments: median over the fold models
 
     @property
     def per_epoch_accuracy(self) -> list[float]:
@@ -155,6 +163,7 @@ class CVResult(ShortRepr):
     calibration: dict[str, CalibrationResult] = field(default_factory=dict)  # seed<S>
     conformal_well: dict[str, ConformalResult] = field(default_factory=dict)  # seed<S>
     novelty: pd.DataFrame | None = None  # leave-one-MoA-out, one row per held-out MoA
+    calls: Calls | None = None  # the unlabelled treatments' calls
 
     @property
     def folds_done(self) -> int:
@@ -193,7 +202,10 @@ def score_seed(seed: SeedRun, level: str) -> SeedResult:
     metrics["per_epoch_accuracy"] = per_epoch
     metrics["crop_accuracy"] = float(
         (sc.predicted_classes(crops) == crops[sc.MOA].astype(str).to_numpy()).mean())
-    return SeedResult(seed.seed, crops, levels, metrics, [f.name for f in seed.folds])
+    queries = [aggregate_probabilities(f.queries, "treatment") for f in seed.folds
+               if f.queries is not None and len(f.queries)]
+    return SeedResult(seed.seed, crops, levels, metrics, [f.name for f in seed.folds],
+                      combine_models(queries) if queries else None)
 
 
 def summarise_cv(run: TrainingRun) -> CVResult:
@@ -208,6 +220,7 @@ def summarise_cv(run: TrainingRun) -> CVResult:
         novelty, not_evaluated = score_novelty(run, seeds), None
     except CellmorphError as exc:  # e.g. a partial run: too few known compounds to calibrate
         novelty, not_evaluated = None, str(exc)
+    calls, calls_not_evaluated = call_seeds(seeds, ensemble, cfg)
     curves = np.array([s.per_epoch_accuracy for s in seeds])
     summary = CVSummary(
         cfg.model, cfg.weights, list(cfg.seeds), cfg.report_level, len(seeds),
@@ -220,9 +233,29 @@ def summarise_cv(run: TrainingRun) -> CVResult:
                         if conformal_well else None),
         calibration=calibration_summary(calibration) if calibration else None,
         novelty_not_evaluated=not_evaluated,
-        novelty=summarize_novelty(novelty) if novelty is not None else None)
+        novelty=summarize_novelty(novelty) if novelty is not None else None,
+        calls=calls.summary() if calls is not None else None,
+        calls_not_evaluated=calls_not_evaluated)
     return CVResult(cfg, run.classes, seeds, summary, run.folds_total, run.runtime, ensemble,
-                    conformal, calibration, conformal_well, novelty)
+                    conformal, calibration, conformal_well, novelty, calls)
+
+
+def call_seeds(seeds: list[SeedResult], ensemble: EnsembleResult, cfg: TrainConfig
+               ) -> tuple[Calls | None, str | None]:
+    """Calls for the unlabelled treatments: each seed's median over its fold models, the
+    seeds averaged as the ensemble averages them, calibrated on the ensemble's out-of-fold
+    treatment probabilities. None (and why) where the run cannot calibrate them."""
+    unknown = [s.unknown for s in seeds if s.unknown is not None]
+    if not unknown:
+        return None, None
+    if len({f for s in seeds for f in s.folds}) < 2:
+        return None, "calibration needs the out-of-fold predictions of two folds or more"
+    try:
+        return call_from_probabilities(
+            ensemble.table, combine_models(unknown, "mean"), confidences=cfg.confidences,
+            scheme=cfg.conformal_scheme, novelty_confidence=cfg.novelty_confidence), None
+    except CellmorphError as exc:
+        return None, str(exc)
 
 
 def conformal_seeds(seeds: list[SeedResult], ensemble: EnsembleResult, cfg: TrainConfig

@@ -3,6 +3,8 @@ et al. 2019), accuracy at a level, confusion matrices."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -56,6 +58,31 @@ def _renormalised(medians: np.ndarray) -> np.ndarray:
     sums = medians.sum(axis=1, keepdims=True)
     uniform = np.full_like(medians, 1.0 / max(medians.shape[1], 1))
     return np.where(sums > 0, medians / np.where(sums > 0, sums, 1.0), uniform)
+
+
+def combine_models(tables: Sequence[pd.DataFrame], method: str = "median") -> pd.DataFrame:
+    """Treatment tables of the same units from several models (the folds of a run, or its
+    seeds) as one: the per-class median (or mean) over the models, renormalised.
+
+    Units absent from some table are combined over the tables that hold them.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> one = pd.DataFrame({"Metadata_Treatment": ["u"], "Prob_a": [0.6], "Prob_b": [0.4]})
+    >>> two, three = one.assign(Prob_a=0.2, Prob_b=0.8), one.assign(Prob_a=0.7, Prob_b=0.3)
+    >>> combine_models([one, two, three])[["Prob_a", "Prob_b"]].round(2).values.tolist()
+    [[0.6, 0.4]]
+    """
+    probs = sc.prob_columns(tables[0])
+    stacked = pd.concat(tables, ignore_index=True)
+    metadata = [c for c in sc.metadata_columns(stacked) if c != sc.FOLD]
+    keys = [sc.TREATMENT]
+    df = sc.aggregate(stacked, keys, method, values=probs,
+                      metadata=[c for c in metadata if c not in keys], count=False)
+    df[probs] = _renormalised(df[probs].to_numpy(float))
+    df["predicted"] = sc.predicted_classes(df)
+    return df.reset_index(drop=True)
 
 
 def accuracy(crops: pd.DataFrame, level: str) -> float:

@@ -21,7 +21,7 @@ from cellmorph.evaluation.activity import (
     distance_to_controls,
     dose_comparison,
 )
-from cellmorph.evaluation.calls import NOVEL, TOO_FEW, calibration_references, call_unknowns
+from cellmorph.evaluation.calls import TOO_FEW, Calls, calibration_references, call_unknowns
 from cellmorph.evaluation.conformal import ConformalResult, conformal_from_profiles
 from cellmorph.evaluation.knn import NNResult, nn_accuracy
 from cellmorph.evaluation.map import moa_consistency, phenotypic_activity, summarize_map
@@ -57,7 +57,7 @@ class EvaluationResult(ShortRepr):
     activity: pd.DataFrame | None = None  # each treated well's distance to the controls
     dose: pd.DataFrame | None = None  # each compound's doses against its lowest
     skipped: dict[str, str] = field(default_factory=dict)  # part -> why it was not computed
-    calls: pd.DataFrame | None = None  # the unlabelled treatments' calls (evaluation.calls)
+    calls: Calls | None = None  # the unlabelled treatments' calls (evaluation.calls)
 
     @property
     def n_wells(self) -> int:
@@ -113,9 +113,8 @@ class EvaluationResult(ShortRepr):
                 "n_wells": int(len(self.activity))}
         if self.dose is not None and len(self.dose):
             out["dose_series"] = int(self.dose[sc.COMPOUND].nunique())
-        if self.calls is not None and len(self.calls):
-            out["calls"] = {"n_treatments": int(len(self.calls)),
-                            "none_of_these": int(self.calls[NOVEL].sum())}
+        if self.calls is not None:
+            out["calls"] = as_dict(self.calls.summary())
         out["skipped"] = dict(self.skipped)
         return out
 

@@ -23,6 +23,15 @@ from cellmorph import schema as sc
 from cellmorph.atomic import check_not_input, ensure_writable_dir, writable_target, write_text
 from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.calibration import CalibrationResult
+from cellmorph.evaluation.calls import (
+    CALL,
+    CALL_DISTANCE,
+    CALL_PROBABILITY,
+    NOT_CALLED,
+    NOVEL,
+    NOVELTY_P,
+    Calls,
+)
 from cellmorph.evaluation.conformal import ConformalResult
 from cellmorph.evaluation.cv_scores import CVResult
 from cellmorph.evaluation.novelty import summarize_novelty
@@ -82,6 +91,8 @@ class Report:
     conformal: list[dict] = field(default_factory=list)  # title, scheme, rows, figure key
     novelty: list[dict] = field(default_factory=list)  # title, summary, one row per MoA
     treatments: dict | None = None  # columns, rows (dicts with "_class")
+    calls: dict | None = None  # the unknowns' calls: backing, columns, rows (first section)
+    calls_note: str = ""  # one line where there are none
     figures: dict[str, list[Figure]] = field(default_factory=dict)
 
     def add(self, section: str, figure: Figure) -> None:
@@ -127,6 +138,7 @@ def build_report(bundle: RunBundle, figures: Path) -> Report:
         _comparison(report, bundle.comparison, figures, synthetic)
     if bundle.evaluation is not None:
         _profiling(report, bundle, figures, synthetic)
+    _calls(report, *_calls_of(bundle))
     if bundle.table is not None:
         _table(report, bundle, figures, synthetic)
     for key, title in (("gradcam", "Grad-CAM: where the network looks"),
@@ -388,6 +400,63 @@ def _treatment_rows(table: pd.DataFrame, conformal: ConformalResult | None) -> d
     return {"columns": [headers.get(c, c.removeprefix("Metadata_")) for c in columns],
             "rows": rows, "set_confidence": f"{confidence:.0%}",
             "set_cells": [i for i, c in enumerate(columns) if c in ("set", "set size")]}
+
+
+NO_UNKNOWNS = ("No unlabelled treatments: every treated compound of this screen has a label, "
+               "so there is nothing to call (mark a compound unlabelled to get its call).")
+
+
+def _calls_of(bundle: RunBundle) -> tuple[Calls | None, str | None]:
+    """The calls the page opens on: the fine-tuning run's where it has some, else the
+    profiles'; with why there are none where neither has."""
+    found = []
+    if bundle.training is not None:
+        found.append((bundle.training.calls, bundle.training.summary.calls_not_evaluated))
+    if bundle.evaluation is not None:
+        found.append((bundle.evaluation.calls, bundle.evaluation.skipped.get("calls")))
+    for calls, why in found:
+        if calls is not None and len(calls.table):
+            return calls, why
+    return next(((c, w) for c, w in found if c is not None or w), (None, None))
+
+
+def _calls(report: Report, calls: Calls | None, why_not: str | None) -> None:
+    """The calls table the page opens on, or one line saying why there is none."""
+    if calls is not None and calls.not_called:
+        report.calls_note = (f"{len(calls.not_called)} unlabelled dose(s) of labelled compounds "
+                             f"not called: {NOT_CALLED}.")
+    if calls is None or calls.table.empty:
+        report.calls_note = (report.calls_note or (f"No calls: {why_not}" if why_not
+                                                   else NO_UNKNOWNS))
+        return
+    table = calls.table
+    sets = sorted((c for c in table.columns if c.startswith("Set_")),
+                  key=lambda c: int(c.removeprefix("Set_")))
+    shown = "Set_90" if "Set_90" in sets else sets[-1]
+    confidence = int(shown.removeprefix("Set_")) / 100
+    score = CALL_DISTANCE if CALL_DISTANCE in table.columns else CALL_PROBABILITY
+    neighbours = [c.removesuffix("_MoA") for c in table.columns
+                  if c.startswith("Neighbour_") and c.endswith("_MoA")]
+    rows = []
+    for _, r in table.iterrows():
+        near = "; ".join(f"{r[n]} ({r[n + '_MoA']}, {r[n + '_Distance']:.3f})"
+                         for n in neighbours)
+        verdict = "none of these" if r[NOVEL] else r[shown]
+        rows.append({"cells": [_cell(r.get(sc.COMPOUND)), _cell(r.get(sc.CONCENTRATION)),
+                               r[CALL], _cell(r[score]), verdict, _cell(r[NOVELTY_P]), near],
+                     "flags": "novel" if r[NOVEL] else ""})
+    coverage = calls.labelled_coverage.get(confidence)
+    report.calls = {
+        "route": calls.route, "n": len(table), "novel": int(table[NOVEL].sum()),
+        "accuracy": f"{calls.labelled_accuracy:.0%}",
+        "coverage": f"{coverage:.0%}" if coverage is not None else "?",
+        "false_alarm": f"{calls.labelled_false_alarm:.0%}",
+        "confidence": f"{confidence:.0%}",
+        "columns": ["compound", "concentration", "call",
+                    "distance" if score == CALL_DISTANCE else "probability",
+                    f"{confidence:.0%} set", "novelty p",
+                    "nearest labelled treatments (MoA, distance)"],
+        "rows": rows}
 
 
 def _cell(value) -> str:

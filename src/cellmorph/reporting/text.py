@@ -11,6 +11,15 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from cellmorph import schema as sc
+from cellmorph.evaluation.calls import (
+    CALL,
+    CALL_DISTANCE,
+    CALL_PROBABILITY,
+    CALLS_FILE,
+    NOT_CALLED,
+    NOVEL,
+    Calls,
+)
 from cellmorph.evaluation.novelty import NoveltySummary, summarize_novelty
 from cellmorph.evaluation.profiles import EvaluationResult, compare_evaluations
 
@@ -90,21 +99,37 @@ def format_evaluation(result: EvaluationResult) -> str:
     return "\n".join(lines)
 
 
-def format_calls(calls: pd.DataFrame | None, shown: int = 20) -> list[str]:
-    """One line per unlabelled treatment: its call, its 90 % set, novelty (first ``shown``)."""
-    if calls is None or calls.empty:
+def format_calls(calls: Calls | None, shown: int = 20) -> list[str]:
+    """The calls of the unlabelled treatments: what backs them (the run's accuracy and
+    coverage on its labelled treatments), then a line each: call, 90 % set or "none of
+    these" (the first ``shown``)."""
+    if calls is None:
         return []
-    sets = [c for c in calls.columns if c.startswith("Set_")]
+    lines = ([f"not called: {plural(len(calls.not_called), 'unlabelled dose')} of labelled "
+              f"compounds ({', '.join(calls.not_called[:3])}"
+              f"{', ...' if len(calls.not_called) > 3 else ''}): {NOT_CALLED}"]
+             if calls.not_called else [])
+    if calls.table.empty:
+        return lines
+    table = calls.table
+    sets = [c for c in table.columns if c.startswith("Set_")]
     widest = "Set_90" if "Set_90" in sets else sets[0]
-    lines = [f"calls for {plural(len(calls), 'unlabelled treatment')} (nearest labelled "
-             f"treatment's MoA; {widest.removeprefix('Set_')} % set; calls_treatment.csv):"]
-    for row in calls.head(shown).itertuples(index=False):
+    confidence = int(widest.removeprefix("Set_")) / 100
+    coverage = calls.labelled_coverage.get(confidence)
+    backing = (f"on the labelled treatments, scored alike: top-1 {calls.labelled_accuracy:.0%}"
+               + (f", {confidence:.0%} sets cover {coverage:.0%}" if coverage is not None
+                  else ""))
+    lines += [f"calls for {plural(len(table), 'unlabelled treatment')} ({calls.route}; "
+              f"{backing}; {CALLS_FILE}):"]
+    score, unit = ((CALL_DISTANCE, "distance") if CALL_DISTANCE in table.columns
+                   else (CALL_PROBABILITY, "probability"))
+    for row in table.head(shown).itertuples(index=False):
         values = row._asdict()
-        verdict = "none of these" if values["None_Of_These"] else values[widest]
-        lines.append(f"  {values[sc.TREATMENT]}: {values['Call_MoA']} "
-                     f"(distance {values['Call_Distance']:.3f}); set: {verdict}")
-    if len(calls) > shown:
-        lines.append(f"  ... {len(calls) - shown} more in calls_treatment.csv")
+        verdict = "none of these" if values[NOVEL] else values[widest]
+        lines.append(f"  {values[sc.TREATMENT]}: {values[CALL]} ({unit} {values[score]:.3f}); "
+                     f"{confidence:.0%} set: {verdict}")
+    if len(table) > shown:
+        lines.append(f"  ... {len(table) - shown} more in {CALLS_FILE}")
     return lines
 
 
@@ -165,6 +190,9 @@ def format_cv(result: CVResult) -> str:
         lines.append(f"  {format_novelty(s.novelty)}")
     if s.trained:
         lines.append(f"  trained: {s.trained}")
+    if s.calls_not_evaluated:
+        lines.append(f"  no calls for the unlabelled treatments: {s.calls_not_evaluated}")
+    lines += format_calls(result.calls)
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from cellmorph import schema as sc
 from cellmorph.atomic import ensure_writable_dir, write_csv, write_json, write_parquet
 from cellmorph.config import save_config
+from cellmorph.evaluation.calls import CALLS_FILE
 from cellmorph.records import as_dict
 from cellmorph.reporting.anndata import write_h5ad
 from cellmorph.reporting.figures import (
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 PROFILE_FILES = (*(f"profiles_{level}.{ext}" for ext in ("parquet", "h5ad")
                    for level in ("image", "well", "treatment")), "timings.json")
 CV_FILES = ("metrics.json", "accuracy_per_epoch.png", "ensemble_treatment.csv", "novelty.csv",
+            CALLS_FILE,
             *(f"conformal{x}" for x in ("_treatment.csv", "_validity.csv", "_efficiency.csv",
                                         "_efficiency_per_moa.csv", "_schemes.csv", ".png")))
 EVALUATION_FOLDER = "evaluation"  # `cellmorph evaluate RUN`'s default output
@@ -86,8 +88,8 @@ def write_evaluation(result: EvaluationResult, out: Path | str) -> Path:
         write_csv(result.activity, out / "distance_to_controls.csv")
     if result.dose is not None and len(result.dose):
         write_csv(result.dose, out / "dose_series.csv")
-    if result.calls is not None and len(result.calls):
-        write_csv(result.calls, out / "calls_treatment.csv")
+    if result.calls is not None and len(result.calls.table):
+        write_csv(result.calls.table, out / CALLS_FILE)
     write_csv(result.nn_predictions(), out / "nn_predictions.csv")
     if result.novelty is not None:
         write_csv(result.novelty, out / "novelty.csv")
@@ -130,6 +132,8 @@ def write_cv(result: CVResult, out: Path | str) -> Path:
         write_csv(result.novelty, out / "novelty.csv")
     if "ensemble" in result.conformal:
         write_conformal(result.conformal["ensemble"], out, "conformal")
+    if result.calls is not None and len(result.calls.table):
+        write_csv(result.calls.table, out / CALLS_FILE)
     save_figures(cv_figures(result), out)
     return write_json(as_dict(result.summary), out / "metrics.json")
 

@@ -10,7 +10,8 @@ Run folder::
     OUTPUT/config.yaml                 the whole run, as given
     OUTPUT/seed<S>/init.safetensors    the initial weights every fold starts from
     OUTPUT/seed<S>/folds/<fold>/       model.safetensors, history.json, epoch_probs.npy,
-                                       predictions.parquet
+                                       queries.parquet (the unlabelled crops, where the
+                                       screen has some), predictions.parquet
     OUTPUT/seed<S>/novelty/<MoA>/      the same for a fold trained without one MoA (first
                                        seed, ``novelty: true``)
 
@@ -58,6 +59,7 @@ from cellmorph.training.folds import Fold, make_folds
 from cellmorph.training.trainer import FoldTrainer, compute_trunk_cache
 
 log = get_logger(__name__)
+QUERIES_FILE = "queries.parquet"  # a fold model's probabilities for the unlabelled crops
 
 
 @dataclass(repr=False)
@@ -68,6 +70,7 @@ class FoldOutput(ShortRepr):
     predictions: pd.DataFrame  # Metadata_* of each test crop, Metadata_Fold, Prob_<class>
     epoch_probs: np.ndarray  # (epochs, test crops, classes)
     train_loss: list[float]
+    queries: pd.DataFrame | None = None  # the unlabelled crops, as the fold's model sees them
 
 
 @dataclass(repr=False)
@@ -112,11 +115,15 @@ class FoldJob:
     device: str = "cpu"  # resolved by the driver, so every worker computes alike
     precision: str = "fp32"
     keep_model: bool = True  # write model.safetensors (explain reads it; resuming does not)
+    queries: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # unlabelled
 
     @property
     def done(self) -> bool:
-        """True when the fold's predictions are on disk (a rerun skips it)."""
-        return (self.output / "predictions.parquet").is_file()
+        """True when the fold's predictions are on disk (a rerun skips it), its queries' too
+        where the screen has unlabelled crops (a fold of an older run that lacks them runs
+        again: its model is not kept for every fold)."""
+        return (self.output / "predictions.parquet").is_file() and (
+            not len(self.queries) or (self.output / QUERIES_FILE).is_file())
 
 
 def trained_layers(cfg: TrainConfig) -> str:
@@ -251,9 +258,15 @@ def run_fold(job: FoldJob, runtime: Runtime | None = None, *,
     write_npy(stacked, out / "epoch_probs.npy")
     write_json({"fold": job.fold, "train_loss": losses, "n_train": len(job.train),
                 "n_test": len(job.test)}, out / "history.json")
-    predictions = _prediction_table(store.table, job, epoch_probs[-1])
+    queries = None
+    if len(job.queries):  # the screen's unknowns: no fold model saw them, so each one calls
+        queries = _prediction_table(store.table, job.queries, job,
+                                    trainer.predict(store, job.queries))
+        write_parquet(queries, out / QUERIES_FILE)
+    # Written last: its presence says the fold is complete (`FoldJob.done`).
+    predictions = _prediction_table(store.table, job.test, job, epoch_probs[-1])
     write_parquet(predictions, out / "predictions.parquet")
-    return FoldOutput(job.fold, predictions, stacked, losses)
+    return FoldOutput(job.fold, predictions, stacked, losses, queries)
 
 
 def _model_tensors(model: torch.nn.Module, *, half: bool) -> dict[str, torch.Tensor]:
@@ -267,9 +280,10 @@ def _model_tensors(model: torch.nn.Module, *, half: bool) -> dict[str, torch.Ten
             for k, v in state.items()}
 
 
-def _prediction_table(table: pd.DataFrame, job: FoldJob, probs: np.ndarray) -> pd.DataFrame:
-    meta = table.iloc[job.test][sc.metadata_columns(table)].reset_index(drop=True)
-    values = pd.DataFrame(probs.reshape(len(job.test), len(job.classes)),  # none: weak
+def _prediction_table(table: pd.DataFrame, positions: np.ndarray, job: FoldJob,
+                      probs: np.ndarray) -> pd.DataFrame:
+    meta = table.iloc[positions][sc.metadata_columns(table)].reset_index(drop=True)
+    values = pd.DataFrame(probs.reshape(len(positions), len(job.classes)),  # none: weak
                           columns=[f"{sc.PROB_PREFIX}{c}" for c in job.classes])
     return pd.concat([meta.assign(**{sc.FOLD: job.fold}), values], axis=1)
 
@@ -277,8 +291,10 @@ def _prediction_table(table: pd.DataFrame, job: FoldJob, probs: np.ndarray) -> p
 def load_fold(folder: Path) -> FoldOutput:
     """The outputs of a finished fold, read back from its folder."""
     history = json.loads((folder / "history.json").read_text())
+    queries = folder / QUERIES_FILE
     return FoldOutput(history["fold"], pd.read_parquet(folder / "predictions.parquet"),
-                      np.load(folder / "epoch_probs.npy"), history["train_loss"])
+                      np.load(folder / "epoch_probs.npy"), history["train_loss"],
+                      pd.read_parquet(queries) if queries.is_file() else None)
 
 
 @dataclass
@@ -292,13 +308,15 @@ class FoldPlan:
     channels: list[str]
     folds_total: int
     novelty_folds: list[Fold] = field(default_factory=list)  # one per MoA, left out
+    queries: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # unlabelled
 
     @property
     def rows(self) -> np.ndarray:
-        """Positions of the store that any fold trains or tests on."""
+        """Positions of the store that any fold trains, tests or calls."""
         used = np.zeros(len(self.store.table), bool)
         for fold in (*self.folds, *self.novelty_folds):
             used |= fold.train | fold.test
+        used[self.queries] = True
         return np.flatnonzero(used)
 
 
@@ -320,7 +338,8 @@ def plan_folds(cfg: TrainConfig, index: pd.DataFrame, *, progress_bars: bool = T
     classes = sorted(sc.treatments(store.table)[sc.MOA].astype(str).unique())
     total = len(make_folds(store.table, by=cfg.fold_by)) if cfg.folds else len(folds)
     novelty = make_folds(store.table, by=sc.MOA, unseen_classes=True) if cfg.novelty else []
-    return FoldPlan(cache, store, folds, classes, channels, total, novelty)
+    queries = np.flatnonzero((store.table[sc.ROLE] == sc.ROLE_UNLABELLED).to_numpy())
+    return FoldPlan(cache, store, folds, classes, channels, total, novelty, queries)
 
 
 def seed_jobs(cfg: TrainConfig, plan: FoldPlan, seed: int, seed_folder: Path, runtime: Runtime,
@@ -332,7 +351,8 @@ def seed_jobs(cfg: TrainConfig, plan: FoldPlan, seed: int, seed_folder: Path, ru
     return [FoldJob(cfg, seed, f.name, np.flatnonzero(f.train), np.flatnonzero(f.test),
                     tuple(plan.classes), plan.cache.folder, seed_folder / "init.safetensors",
                     fold_dir(seed_folder, f.name, kind), None, runtime.device_name,
-                    runtime.precision_name, f.name in kept) for f in folds]
+                    runtime.precision_name, f.name in kept,
+                    plan.queries if not novelty else np.zeros(0, np.int64)) for f in folds]
 
 
 def _kept_models(cfg: TrainConfig, folds: Sequence[Fold], table: pd.DataFrame, *,
