@@ -17,6 +17,7 @@ from cellmorph import api
 from cellmorph import schema as sc
 from cellmorph.backbones import fusion
 from cellmorph.datasets import bbbc021
+from cellmorph.datasets import index as datasets_index
 from cellmorph.evaluation import activity as evaluation_activity
 from cellmorph.evaluation import calls as evaluation_calls
 from cellmorph.evaluation import predictions as evaluation_predictions
@@ -43,7 +44,8 @@ def tiny_index(tmp_path_factory) -> pd.DataFrame:
     return cellmorph.index_bbbc021(root, moa_subset=True)
 
 
-@pytest.mark.parametrize("module", [bbbc021, evaluation_profiles, evaluation_predictions,
+@pytest.mark.parametrize("module", [bbbc021, datasets_index, evaluation_profiles,
+                                    evaluation_predictions,
                                     evaluation_calls, evaluation_activity, fusion],
                          ids=lambda m: m.__name__)
 def test_documented_examples_run(module, tiny_index, tmp_path) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pandas as pd
 from pydantic import BaseModel
 
+from cellmorph import schema as sc
 from cellmorph.atomic import check_not_input, writable_target, write_parquet, write_text
 from cellmorph.config import (
     EvaluateConfig,
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from cellmorph.evaluation.cv_scores import CVResult
-    from cellmorph.evaluation.profiles import EvaluationResult
+    from cellmorph.evaluation.profiles import EvaluationResult, ScreenCalls
     from cellmorph.evaluation.readout import TranslocationResult
     from cellmorph.interpret.run import ExplainResult
     from cellmorph.profiling.screen import ProfileResult
@@ -59,7 +60,8 @@ if TYPE_CHECKING:
 __all__ = ["compare_init", "config_reference", "describe", "download_bbbc014",
            "download_bbbc021", "embed", "evaluate", "explain", "export", "figures", "index_bbbc014",
            "index_bbbc021",
-           "index_loaddata", "index_platemap", "profile", "read_index", "read_profiles",
+           "index_loaddata", "index_platemap", "predict", "profile", "read_index",
+           "read_profiles",
            "report", "synthesize_bbbc014", "synthesize_bbbc021", "train", "translocation",
            "write_h5ad"]
 
@@ -514,12 +516,14 @@ def describe(result: Any) -> str:
     return _by_kind(result, {"EvaluationResult": text.format_evaluation,
                              "CVResult": text.format_cv,
                              "TranslocationResult": text.format_translocation,
-                             "WeakTrainingResult": text.format_weak}, "describe")
+                             "WeakTrainingResult": text.format_weak,
+                             "ScreenCalls": text.format_screen_calls}, "describe")
 
 
 # Where each typed result is defined. A result can only exist once its module was imported,
 # so its kind is found among the loaded modules: describing an evaluation loads no torch.
 _RESULT_MODULES = {"EvaluationResult": "cellmorph.evaluation.profiles",
+                   "ScreenCalls": "cellmorph.evaluation.profiles",
                    "CVResult": "cellmorph.evaluation.cv_scores",
                    "TranslocationResult": "cellmorph.evaluation.readout",
                    "WeakTrainingResult": "cellmorph.training.weak",
@@ -611,3 +615,108 @@ def config_reference(output: str | Path | None = None) -> str:
     if output is not None:
         write_text(text, output)
     return text
+
+
+# What `predict` may set: how the network runs, never what it computes (the run's model,
+# weights and preprocessing make the reference profiles a new screen is compared with).
+PREDICT_SETTINGS = ("device", "precision", "batch_size", "num_workers", "executor",
+                    "ray_address")
+
+
+def predict(run: str | Path, index: str | Path | pd.DataFrame, *, output: str | Path,
+            overwrite: bool = False, progress: bool = True,
+            **settings: Any) -> ScreenCalls:
+    """Calls for every treated compound of a new screen, from a profiling run's labelled
+    treatments: the screen is profiled with the run's network and preprocessing, each
+    screen's plates are normalised on their own controls, and every treated compound gets
+    a call, conformal sets, a novelty verdict and its nearest references
+    (:func:`cellmorph.evaluation.profiles.call_screen`).
+
+    Parameters
+    ----------
+    run
+        A ``cellmorph profile`` folder (or ``cellmorph embed``'s: a trained network's
+        profiles) whose screen has labelled treatments and controls.
+    index
+        The new screen's index; its stains are matched to the run's by name.
+    output
+        A new run folder: the screen's profiles, ``calls_treatment.csv`` and
+        ``predict.json`` (the run it came from, what backs the calls).
+    settings
+        ``device=``, ``precision=``, ``batch_size=``, ``num_workers=``, ``executor=``.
+
+    Examples
+    --------
+    >>> _ = profile(index=index, output=tmp / "ref", preprocess={"grid": [1, 1],
+    ...             "tile_size": 32}, precision="fp32", progress=False)
+    >>> calls = predict(tmp / "ref", index, output=tmp / "new", precision="fp32",
+    ...                 progress=False)
+    >>> calls.n_truth == len(calls.calls.table), (tmp / "new" / "calls_treatment.csv").is_file()
+    (True, True)
+    """
+    from cellmorph.evaluation.profiles import call_screen
+    from cellmorph.profiling.screen import profile_screen
+    from cellmorph.reporting.writers import PREDICT_OUTPUTS, write_profiles, write_screen_calls
+
+    run, reference, run_cfg, evaluate_cfg = _reference_run(Path(run))
+    refused = sorted(set(settings) - set(PREDICT_SETTINGS))
+    if refused:
+        raise CellmorphError(f"predict uses the run's model, weights and preprocessing; "
+                             f"{refused[0]} cannot differ (settable: "
+                             f"{', '.join(PREDICT_SETTINGS)})")
+    run_channels = sc.channels_of(read_index(run_cfg.index))
+    screen = _checked_screen(read_index(index), run_channels, str(index), run)
+    cfg = make_config(ProfileConfig, {
+        **run_cfg.model_dump(mode="json", exclude={"index", "output", "cache_dir"}),
+        "index": str(Path(output) / "index.parquet"), "output": str(output)},
+        **{k: v for k, v in settings.items() if v is not None})
+
+    def finish(result: ProfileResult) -> None:  # while the run still holds its folder
+        write_profiles(result, cfg.output)
+        found.append(call_screen(reference, result.wells, evaluate_cfg))
+        write_screen_calls(found[0], run, evaluate_cfg, cfg.output)
+
+    found: list[ScreenCalls] = []
+    profile_screen(cfg, progress_bars=progress, overwrite=overwrite, index_table=screen,
+                   finish=finish, outputs=PREDICT_OUTPUTS)
+    return found[0]
+
+
+def _reference_run(run: Path) -> tuple[Path, pd.DataFrame, ProfileConfig, EvaluateConfig]:
+    """A profiling run's folder, well profiles, config and evaluation settings, checked to
+    hold what calls are calibrated on."""
+    from cellmorph.evaluation.calls import TOO_FEW, calibration_references
+    from cellmorph.runs import run_kind
+    from cellmorph.schema import TREATMENT_KEYS, aggregate, treatments
+
+    kind = run_kind(run)
+    if kind == "train":
+        raise CellmorphError(f"{run} is a fine-tuning run: embed it first (`cellmorph embed "
+                             f"{run}`) and predict from its profiles (RUN/embed)")
+    wells_path = run / "profiles_well.parquet"
+    if kind != "profile" or not wells_path.is_file():
+        raise CellmorphError(f"{run} is not a finished `cellmorph profile` run (no "
+                             "profiles_well.parquet); give the folder of one")
+    wells = pd.read_parquet(wells_path)
+    labelled = treatments(wells)
+    if labelled.empty or calibration_references(
+            aggregate(labelled, TREATMENT_KEYS))[sc.MOA].nunique() < 2:
+        raise CellmorphError(f"{run}: {TOO_FEW}; predict from a run whose screen has them")
+    settings = run / "evaluation" / "evaluate_config.yaml"
+    evaluate_cfg = load_config(settings, EvaluateConfig) if settings.is_file() else EvaluateConfig()
+    return run, wells, load_config(run / "config.yaml", ProfileConfig), evaluate_cfg
+
+
+def _checked_screen(screen: pd.DataFrame, channels: list[str], source: str,
+                    run: Path) -> pd.DataFrame:
+    """The new screen's index with the run's stain order, checked to have what a call
+    needs: treated fields, and control fields to normalise its plates on."""
+    from cellmorph.datasets.index import match_channels
+
+    screen = match_channels(screen, channels, source, f"run {run}")
+    if not (screen[sc.ROLE] == sc.ROLE_CONTROL).any():
+        raise CellmorphError(f"{source}: no control field; a new screen's plates are "
+                             "normalised on their own controls (mark them in the plate map)")
+    if (screen[sc.ROLE] == sc.ROLE_CONTROL).all():
+        raise CellmorphError(f"{source}: only control fields; nothing to call")
+    return screen

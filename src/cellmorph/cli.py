@@ -477,6 +477,33 @@ def embed_cmd(
                f"next: cellmorph evaluate {out}")
 
 
+@app.command("predict")
+def predict_cmd(
+    run: Annotated[Path, typer.Argument(
+        metavar="RUN", help="A `cellmorph profile` folder (or `cellmorph embed`'s) whose "
+                            "screen has labelled treatments: the references.")],
+    index: Annotated[Path, typer.Argument(
+        metavar="INDEX", help="The new screen's index (`cellmorph index ...`); stains are "
+                              "matched to the run's by name.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="A new run folder: the "
+                                         "screen's profiles, calls_treatment.csv and "
+                                         "predict.json.")],
+    batch_size: Annotated[int | None, _opt(_P, "batch_size", "--batch-size")] = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Calls for every treated compound of a new screen: profiled with the run's network and
+    preprocessing, normalised on its own controls, called from the run's labelled
+    treatments (call, conformal sets, novelty, nearest references)."""
+    from cellmorph.api import predict
+    from cellmorph.reporting.text import format_screen_calls
+
+    typer.echo(format_screen_calls(predict(run, index, output=output, batch_size=batch_size,
+                                           device=device, precision=precision,
+                                           overwrite=overwrite)))
+
+
 @app.command("compare-init")
 def compare_init_cmd(
     config: Annotated[Path, typer.Argument(

@@ -352,3 +352,29 @@ def summarize(index: pd.DataFrame) -> dict[str, int | list[str]]:
         "unlabelled_images": int(len(unl)),
         "channels": channels_of(index),
     }
+
+
+def match_channels(index: pd.DataFrame, channels: Sequence[str], source: str,
+                   reference: str) -> pd.DataFrame:
+    """``index`` with its ``Path_<stain>`` columns in the order of ``channels`` (stains are
+    matched by name, so a screen whose columns come in another order is read alike); a stain
+    missing or extra is one error naming it.
+
+    Examples
+    --------
+    >>> screen = pd.DataFrame({"Path_Tubulin": ["t.tif"], "Path_DAPI": ["d.tif"]})
+    >>> list(match_channels(screen, ["DAPI", "Tubulin"], "new", "run").columns)
+    ['Path_DAPI', 'Path_Tubulin']
+    """
+    have = channels_of(index)
+    missing = [c for c in channels if c not in have]
+    extra = [c for c in have if c not in channels]
+    if missing or extra:
+        what = "; ".join(part for part in (
+            f"lacks stain(s) {missing}" if missing else "",
+            f"has stain(s) {extra} the run never saw" if extra else "") if part)
+        raise CellmorphError(f"{source} {what}: the {reference} was made with stains "
+                             f"{list(channels)}; index the screen with the same stain names "
+                             "(Path_<stain> columns)")
+    paths = [path_column(c) for c in channels]
+    return index[[*(c for c in index.columns if c not in paths), *paths]]

@@ -97,14 +97,21 @@ class Calls(ShortRepr):
 
 def call_unknowns(labelled: pd.DataFrame, unknown: pd.DataFrame, *, metric: str = "cosine",
                   confidences: Sequence[float] = (0.8, 0.9, 0.95), scheme: str = "auto",
-                  novelty_confidence: float = 0.9, seed: int = 0) -> Calls:
+                  novelty_confidence: float = 0.9, seed: int = 0,
+                  labelled_compounds: str = "skip") -> Calls:
     """Calls from profiles: one row per unknown treatment (call, sets, novelty, neighbours).
 
     ``labelled`` and ``unknown`` are treatment-level profiles (``Metadata_`` columns and the
     same features), normalised alike. MoAs with a single labelled compound cannot be
     calibrated (no other compound of theirs to score against) and are no candidates.
+    ``labelled_compounds``: what an unknown treatment of a compound that is labelled among
+    the references gets: ``skip`` (the same screen: not called, named in ``not_called``) or
+    ``other`` (another screen, :func:`cellmorph.evaluation.profiles.call_screen`: called from
+    the other compounds only, as NSC scores a labelled one).
     """
-    unknown, not_called = _unknown_compounds(labelled, unknown)
+    not_called: list[str] = []
+    if labelled_compounds == "skip":
+        unknown, not_called = _unknown_compounds(labelled, unknown)
     lab = calibration_references(labelled)
     classes = sorted(lab[sc.MOA].astype(str).unique())
     if len(classes) < 2:
@@ -126,6 +133,7 @@ def call_unknowns(labelled: pd.DataFrame, unknown: pd.DataFrame, *, metric: str 
     # kNN score (a distance ratio below 1 only for the nearest class).
     accuracy = float((scores[known].argmin(axis=1) == labels[known]).mean())
     distances = cdist(sc.to_matrix(unknown), sc.to_matrix(lab), metric=metric)
+    distances[compounds[~known][:, None] == compounds[known][None, :]] = np.inf
     nearest = distances.argmin(axis=1)
     among = cdist(sc.to_matrix(lab), sc.to_matrix(lab), metric=metric)
     among[compounds[known][:, None] == compounds[known][None, :]] = np.inf

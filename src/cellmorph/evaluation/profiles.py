@@ -328,3 +328,65 @@ def compare_evaluations(results: Mapping[str, EvaluationResult],
                      "treatments": len(result.treatments)})
     return pd.DataFrame(rows)
 
+
+
+REFERENCE, SCREEN = "reference", "screen"  # the two screens `call_screen` puts side by side
+
+
+@dataclass(repr=False)
+class ScreenCalls(ShortRepr):
+    """A new screen's calls from a reference screen's labelled treatments."""
+
+    calls: Calls
+    truth_accuracy: float | None  # calls right for the new screen's own labelled compounds
+    n_truth: int  # how many of its treatments carry a label to check against
+    notes: dict = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def call_screen(reference: pd.DataFrame, screen: pd.DataFrame,
+                cfg: EvaluateConfig | None = None) -> ScreenCalls:
+    """Calls for every treated compound of another screen, from the labelled treatments of a
+    reference screen (well profiles of the same network and preprocessing).
+
+    The two screens' wells are prepared as one table, each plate normalised on its own
+    controls (sphering and PCA, where asked for, fitted on both screens' controls: no label
+    is used). Every treated well of ``screen`` is a query; a label it carries is kept only
+    to check the call (``truth_accuracy``). A query whose compound is also a reference is
+    called from the other compounds, as NSC scores a labelled one.
+    """
+    cfg = cfg or EvaluateConfig()
+    union = pd.concat([_tagged(reference, REFERENCE), _tagged(screen, SCREEN)],
+                      ignore_index=True)
+    wells, notes, skipped = prepare_profiles(union, cfg)
+    in_screen = wells[sc.PLATE].str.startswith(f"{SCREEN}/")
+    wells[sc.PLATE] = wells[sc.PLATE].str.split("/", n=1).str[1]
+    references = sc.aggregate(sc.treatments(wells[~in_screen]), sc.TREATMENT_KEYS,
+                              cfg.aggregate)
+    if calibration_references(references)[sc.MOA].nunique() < 2:
+        raise CellmorphError(f"the reference run: {TOO_FEW}")
+    queries = sc.aggregate(wells[in_screen & ~sc.is_control(wells)], sc.TREATMENT_KEYS,
+                           cfg.aggregate)
+    if queries.empty:
+        raise CellmorphError("the screen has no treated well to call (only controls)")
+    truth = queries[sc.MOA].where(queries[sc.ROLE] == sc.ROLE_TREATMENT) \
+        if sc.ROLE in queries.columns else pd.Series(None, index=queries.index)
+    calls = call_unknowns(references, queries.drop(columns=[sc.MOA]), metric=cfg.metrics[0],
+                          confidences=cfg.confidences, scheme=cfg.conformal_scheme,
+                          novelty_confidence=cfg.novelty_confidence, seed=cfg.seed,
+                          labelled_compounds="other")
+    calls.table.insert(calls.table.columns.get_loc("Call_MoA"), sc.MOA, truth.to_numpy())
+    known = calls.table[sc.MOA].notna()
+    accuracy = (float((calls.table.loc[known, "Call_MoA"] == calls.table.loc[known, sc.MOA])
+                      .mean()) if known.any() else None)
+    return ScreenCalls(calls, accuracy, int(known.sum()), notes, skipped)
+
+
+def _tagged(wells: pd.DataFrame, screen: str) -> pd.DataFrame:
+    """The wells with their plates (and batches) named after their screen, so that each
+    plate is normalised on its own controls even where two screens share plate names."""
+    out = wells.copy()
+    out[sc.PLATE] = f"{screen}/" + out[sc.PLATE].astype(str)
+    if sc.BATCH in out.columns:
+        out[sc.BATCH] = f"{screen}/" + out[sc.BATCH].astype(str)
+    return out

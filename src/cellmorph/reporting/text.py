@@ -21,7 +21,7 @@ from cellmorph.evaluation.calls import (
     Calls,
 )
 from cellmorph.evaluation.novelty import NoveltySummary, summarize_novelty
-from cellmorph.evaluation.profiles import EvaluationResult, compare_evaluations
+from cellmorph.evaluation.profiles import EvaluationResult, ScreenCalls, compare_evaluations
 
 # Result types only as annotations: their modules load torch, which a command that runs no
 # network (evaluate, export) never needs (tests/test_cli.py checks it).
@@ -131,6 +131,17 @@ def format_calls(calls: Calls | None, shown: int = 20) -> list[str]:
     if len(table) > shown:
         lines.append(f"  ... {len(table) - shown} more in {CALLS_FILE}")
     return lines
+
+
+def format_screen_calls(result: ScreenCalls) -> str:
+    """A predicted screen's calls, with how many it got right where it labels some itself."""
+    lines = []
+    if result.truth_accuracy is not None:
+        lines.append(f"calls right for {result.truth_accuracy:.1%} of the "
+                     f"{plural(result.n_truth, 'treatment')} the new screen labels itself "
+                     f"(the references, scored alike: {result.calls.labelled_accuracy:.1%})")
+    lines += [f"skipped {what}: {why}" for what, why in result.skipped.items()]
+    return "\n".join(lines + format_calls(result.calls))
 
 
 def format_doses(dose: pd.DataFrame | None) -> list[str]:

@@ -32,9 +32,10 @@ from cellmorph.reporting.text import partial_note
 # Result types only as annotations: their modules load torch, which a command that runs no
 # network (evaluate, export) never needs (tests/test_cli.py checks it).
 if TYPE_CHECKING:
+    from cellmorph.config import EvaluateConfig
     from cellmorph.evaluation.conformal import ConformalResult
     from cellmorph.evaluation.cv_scores import CVResult
-    from cellmorph.evaluation.profiles import EvaluationResult
+    from cellmorph.evaluation.profiles import EvaluationResult, ScreenCalls
     from cellmorph.evaluation.readout import TranslocationResult
     from cellmorph.interpret.run import ExplainResult
     from cellmorph.profiling.screen import ProfileResult
@@ -54,6 +55,8 @@ EXPLAIN_FOLDER = "explain"
 PROFILE_OUTPUTS = (*PROFILE_FILES, EVALUATION_FOLDER, *REPORT_FILES, EXPLAIN_FOLDER)
 WEAK_FILES = ("training.json", "training_loss.png")
 EMBED_FOLDER = "embed"  # `cellmorph embed RUN`'s default output: a profiling run of its own
+PREDICT_RECORD = "predict.json"  # `cellmorph predict`: the run it came from, what backs it
+PREDICT_OUTPUTS = (*PROFILE_OUTPUTS, CALLS_FILE, PREDICT_RECORD)
 TRAIN_OUTPUTS = (*CV_FILES, *WEAK_FILES, *REPORT_FILES, EXPLAIN_FOLDER, EMBED_FOLDER)
 
 
@@ -96,6 +99,17 @@ def write_evaluation(result: EvaluationResult, out: Path | str) -> Path:
     if result.conformal is not None:
         write_conformal(result.conformal, out, "conformal")
     return write_json(result.metrics(), out / "metrics.json")
+
+
+def write_screen_calls(result: ScreenCalls, run: Path, evaluate_cfg: EvaluateConfig,
+                       out: Path) -> Path:
+    """A predicted screen's ``calls_treatment.csv`` and ``predict.json``."""
+    write_csv(result.calls.table, out / CALLS_FILE)
+    return write_json({"run": str(run), "evaluate": evaluate_cfg.model_dump(mode="json"),
+                       "calls": as_dict(result.calls.summary()),
+                       "truth_accuracy": result.truth_accuracy, "n_truth": result.n_truth,
+                       "notes": result.notes, "skipped": result.skipped},
+                      out / PREDICT_RECORD)
 
 
 def write_conformal(result: ConformalResult, out: Path, stem: str) -> Path:
