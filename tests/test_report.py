@@ -75,6 +75,8 @@ def test_report_of_one_run(runs: Path, kind: str, tmp_path: Path) -> None:
     calls = html[html.index('<section id="calls">'):html.index('<section id="overview">')]
     if kind == "profiles":
         assert 'id="calls-table"' in calls and HIDDEN in calls
+        # A field of the unknown beside one of its nearest reference, read from the images.
+        assert calls.count('<img class="thumb" src="data:image/png;base64,') == 2
     else:
         assert 'id="calls-note"' in calls and "No unlabelled treatments" in calls
 

@@ -21,6 +21,7 @@ import pandas as pd
 
 from cellmorph import schema as sc
 from cellmorph.atomic import check_not_input, ensure_writable_dir, writable_target, write_text
+from cellmorph.datasets.index import read_index
 from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.calibration import CalibrationResult
 from cellmorph.evaluation.calls import (
@@ -35,8 +36,10 @@ from cellmorph.evaluation.calls import (
 from cellmorph.evaluation.conformal import ConformalResult
 from cellmorph.evaluation.cv_scores import CVResult
 from cellmorph.evaluation.novelty import summarize_novelty
+from cellmorph.imageio import read_field
 from cellmorph.reporting.load import RunBundle, load_bundle
 from cellmorph.reporting.plots import (
+    field_thumbnail,
     plot_bars,
     plot_confusion,
     plot_coverage,
@@ -406,21 +409,47 @@ NO_UNKNOWNS = ("No unlabelled treatments: every treated compound of this screen 
                "so there is nothing to call (mark a compound unlabelled to get its call).")
 
 
-def _calls_of(bundle: RunBundle) -> tuple[Calls | None, str | None]:
+def _calls_of(bundle: RunBundle) -> tuple[Calls | None, str | None, Path | None]:
     """The calls the page opens on: the fine-tuning run's where it has some, else the
-    profiles'; with why there are none where neither has."""
+    profiles'; with why there are none where neither has, and the index they came from."""
     found = []
     if bundle.training is not None:
-        found.append((bundle.training.calls, bundle.training.summary.calls_not_evaluated))
-    if bundle.evaluation is not None:
-        found.append((bundle.evaluation.calls, bundle.evaluation.skipped.get("calls")))
-    for calls, why in found:
+        found.append((bundle.training.calls, bundle.training.summary.calls_not_evaluated,
+                      bundle.training.config.index))
+    if bundle.evaluation is not None and bundle.profile is not None:
+        found.append((bundle.evaluation.calls, bundle.evaluation.skipped.get("calls"),
+                      bundle.profile.config.index))
+    for calls, why, index in found:
         if calls is not None and len(calls.table):
-            return calls, why
-    return next(((c, w) for c, w in found if c is not None or w), (None, None))
+            return calls, why, index
+    return next(((c, w, i) for c, w, i in found if c is not None or w), (None, None, None))
 
 
-def _calls(report: Report, calls: Calls | None, why_not: str | None) -> None:
+def _thumbnails(index_path: Path | None, treatments: set[str]) -> dict[str, str]:
+    """A small RGB picture of one field of each treatment (its first, in plate, well and
+    site order), as a data URI; none where the index or its images cannot be read (a run
+    moved without its images still gets its page)."""
+    try:
+        index = read_index(index_path) if index_path is not None else None
+    except CellmorphError:
+        return {}
+    if index is None:
+        return {}
+    channels = sc.channels_of(index)
+    first = (index[index[sc.TREATMENT].astype(str).isin(treatments)]
+             .sort_values(sc.KEY_COLUMNS).drop_duplicates(sc.TREATMENT))
+    out = {}
+    for _, row in first.iterrows():
+        try:
+            png = field_thumbnail(read_field(row, channels))
+        except (CellmorphError, OSError):
+            continue
+        out[str(row[sc.TREATMENT])] = "data:image/png;base64," + base64.b64encode(png).decode()
+    return out
+
+
+def _calls(report: Report, calls: Calls | None, why_not: str | None,
+           index: Path | None = None) -> None:
     """The calls table the page opens on, or one line saying why there is none."""
     if calls is not None and calls.not_called:
         report.calls_note = (f"{len(calls.not_called)} unlabelled dose(s) of labelled compounds "
@@ -437,6 +466,8 @@ def _calls(report: Report, calls: Calls | None, why_not: str | None) -> None:
     score = CALL_DISTANCE if CALL_DISTANCE in table.columns else CALL_PROBABILITY
     neighbours = [c.removesuffix("_MoA") for c in table.columns
                   if c.startswith("Neighbour_") and c.endswith("_MoA")]
+    nearest = table["Neighbour_1"].astype(str) if "Neighbour_1" in table else pd.Series()
+    pictures = _thumbnails(index, {*table[sc.TREATMENT].astype(str), *nearest})
     rows = []
     for _, r in table.iterrows():
         near = "; ".join(f"{r[n]} ({r[n + '_MoA']}, {r[n + '_Distance']:.3f})"
@@ -444,7 +475,9 @@ def _calls(report: Report, calls: Calls | None, why_not: str | None) -> None:
         verdict = "none of these" if r[NOVEL] else r[shown]
         rows.append({"cells": [_cell(r.get(sc.COMPOUND)), _cell(r.get(sc.CONCENTRATION)),
                                r[CALL], _cell(r[score]), verdict, _cell(r[NOVELTY_P]), near],
-                     "flags": "novel" if r[NOVEL] else ""})
+                     "flags": "novel" if r[NOVEL] else "",
+                     "pictures": [pictures.get(str(r[sc.TREATMENT]), ""),
+                                  pictures.get(str(r.get("Neighbour_1")), "")]})
     coverage = calls.labelled_coverage.get(confidence)
     report.calls = {
         "route": calls.route, "n": len(table), "novel": int(table[NOVEL].sum()),
@@ -452,6 +485,7 @@ def _calls(report: Report, calls: Calls | None, why_not: str | None) -> None:
         "coverage": f"{coverage:.0%}" if coverage is not None else "?",
         "false_alarm": f"{calls.labelled_false_alarm:.0%}",
         "confidence": f"{confidence:.0%}",
+        "pictures": bool(pictures),
         "columns": ["compound", "concentration", "call",
                     "distance" if score == CALL_DISTANCE else "probability",
                     f"{confidence:.0%} set", "novelty p",
