@@ -54,6 +54,13 @@ def test_hidden_compounds_get_calls_as_accurate_as_the_evaluation(wells) -> None
     assert abs(result.calls.labelled_accuracy - nsc) <= 0.05
     assert 0.8 <= result.calls.labelled_coverage[0.9] <= 1.0
     assert result.calls.labelled_false_alarm <= 0.2
+    # Dose consistency: a compound's doses agree where they all got the same call.
+    # (empty for a compound with a single dose).
+    grouped = calls.groupby(sc.COMPOUND)["Call_MoA"]
+    several = grouped.transform("size") > 1
+    assert calls.loc[~several, "Doses_Agree"].isna().all()
+    assert (calls.loc[several, "Doses_Agree"].astype(bool)
+            == (grouped.transform("nunique") == 1)[several]).all()
     assert calls["Novelty_P"].between(0, 1).all()
 
 

@@ -53,6 +53,7 @@ from cellmorph.records import ShortRepr
 
 CALL, CALL_DISTANCE, CALL_PROBABILITY = "Call_MoA", "Call_Distance", "Call_Probability"
 NOVEL, NOVELTY_P = "None_Of_These", "Novelty_P"
+DOSES_AGREE = "Doses_Agree"  # every dose of the compound got the same call (empty: one dose)
 CALLS_FILE = "calls_treatment.csv"  # the table's name in a run or evaluation folder
 NEIGHBOURS = 3
 TOO_FEW = ("calls for unlabelled compounds need two labelled MoAs with two compounds each to "
@@ -147,7 +148,8 @@ def call_unknowns(labelled: pd.DataFrame, unknown: pd.DataFrame, *, metric: str 
                distances[np.arange(len(out)), nearest])
     false_alarm = _false_alarm(empty[novelty_confidence][known], typical.labelled,
                                novelty_confidence)
-    return Calls(out, PROFILES_ROUTE, accuracy, coverage, false_alarm, not_called)
+    return Calls(_doses_agree(out), PROFILES_ROUTE, accuracy, coverage, false_alarm,
+                 not_called)
 
 
 def call_from_probabilities(labelled: pd.DataFrame, unknown: pd.DataFrame, *,
@@ -204,7 +206,20 @@ def call_from_probabilities(labelled: pd.DataFrame, unknown: pd.DataFrame, *,
         novelty_confidence)]
     false_alarm = _false_alarm((labelled_sets == "").to_numpy(), typical.labelled,
                                novelty_confidence)
-    return Calls(out, CLASSIFIER_ROUTE, accuracy, coverage, false_alarm, not_called)
+    return Calls(_doses_agree(out), CLASSIFIER_ROUTE, accuracy, coverage, false_alarm,
+                 not_called)
+
+
+def _doses_agree(calls: pd.DataFrame) -> pd.DataFrame:
+    """``Doses_Agree``: whether every dose of the row's compound got the same call (a
+    compound whose doses disagree may act differently by dose, or be weak at some);
+    empty for a compound with one dose."""
+    if sc.COMPOUND not in calls.columns or calls.empty:
+        return calls.assign(**{DOSES_AGREE: pd.Series(dtype=object)})
+    by_compound = calls.groupby(sc.COMPOUND)[CALL]
+    agree = by_compound.transform("nunique") == 1
+    agree = agree.astype(object).where(by_compound.transform("size") > 1, None)
+    return calls.assign(**{DOSES_AGREE: agree})
 
 
 @dataclass(frozen=True)

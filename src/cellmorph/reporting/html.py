@@ -28,6 +28,7 @@ from cellmorph.evaluation.calls import (
     CALL,
     CALL_DISTANCE,
     CALL_PROBABILITY,
+    DOSES_AGREE,
     NOT_CALLED,
     NOVEL,
     NOVELTY_P,
@@ -473,8 +474,10 @@ def _calls(report: Report, calls: Calls | None, why_not: str | None,
         near = "; ".join(f"{r[n]} ({r[n + '_MoA']}, {r[n + '_Distance']:.3f})"
                          for n in neighbours)
         verdict = "none of these" if r[NOVEL] else r[shown]
+        doses = {True: "yes", False: "no"}.get(r.get(DOSES_AGREE), "one dose")
         rows.append({"cells": [_cell(r.get(sc.COMPOUND)), _cell(r.get(sc.CONCENTRATION)),
-                               r[CALL], _cell(r[score]), verdict, _cell(r[NOVELTY_P]), near],
+                               r[CALL], _cell(r[score]), verdict, _cell(r[NOVELTY_P]),
+                               doses, near],
                      "flags": "novel" if r[NOVEL] else "",
                      "pictures": [pictures.get(str(r[sc.TREATMENT]), ""),
                                   pictures.get(str(r.get("Neighbour_1")), "")]})
@@ -488,7 +491,7 @@ def _calls(report: Report, calls: Calls | None, why_not: str | None,
         "pictures": bool(pictures),
         "columns": ["compound", "concentration", "call",
                     "distance" if score == CALL_DISTANCE else "probability",
-                    f"{confidence:.0%} set", "novelty p",
+                    f"{confidence:.0%} set", "novelty p", "doses agree",
                     "nearest labelled treatments (MoA, distance)"],
         "rows": rows}
 
