@@ -664,6 +664,10 @@ def predict(run: str | Path, index: str | Path | pd.DataFrame, *, output: str | 
         raise CellmorphError(f"predict uses the run's model, weights and preprocessing; "
                              f"{refused[0]} cannot differ (settable: "
                              f"{', '.join(PREDICT_SETTINGS)})")
+    if not Path(run_cfg.index).is_file():
+        raise CellmorphError(f"{run}: its index {run_cfg.index} is gone; predict reads the "
+                             "run's stains from it (put it back, or profile the reference "
+                             "screen again)")
     run_channels = sc.channels_of(read_index(run_cfg.index))
     screen = _checked_screen(read_index(index), run_channels, str(index), run)
     cfg = make_config(ProfileConfig, {
