@@ -83,6 +83,13 @@ def test_a_whole_hidden_moa_is_flagged_more_often_than_the_known_ones(wells) -> 
         assert (flagged == ((calls.table["Set_90"] == "")
                             | (calls.table["Novelty_P"] <= 0.1))).all()
     print(f"hidden MoAs flagged {np.mean(detected):.3f}, known {np.mean(false_alarms):.3f}")
+    # The leave-one-MoA-out evaluation measures the same rule the same way.
+    from cellmorph.evaluation.novelty import leave_one_moa_out
+
+    table = leave_one_moa_out(treatments)
+    np.testing.assert_allclose(table["none_of_these_rate"], detected, atol=1e-12)
+    np.testing.assert_allclose(table["none_of_these_false_alarm_rate"], false_alarms,
+                               atol=1e-12)
     assert np.mean(false_alarms) <= 0.15  # about the 10 % a 90 % confidence allows
     assert np.mean(detected) >= 0.3 and np.mean(detected) >= 3 * np.mean(false_alarms)
 

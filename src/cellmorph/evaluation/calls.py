@@ -138,7 +138,7 @@ def call_unknowns(labelled: pd.DataFrame, unknown: pd.DataFrame, *, metric: str 
     nearest = distances.argmin(axis=1)
     among = cdist(sc.to_matrix(lab), sc.to_matrix(lab), metric=metric)
     among[compounds[known][:, None] == compounds[known][None, :]] = np.inf
-    typical = _typicality(among.min(axis=1), compounds[known], distances.min(axis=1))
+    typical = typicality(among.min(axis=1), compounds[known], distances.min(axis=1))
     empty = {conf: ~rows.any(axis=1) for conf, rows in members.items()}
     out = _calls_table(unknown, lab, classes,
                        {conf: rows[~known] for conf, rows in members.items()},
@@ -196,7 +196,7 @@ def call_from_probabilities(labelled: pd.DataFrame, unknown: pd.DataFrame, *,
     probs, references = (t[columns].to_numpy(float) for t in (unknown, labelled))
     accuracy = float((np.asarray(classes)[references.argmax(axis=1)]
                       == labelled[sc.MOA].astype(str).to_numpy()).mean())
-    typical = _typicality(1 - references.max(axis=1),
+    typical = typicality(1 - references.max(axis=1),
                           labelled[sc.COMPOUND].astype(str).to_numpy(), 1 - probs.max(axis=1))
     out = _calls_table(unknown, labelled.reset_index(drop=True), classes, members,
                        novelty_confidence, cdist(probs, references), typical.queries)
@@ -230,7 +230,7 @@ class Typicality:
     labelled: np.ndarray  # each labelled one against the other compounds' (as a query is)
 
 
-def _typicality(labelled: np.ndarray, compounds: np.ndarray, queries: np.ndarray) -> Typicality:
+def typicality(labelled: np.ndarray, compounds: np.ndarray, queries: np.ndarray) -> Typicality:
     """p = (1 + #{labelled scores >= s}) / (n + 1): the conformal p-value of a score ``s``
     where higher is stranger (a distance, one minus a probability). Written here because
     crepes' conformal predictive systems want a regressor, not a bare score. A labelled

@@ -4,7 +4,11 @@ Leave-one-MoA-out: each MoA in turn is removed from the references and from the
 calibration; its treatments are then scored against the known MoAs only, while every known
 treatment is scored as usual, calibrated leave-one-compound-out. A held-out treatment should
 get an empty set at the confidence asked (detection), a known one should not (false alarm);
-the novelty score, one minus the largest p-value, ranks them (AUROC).
+the novelty score, one minus the largest p-value, ranks them (AUROC). The calls of unlabelled
+compounds (:mod:`cellmorph.evaluation.calls`) say "none of these" where the set is empty or
+the treatment is atypical of the known ones (its distance to the nearest known treatment, or
+one minus its top probability, against theirs); ``none_of_these_rate`` and
+``none_of_these_false_alarm_rate`` measure that rule the same way.
 
 Two sources of scores, one table:
 
@@ -24,15 +28,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from crepes.extras import hinge
+from scipy.spatial.distance import cdist
 from sklearn.metrics import roc_auc_score
 
 from cellmorph import schema as sc
 from cellmorph.errors import CellmorphError
+from cellmorph.evaluation.calls import typicality
 from cellmorph.evaluation.conformal import calibrate_by_group, knn_scores, schemes_used
 from cellmorph.evaluation.knn import single_compound_moas
 
 NOVELTY_COLUMNS = ["held_out_moa", "n_novel", "n_known", "confidence", "scheme",
-                   "detection_rate", "false_alarm_rate", "auroc"]
+                   "detection_rate", "false_alarm_rate", "auroc", "none_of_these_rate",
+                   "none_of_these_false_alarm_rate"]
 
 
 def novelty_scores(treatments: pd.DataFrame, held_out: str, *, metric: str = "cosine",
@@ -46,7 +53,13 @@ def novelty_scores(treatments: pd.DataFrame, held_out: str, *, metric: str = "co
     labels = _known_labels(lab, novel, known)
     compounds = lab[sc.COMPOUND].astype(str).to_numpy()
     scores = knn_scores(sc.to_matrix(lab), labels, compounds, len(known), metric=metric)
-    return _held_out_table(lab, novel, scores, labels, known, confidence, scheme, seed)
+    # Strangeness as the calls measure it: the distance to the nearest known treatment of
+    # another compound.
+    dist = cdist(sc.to_matrix(lab), sc.to_matrix(lab), metric=metric)
+    dist[compounds[:, None] == compounds[None, :]] = np.inf
+    dist[:, novel] = np.inf
+    return _held_out_table(lab, novel, scores, labels, known, confidence, scheme, seed,
+                           dist.min(axis=1))
 
 
 def _known_labels(table: pd.DataFrame, novel: np.ndarray, known: list[str]) -> np.ndarray:
@@ -57,16 +70,21 @@ def _known_labels(table: pd.DataFrame, novel: np.ndarray, known: list[str]) -> n
 
 def _held_out_table(lab: pd.DataFrame, novel: np.ndarray, scores: np.ndarray,
                     labels: np.ndarray, known: list[str], confidence: float, scheme: str,
-                    seed: int) -> tuple[pd.DataFrame, str]:
+                    seed: int, strangeness: np.ndarray) -> tuple[pd.DataFrame, str]:
     """p-values calibrated leave-one-compound-out on the known treatments; the held-out
-    ones (label -1) are never calibration points."""
+    ones (label -1) are never calibration points, nor references of the typicality."""
     compounds = lab[sc.COMPOUND].astype(str).to_numpy()
     calibrated = calibrate_by_group(scores, labels, compounds, len(known), seed)
     sizes = {c: int(n) for c, n in zip(known, calibrated.sizes, strict=True)}
     used = schemes_used(scheme, [confidence], sizes)[confidence]
     p = calibrated.mondrian if used == "mondrian" else calibrated.marginal
+    typical = typicality(strangeness[~novel], compounds[~novel], strangeness[novel])
+    typical_p = np.empty(len(lab))
+    typical_p[novel], typical_p[~novel] = typical.queries, typical.labelled
+    empty = (p <= 1 - confidence).all(1)
     table = lab[[sc.TREATMENT, sc.COMPOUND, sc.MOA]].assign(
-        novel=novel, novelty_score=1 - p.max(axis=1), empty_set=(p <= 1 - confidence).all(1))
+        novel=novel, novelty_score=1 - p.max(axis=1), empty_set=empty,
+        none_of_these=empty | (typical_p <= 1 - confidence))
     return table, used
 
 
@@ -76,7 +94,9 @@ def _novelty_row(moa: str, table: pd.DataFrame, used: str, confidence: float) ->
             "confidence": confidence, "scheme": used,
             "detection_rate": float(table["empty_set"][novel].mean()),
             "false_alarm_rate": float(table["empty_set"][~novel].mean()),
-            "auroc": float(roc_auc_score(novel, table["novelty_score"]))}
+            "auroc": float(roc_auc_score(novel, table["novelty_score"])),
+            "none_of_these_rate": float(table["none_of_these"][novel].mean()),
+            "none_of_these_false_alarm_rate": float(table["none_of_these"][~novel].mean())}
 
 
 def _check_three(moas: list[str]) -> None:
@@ -127,7 +147,7 @@ def novelty_from_probabilities(known: pd.DataFrame, unseen: pd.DataFrame, *,
         novel = (lab[sc.MOA].astype(str) == moa).to_numpy()
         labels = _known_labels(lab, novel, others)
         table, used = _held_out_table(lab, novel, hinge(probs), labels, others, confidence,
-                                      scheme, seed)
+                                      scheme, seed, 1 - probs.max(axis=1))
         rows.append(_novelty_row(moa, table, used, confidence))
     return pd.DataFrame(rows, columns=NOVELTY_COLUMNS)
 
@@ -151,6 +171,8 @@ class NoveltySummary:
     detection_rate: float
     false_alarm_rate: float
     per_moa: dict[str, float]
+    none_of_these_rate: float | None = None  # the calls' rule: empty set or atypical
+    none_of_these_false_alarm_rate: float | None = None
 
 
 def summarize_novelty(table: pd.DataFrame) -> NoveltySummary:
@@ -159,4 +181,6 @@ def summarize_novelty(table: pd.DataFrame) -> NoveltySummary:
                           float(table["auroc"].min()), float(table["auroc"].max()),
                           float(table["detection_rate"].mean()),
                           float(table["false_alarm_rate"].mean()),
-                          {r.held_out_moa: round(r.auroc, 4) for r in table.itertuples()})
+                          {r.held_out_moa: round(r.auroc, 4) for r in table.itertuples()},
+                          *(float(table[c].mean()) if c in table.columns else None
+                            for c in ("none_of_these_rate", "none_of_these_false_alarm_rate")))

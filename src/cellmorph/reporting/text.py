@@ -42,10 +42,15 @@ def calibration_note(too_few: list[str], needed: int) -> str:
 
 def format_novelty(summary: NoveltySummary) -> str:
     """One line: how well unseen mechanisms stand out."""
-    return (f"novelty (leave-one-MoA-out, {summary.confidence:.0%} sets): AUROC "
+    line = (f"novelty (leave-one-MoA-out, {summary.confidence:.0%} sets): AUROC "
             f"{summary.mean_auroc:.3f} ({summary.min_auroc:.2f}-{summary.max_auroc:.2f} "
-            f"over held-out MoAs); 'none of these' for {summary.detection_rate:.0%} of unseen "
+            f"over held-out MoAs); empty set for {summary.detection_rate:.0%} of unseen "
             f"treatments, {summary.false_alarm_rate:.1%} of known ones")
+    if summary.none_of_these_rate is None:  # a table written before the calls' rule
+        return line
+    return (f"{line}; 'none of these' as calls say it (empty or atypical) for "
+            f"{summary.none_of_these_rate:.0%} of unseen, "
+            f"{summary.none_of_these_false_alarm_rate:.1%} of known")
 
 
 def format_index_summary(summary: dict) -> str:
