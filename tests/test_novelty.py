@@ -167,7 +167,11 @@ def test_train_novelty_equals_a_reference_from_the_saved_predictions(twelve_moas
     # Reading the folder back scores the same table; the report shows it.
     pd.testing.assert_frame_equal(load_training(run).novelty, table, check_exact=False)
     assert main(["report", str(run)]) == 0
-    assert "held-out MoA scored by a model trained without it" in (run / "report.html").read_text()
+    html = (run / "report.html").read_text()
+    assert "held-out MoA scored by a model trained without it" in html
+    # The calls' rule beside the empty set's, row by row.
+    assert "(calls&#39; rule)" in html or "(calls' rule)" in html
+    assert f"<td>{table['none_of_these_rate'].iloc[0]:.0%}</td>" in html
 
 
 def test_novelty_folds_never_train_on_the_held_out_moa() -> None:

@@ -329,7 +329,18 @@ def _novelty(report: Report, table: pd.DataFrame, title: str) -> None:
                            "rows": [{"moa": r.held_out_moa, "n": r.n_novel, "scheme": r.scheme,
                                      "detection": f"{r.detection_rate:.0%}",
                                      "false_alarm": f"{r.false_alarm_rate:.1%}",
-                                     "auroc": f"{r.auroc:.3f}"} for r in table.itertuples()]})
+                                     "auroc": f"{r.auroc:.3f}",
+                                     **_calls_rule(r)} for r in table.itertuples()]})
+
+
+def _calls_rule(row: object) -> dict[str, str]:
+    """A novelty row's rates under the calls' rule (empty set or atypical); blank for a
+    table written before it was measured."""
+    flagged = getattr(row, "none_of_these_rate", None)
+    if flagged is None or pd.isna(flagged):
+        return {"flagged": "", "flagged_false": ""}
+    return {"flagged": f"{flagged:.0%}",
+            "flagged_false": f"{row.none_of_these_false_alarm_rate:.1%}"}
 
 
 def _reliability(report: Report, result: CalibrationResult, figures: Path, synthetic: bool,
