@@ -1,8 +1,8 @@
 """Answers for the compounds nobody labelled: each unlabelled treatment gets a call, a
 conformal set at each confidence calibrated on the labelled compounds (the same score and
 scheme the run validates, so a set is as trustworthy as the validity table says), a novelty
-verdict ("none of these" where the set at the novelty confidence is empty) and its nearest
-labelled treatments. Controls are never called.
+verdict ("none of these": see below) and its nearest labelled treatments. Controls are never
+called.
 
 Two routes, one table (:class:`Calls`):
 
@@ -46,6 +46,7 @@ from cellmorph.evaluation.conformal import (
     calibrate_by_group,
     conformal_from_probabilities,
     knn_scores,
+    other_compound_distances,
     schemes_used,
 )
 from cellmorph.evaluation.knn import single_compound_moas
@@ -120,7 +121,8 @@ def call_unknowns(labelled: pd.DataFrame, unknown: pd.DataFrame, *, metric: str 
     table = pd.concat([lab, unknown], ignore_index=True)
     labels = np.array([classes.index(str(m)) for m in lab[sc.MOA]] + [-1] * len(unknown))
     compounds = table[sc.COMPOUND].astype(str).to_numpy()
-    scores = knn_scores(sc.to_matrix(table), labels, compounds, len(classes), metric=metric)
+    dist = other_compound_distances(sc.to_matrix(table), compounds, metric=metric)
+    scores = knn_scores(dist, labels, len(classes))
     calibrated = calibrate_by_group(scores, labels, compounds, len(classes), seed)
     levels = (*confidences, novelty_confidence)
     used = schemes_used(scheme, levels,
@@ -133,11 +135,11 @@ def call_unknowns(labelled: pd.DataFrame, unknown: pd.DataFrame, *, metric: str 
     # The 1-NN MoA of each labelled treatment among the other compounds is the argmin of its
     # kNN score (a distance ratio below 1 only for the nearest class).
     accuracy = float((scores[known].argmin(axis=1) == labels[known]).mean())
-    distances = cdist(sc.to_matrix(unknown), sc.to_matrix(lab), metric=metric)
-    distances[compounds[~known][:, None] == compounds[known][None, :]] = np.inf
+    # Each unknown to every reference (a reference of its own compound, only possible
+    # across screens, is never its neighbour), and each reference to the other compounds'.
+    distances = dist[np.ix_(~known, known)]
     nearest = distances.argmin(axis=1)
-    among = cdist(sc.to_matrix(lab), sc.to_matrix(lab), metric=metric)
-    among[compounds[known][:, None] == compounds[known][None, :]] = np.inf
+    among = dist[np.ix_(known, known)]
     typical = typicality(among.min(axis=1), compounds[known], distances.min(axis=1))
     empty = {conf: ~rows.any(axis=1) for conf, rows in members.items()}
     out = _calls_table(unknown, lab, classes,
@@ -188,10 +190,7 @@ def call_from_probabilities(labelled: pd.DataFrame, unknown: pd.DataFrame, *,
     overall = validity[validity["moa"] == "all"]
     coverage = dict(zip(overall["confidence"].astype(float), overall["coverage"].astype(float),
                         strict=True))
-    sets = conformal.table.iloc[len(labelled):]
-    members = {conf: np.array([[c in s.split("; ") for c in classes]
-                               for s in sets[conformal.set_column(conf)]], bool)
-               for conf in levels}
+    members = {conf: conformal.members(conf)[len(labelled):] for conf in levels}
     columns = [f"{sc.PROB_PREFIX}{c}" for c in classes]
     probs, references = (t[columns].to_numpy(float) for t in (unknown, labelled))
     accuracy = float((np.asarray(classes)[references.argmax(axis=1)]
@@ -202,10 +201,8 @@ def call_from_probabilities(labelled: pd.DataFrame, unknown: pd.DataFrame, *,
                        novelty_confidence, cdist(probs, references), typical.queries)
     out[CALL] = np.asarray(classes)[probs.argmax(axis=1)]
     out.insert(out.columns.get_loc(CALL) + 1, CALL_PROBABILITY, probs.max(axis=1))
-    labelled_sets = conformal.table.iloc[:len(labelled)][conformal.set_column(
-        novelty_confidence)]
-    false_alarm = _false_alarm((labelled_sets == "").to_numpy(), typical.labelled,
-                               novelty_confidence)
+    labelled_empty = ~conformal.members(novelty_confidence)[:len(labelled)].any(axis=1)
+    false_alarm = _false_alarm(labelled_empty, typical.labelled, novelty_confidence)
     return Calls(_doses_agree(out), CLASSIFIER_ROUTE, accuracy, coverage, false_alarm,
                  not_called)
 

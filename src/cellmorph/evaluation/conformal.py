@@ -99,6 +99,12 @@ class ConformalResult(ShortRepr):
         """The column holding the prediction sets at ``confidence``."""
         return f"Set_{round(confidence * 100):d}"
 
+    def members(self, confidence: float) -> np.ndarray:
+        """(rows, classes): is each class in each row's set at ``confidence`` (the p-values
+        of the scheme used there, as ``Set_<confidence>`` lists them)."""
+        prefix = PVALUE_PREFIX if self.schemes[confidence] == "mondrian" else MARGINAL_PREFIX
+        return self.table[[f"{prefix}{c}" for c in self.classes]].to_numpy() > 1 - confidence
+
     def summary_table(self) -> pd.DataFrame:
         """Coverage and efficiency at each confidence (what a notebook shows)."""
         return pd.DataFrame(self.summary()["levels"]).drop(columns=["too_few_calibration"])
@@ -309,15 +315,22 @@ def conformal_from_probabilities(predictions: pd.DataFrame, *,
     return _result(method, predictions, classes, calibrated, confidences, scheme)
 
 
-def knn_scores(profiles: np.ndarray, labels: np.ndarray, compounds: np.ndarray,
-               n_classes: int, *, metric: str = "cosine") -> np.ndarray:
-    """kNN nonconformity (n, n_classes) under NSC: distance to the nearest treatment of the
-    class over distance to the nearest of another class, neighbours from other compounds
-    and among labelled treatments only (``labels`` >= 0)."""
+def other_compound_distances(profiles: np.ndarray, compounds: np.ndarray, *,
+                             metric: str = "cosine") -> np.ndarray:
+    """Pairwise distances between treatment profiles, infinite between treatments of the
+    same compound (NSC: a treatment's neighbours are always other compounds')."""
     dist = cdist(profiles, profiles, metric=metric)
     dist[compounds[:, None] == compounds[None, :]] = np.inf
-    dist[:, labels < 0] = np.inf  # unlabelled (or held-out) treatments are no references
-    scores = np.empty((len(profiles), n_classes))
+    return dist
+
+
+def knn_scores(distances: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """kNN nonconformity (n, n_classes) under NSC from :func:`other_compound_distances`:
+    distance to the nearest treatment of the class over distance to the nearest of another
+    class, among labelled treatments only (``labels`` >= 0)."""
+    # Unlabelled (or held-out) treatments are no references.
+    dist = np.where(labels[None, :] < 0, np.inf, distances)
+    scores = np.empty((len(distances), n_classes))
     for c in range(n_classes):
         same = np.where(labels[None, :] == c, dist, np.inf).min(axis=1)
         other = np.where((labels[None, :] != c) & (labels[None, :] >= 0), dist,
@@ -345,7 +358,8 @@ def conformal_from_profiles(treatments: pd.DataFrame, *, metric: str = "cosine",
                              "compounds each")
     labels = np.array([classes.index(str(m)) for m in lab[sc.MOA]])
     compound = lab[sc.COMPOUND].astype(str).to_numpy()
-    scores = knn_scores(sc.to_matrix(lab), labels, compound, len(classes), metric=metric)
+    scores = knn_scores(other_compound_distances(sc.to_matrix(lab), compound, metric=metric),
+                        labels, len(classes))
     calibrated = calibrate_by_group(scores, labels, compound, len(classes), seed)
     notes = {"metric": metric, "holdout": "nsc"}
     if dropped:

@@ -28,13 +28,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from crepes.extras import hinge
-from scipy.spatial.distance import cdist
 from sklearn.metrics import roc_auc_score
 
 from cellmorph import schema as sc
 from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.calls import typicality
-from cellmorph.evaluation.conformal import calibrate_by_group, knn_scores, schemes_used
+from cellmorph.evaluation.conformal import (
+    calibrate_by_group,
+    knn_scores,
+    other_compound_distances,
+    schemes_used,
+)
 from cellmorph.evaluation.knn import single_compound_moas
 
 NOVELTY_COLUMNS = ["held_out_moa", "n_novel", "n_known", "confidence", "scheme",
@@ -52,14 +56,12 @@ def novelty_scores(treatments: pd.DataFrame, held_out: str, *, metric: str = "co
     known = sorted(set(lab[sc.MOA].astype(str)) - {held_out})
     labels = _known_labels(lab, novel, known)
     compounds = lab[sc.COMPOUND].astype(str).to_numpy()
-    scores = knn_scores(sc.to_matrix(lab), labels, compounds, len(known), metric=metric)
+    dist = other_compound_distances(sc.to_matrix(lab), compounds, metric=metric)
     # Strangeness as the calls measure it: the distance to the nearest known treatment of
     # another compound.
-    dist = cdist(sc.to_matrix(lab), sc.to_matrix(lab), metric=metric)
-    dist[compounds[:, None] == compounds[None, :]] = np.inf
-    dist[:, novel] = np.inf
-    return _held_out_table(lab, novel, scores, labels, known, confidence, scheme, seed,
-                           dist.min(axis=1))
+    strangeness = dist[:, ~novel].min(axis=1)
+    return _held_out_table(lab, novel, knn_scores(dist, labels, len(known)), labels, known,
+                           confidence, scheme, seed, strangeness)
 
 
 def _known_labels(table: pd.DataFrame, novel: np.ndarray, known: list[str]) -> np.ndarray:

@@ -21,7 +21,13 @@ from cellmorph.evaluation.activity import (
     distance_to_controls,
     dose_comparison,
 )
-from cellmorph.evaluation.calls import TOO_FEW, Calls, calibration_references, call_unknowns
+from cellmorph.evaluation.calls import (
+    CALL,
+    TOO_FEW,
+    Calls,
+    calibration_references,
+    call_unknowns,
+)
 from cellmorph.evaluation.conformal import ConformalResult, conformal_from_profiles
 from cellmorph.evaluation.knn import NNResult, nn_accuracy
 from cellmorph.evaluation.map import moa_consistency, phenotypic_activity, summarize_map
@@ -329,7 +335,6 @@ def compare_evaluations(results: Mapping[str, EvaluationResult],
     return pd.DataFrame(rows)
 
 
-
 REFERENCE, SCREEN = "reference", "screen"  # the two screens `call_screen` puts side by side
 
 
@@ -360,7 +365,9 @@ def call_screen(reference: pd.DataFrame, screen: pd.DataFrame,
                       ignore_index=True)
     wells, notes, skipped = prepare_profiles(union, cfg)
     in_screen = wells[sc.PLATE].str.startswith(f"{SCREEN}/")
-    wells[sc.PLATE] = wells[sc.PLATE].str.split("/", n=1).str[1]
+    for column in (sc.PLATE, sc.BATCH):  # the screens' own names again
+        if column in wells.columns:
+            wells[column] = wells[column].str.split("/", n=1).str[1]
     references = sc.aggregate(sc.treatments(wells[~in_screen]), sc.TREATMENT_KEYS,
                               cfg.aggregate)
     if calibration_references(references)[sc.MOA].nunique() < 2:
@@ -375,9 +382,9 @@ def call_screen(reference: pd.DataFrame, screen: pd.DataFrame,
                           confidences=cfg.confidences, scheme=cfg.conformal_scheme,
                           novelty_confidence=cfg.novelty_confidence, seed=cfg.seed,
                           labelled_compounds="other")
-    calls.table.insert(calls.table.columns.get_loc("Call_MoA"), sc.MOA, truth.to_numpy())
+    calls.table.insert(calls.table.columns.get_loc(CALL), sc.MOA, truth.to_numpy())
     known = calls.table[sc.MOA].notna()
-    accuracy = (float((calls.table.loc[known, "Call_MoA"] == calls.table.loc[known, sc.MOA])
+    accuracy = (float((calls.table.loc[known, CALL] == calls.table.loc[known, sc.MOA])
                       .mean()) if known.any() else None)
     return ScreenCalls(calls, accuracy, int(known.sum()), notes, skipped)
 
