@@ -90,6 +90,17 @@ class Calls(ShortRepr):
     labelled_false_alarm: float = 0.0  # labelled treatments that would be "none of these"
     not_called: list[str] = field(default_factory=list)  # unlabelled doses of labelled compounds
 
+    @property
+    def shown_confidence(self) -> float:
+        """The confidence whose sets the terminal and the report show: 90 % where the run
+        computed it, else its lowest."""
+        return 0.9 if 0.9 in self.labelled_coverage else min(self.labelled_coverage)
+
+    @property
+    def shown_sets(self) -> str:
+        """The table's column of the sets at :attr:`shown_confidence`."""
+        return f"Set_{round(self.shown_confidence * 100):d}"
+
     def summary(self) -> CallsSummary:
         """Counts and the measured accuracy, coverage and false alarms, for metrics.json."""
         return CallsSummary(self.route, int(len(self.table)), int(self.table[NOVEL].sum()),

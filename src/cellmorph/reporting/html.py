@@ -471,10 +471,7 @@ def _calls(report: Report, calls: Calls | None, why_not: str | None,
                                                    else NO_UNKNOWNS))
         return
     table = calls.table
-    sets = sorted((c for c in table.columns if c.startswith("Set_")),
-                  key=lambda c: int(c.removeprefix("Set_")))
-    shown = "Set_90" if "Set_90" in sets else sets[-1]
-    confidence = int(shown.removeprefix("Set_")) / 100
+    shown, confidence = calls.shown_sets, calls.shown_confidence
     score = CALL_DISTANCE if CALL_DISTANCE in table.columns else CALL_PROBABILITY
     neighbours = [c.removesuffix("_MoA") for c in table.columns
                   if c.startswith("Neighbour_") and c.endswith("_MoA")]
@@ -492,11 +489,10 @@ def _calls(report: Report, calls: Calls | None, why_not: str | None,
                      "flags": "novel" if r[NOVEL] else "",
                      "pictures": [pictures.get(str(r[sc.TREATMENT]), ""),
                                   pictures.get(str(r.get("Neighbour_1")), "")]})
-    coverage = calls.labelled_coverage.get(confidence)
     report.calls = {
         "route": calls.route, "n": len(table), "novel": int(table[NOVEL].sum()),
         "accuracy": f"{calls.labelled_accuracy:.0%}",
-        "coverage": f"{coverage:.0%}" if coverage is not None else "?",
+        "coverage": f"{calls.labelled_coverage[confidence]:.0%}",
         "false_alarm": f"{calls.labelled_false_alarm:.0%}",
         "confidence": f"{confidence:.0%}",
         "pictures": bool(pictures),

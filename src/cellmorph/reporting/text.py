@@ -117,13 +117,9 @@ def format_calls(calls: Calls | None, shown: int = 20) -> list[str]:
     if calls.table.empty:
         return lines
     table = calls.table
-    sets = [c for c in table.columns if c.startswith("Set_")]
-    widest = "Set_90" if "Set_90" in sets else sets[0]
-    confidence = int(widest.removeprefix("Set_")) / 100
-    coverage = calls.labelled_coverage.get(confidence)
+    widest, confidence = calls.shown_sets, calls.shown_confidence
     backing = (f"on the labelled treatments, scored alike: top-1 {calls.labelled_accuracy:.0%}"
-               + (f", {confidence:.0%} sets cover {coverage:.0%}" if coverage is not None
-                  else ""))
+               f", {confidence:.0%} sets cover {calls.labelled_coverage[confidence]:.0%}")
     lines += [f"calls for {plural(len(table), 'unlabelled treatment')} ({calls.route}; "
               f"{backing}; {CALLS_FILE}):"]
     score, unit = ((CALL_DISTANCE, "distance") if CALL_DISTANCE in table.columns
