@@ -217,4 +217,8 @@ def test_predict_refuses_what_it_cannot_compare(imagenet_run, second_screen, tmp
         predict(imagenet_run, tmp_path / "dmso.parquet", output=out)
     with pytest.raises(CellmorphError, match="not a finished `cellmorph profile` run"):
         predict(tmp_path, second_screen, output=out)
+    before = sorted(p.stat().st_mtime_ns for p in imagenet_run.rglob("*") if p.is_file())
+    with pytest.raises(CellmorphError, match="is the reference run .predict's input."):
+        predict(imagenet_run, second_screen, output=imagenet_run, overwrite=True)
+    assert sorted(p.stat().st_mtime_ns for p in imagenet_run.rglob("*") if p.is_file()) == before
     assert not out.exists()

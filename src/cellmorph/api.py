@@ -658,7 +658,11 @@ def predict(run: str | Path, index: str | Path | pd.DataFrame, *, output: str | 
     from cellmorph.profiling.screen import profile_screen
     from cellmorph.reporting.writers import PREDICT_OUTPUTS, write_profiles, write_screen_calls
 
-    run, reference, run_cfg, evaluate_cfg = _reference_run(Path(run))
+    run = Path(run)
+    if Path(output).resolve() == run.resolve():
+        raise CellmorphError(f"{output} is the reference run (predict's input): choose "
+                             "another output folder")
+    reference, run_cfg, evaluate_cfg = _reference_run(run)
     refused = sorted(set(settings) - set(PREDICT_SETTINGS))
     if refused:
         raise CellmorphError(f"predict uses the run's model, weights and preprocessing; "
@@ -686,12 +690,12 @@ def predict(run: str | Path, index: str | Path | pd.DataFrame, *, output: str | 
     return found[0]
 
 
-def _reference_run(run: Path) -> tuple[Path, pd.DataFrame, ProfileConfig, EvaluateConfig]:
-    """A profiling run's folder, well profiles, config and evaluation settings, checked to
-    hold what calls are calibrated on."""
+def _reference_run(run: Path) -> tuple[pd.DataFrame, ProfileConfig, EvaluateConfig]:
+    """A profiling run's well profiles, config and evaluation settings, checked to hold what
+    calls are calibrated on."""
     from cellmorph.evaluation.calls import TOO_FEW, calibration_references
+    from cellmorph.evaluation.profiles import prepare_profiles
     from cellmorph.runs import run_kind
-    from cellmorph.schema import TREATMENT_KEYS, aggregate, treatments
 
     kind = run_kind(run)
     if kind == "train":
@@ -702,13 +706,20 @@ def _reference_run(run: Path) -> tuple[Path, pd.DataFrame, ProfileConfig, Evalua
         raise CellmorphError(f"{run} is not a finished `cellmorph profile` run (no "
                              "profiles_well.parquet); give the folder of one")
     wells = pd.read_parquet(wells_path)
-    labelled = treatments(wells)
+    labelled = sc.treatments(wells)
     if labelled.empty or calibration_references(
-            aggregate(labelled, TREATMENT_KEYS))[sc.MOA].nunique() < 2:
+            sc.aggregate(labelled, sc.TREATMENT_KEYS))[sc.MOA].nunique() < 2:
         raise CellmorphError(f"{run}: {TOO_FEW}; predict from a run whose screen has them")
     settings = run / "evaluation" / "evaluate_config.yaml"
     evaluate_cfg = load_config(settings, EvaluateConfig) if settings.is_file() else EvaluateConfig()
-    return run, wells, load_config(run / "config.yaml", ProfileConfig), evaluate_cfg
+    try:  # the reference's own normalisation, checked before anything is profiled
+        prepare_profiles(wells, evaluate_cfg)
+    except CellmorphError as exc:
+        raise CellmorphError(f"{run} cannot be a reference with its evaluation settings "
+                             f"({settings if settings.is_file() else 'the defaults'}): "
+                             f"{exc} (`cellmorph evaluate {run} ...` saves other settings "
+                             "in RUN/evaluation/evaluate_config.yaml)") from None
+    return wells, load_config(run / "config.yaml", ProfileConfig), evaluate_cfg
 
 
 def _checked_screen(screen: pd.DataFrame, channels: list[str], source: str,
