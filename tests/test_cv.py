@@ -139,6 +139,134 @@ def test_loco_run_calls_the_unlabelled_compounds(imagenet_run: CVResult, data: P
     assert summary["labelled_accuracy"] == pytest.approx(imagenet_run.ensemble.accuracy)
 
 
+def _reversed_stains(index: pd.DataFrame) -> pd.DataFrame:
+    paths = [c for c in index.columns if c.startswith(sc.PATH_PREFIX)]
+    return index[[c for c in index.columns if c not in paths] + paths[::-1]]
+
+
+def test_predict_with_the_fold_models_gives_the_run_its_own_answers(imagenet_run: CVResult,
+                                                                    data: Path,
+                                                                    tmp_path: Path) -> None:
+    """The run's own screen (its stains in another order) through `predict`: each labelled
+    compound by the fold model that held it out gives the run's out-of-fold treatment
+    probabilities, and the unlabelled compounds the run's own calls."""
+    from cellmorph.api import predict
+
+    index = _reversed_stains(pd.read_parquet(data / "index.parquet"))
+    out = tmp_path / "again"
+    result = predict(data / "imagenet", index, output=out, precision="fp32", progress=False)
+    calls = result.calls.table.set_index(sc.TREATMENT)
+    own = imagenet_run.calls.table.set_index(sc.TREATMENT)
+    assert set(own.index) <= set(calls.index)
+    pd.testing.assert_series_equal(calls.loc[own.index, "Call_MoA"], own["Call_MoA"])
+    np.testing.assert_allclose(calls.loc[own.index, "Call_Probability"],
+                               own["Call_Probability"], atol=1e-5)
+    oof = imagenet_run.seeds[0].levels["treatment"].set_index(sc.TREATMENT)
+    labelled = calls.drop(index=own.index)
+    assert sorted(labelled.index) == sorted(oof.index)  # every labelled one, no control
+    np.testing.assert_allclose(labelled["Call_Probability"],
+                               oof.loc[labelled.index, sc.prob_columns(oof)].max(axis=1),
+                               atol=1e-5)
+    assert (labelled["Call_MoA"] == oof.loc[labelled.index, "predicted"]).all()
+    assert result.n_truth == len(oof)
+    assert result.truth_accuracy == pytest.approx(imagenet_run.ensemble.accuracy)
+    record = json.loads((out / "predict.json").read_text())
+    assert record["run"] == str(data / "imagenet") and record["train"]["model"] == \
+        "tf_efficientnet_lite0"
+    written = len(list((out / "predictions" / "seed0").glob("*.parquet")))
+    assert written == 7  # one per fold model, reused by a rerun
+    again = predict(data / "imagenet", index, output=out, precision="fp32", progress=False)
+    pd.testing.assert_frame_equal(again.calls.table, result.calls.table)
+
+
+def test_predict_calls_a_second_screen_with_the_fold_models(imagenet_run: CVResult,
+                                                            data: Path, tmp_path: Path,
+                                                            capsys) -> None:
+    """Another SYNTHETIC screen of the same compounds (another seed): its compounds, labelled
+    in truth, are called about as well as the run scored its own; a screen lacking a stain
+    is refused in one line, with nothing written."""
+    from cellmorph.api import predict
+    from cellmorph.cli import main
+
+    root = tmp_path / "second"
+    synthesize_bbbc021(root / "images", moas=MOAS, size=(96, 120), seed=1, progress=False)
+    index = index_bbbc021(root / "images", moa_subset=True,
+                          image_csv=root / "images" / "BBBC021_v1_image.csv")
+    result = predict(data / "imagenet", _reversed_stains(index), output=root / "calls",
+                     precision="fp32", progress=False)
+    treated = index.loc[~sc.is_control(index), sc.TREATMENT].unique()
+    assert sorted(result.calls.table[sc.TREATMENT]) == sorted(treated)
+    # The first screen's accuracy on the same treatments: the run's out-of-fold calls of its
+    # labelled compounds and its calls of the unlabelled ones.
+    oof = imagenet_run.seeds[0].levels["treatment"]
+    own = imagenet_run.calls.table
+    first = (int(oof["correct"].sum()) + int((own["Call_MoA"] == own[sc.COMPOUND].map(HIDDEN))
+                                             .sum())) / (len(oof) + len(own))
+    print(f"second screen {result.truth_accuracy:.3f} of {result.n_truth}, first {first:.3f}")
+    # Measured (2 epochs, fp32): 12 of 17 right on the second screen against 14 of 17 on the
+    # first. Its compounds are new draws of each MoA's phenotype (the synthetic compound's
+    # jitter follows the screen's seed), and two treatments of 17 are 12 points: the
+    # tolerance is two treatments and a half here; the 12-MoA figure (bench/calls.py) holds
+    # the issue's 10 points on 100 treatments.
+    assert result.truth_accuracy >= first - 2.5 / result.n_truth
+    from cellmorph.api import report
+
+    page = report(root / "calls", output=root / "calls" / "report.html")
+    assert "Calls for the new screen's compounds" in page.html
+    assert f"calls right for <b>{result.truth_accuracy:.0%} of the 17" in page.html
+    # Each row: a field of the screen's treatment beside one of its nearest reference's.
+    assert page.html.count('class="thumb"') == 2 * len(result.calls.table)
+    write_parquet(index.drop(columns=["Path_Actin"]), root / "no_actin.parquet")
+    out = root / "refused"
+    assert main(["predict", str(data / "imagenet"), str(root / "no_actin.parquet"), "-o",
+                 str(out), "--precision", "fp32"]) == 2
+    err = capsys.readouterr().err
+    assert "lacks stain(s) ['Actin']" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    with pytest.raises(CellmorphError, match="preprocess cannot differ .settable: device, "
+                                             "precision"):
+        predict(data / "imagenet", index, output=out, preprocess={"tile_size": 32})
+    train(_cfg(data, "partial", epochs=1, folds=["emetine", "taxol"]), progress=False)
+    with pytest.raises(CellmorphError, match=r"no seed kept them all .* 2 of 7 folds done"):
+        predict(data / "partial", index, output=out)
+    assert not out.exists()
+
+
+def test_refit_calls_the_unknowns_with_one_model_of_every_labelled_compound(
+        imagenet_run: CVResult, data: Path, tmp_path: Path) -> None:
+    """refit: true on a finished run resumes it (the folds are not redone) and adds one model
+    per seed trained on every labelled compound; it calls the unlabelled compounds, the sets
+    stay calibrated on the folds, and the choice is recorded."""
+    import shutil
+
+    from cellmorph.api import predict
+    from cellmorph.evaluation.calls import REFIT_ROUTE
+
+    run = tmp_path / "refit"
+    shutil.copytree(data / "imagenet", run)
+    folds = sorted((run / "seed0" / "folds").glob("*/predictions.parquet"))
+    stamps = [p.stat().st_mtime_ns for p in folds]
+    result = train(_cfg(data, "imagenet", output=run, refit=True), progress=False)
+    assert [p.stat().st_mtime_ns for p in folds] == stamps  # resumed, not redone
+    refit = fold_dir(run / "seed0", "refit", "refit")
+    assert (refit / "model.safetensors").is_file() and (refit / "queries.parquet").is_file()
+    crops = pd.read_parquet(refit / "queries.parquet")
+    assert sorted(crops[sc.COMPOUND].unique()) == sorted(HIDDEN)
+    calls = result.calls.table
+    assert result.calls.route == REFIT_ROUTE
+    reference = _median_over_folds(run / "seed0" / "refit").loc[calls[sc.TREATMENT]]
+    np.testing.assert_allclose(reference.max(axis=1), calls["Call_Probability"], atol=1e-6)
+    assert result.calls.labelled_accuracy == imagenet_run.calls.labelled_accuracy  # the folds
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["calls"]["route"] == REFIT_ROUTE
+    # predict: the unknown compounds by the refitted model, the labelled by their folds.
+    again = predict(run, data / "index.parquet", output=tmp_path / "predicted",
+                    precision="fp32", progress=False)
+    mine = again.calls.table.set_index(sc.TREATMENT).loc[calls[sc.TREATMENT]]
+    np.testing.assert_allclose(mine["Call_Probability"], calls["Call_Probability"], atol=1e-5)
+    assert again.calls.route == REFIT_ROUTE
+
+
 def test_bf16_loco_run_keeps_its_documented_properties(data: Path) -> None:
     """precision: bf16 forced (native where the CPU has it, emulated elsewhere: every machine
     runs this path). Numbers differ from fp32 by rounding; what is asserted holds by

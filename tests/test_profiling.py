@@ -193,6 +193,11 @@ def test_predict_calls_a_second_screen_from_a_profiling_run(imagenet_run, second
     from cellmorph.api import describe
 
     assert describe(result).startswith("calls right for 7")
+    from cellmorph.api import report
+
+    page = report(out, output=out / "report.html")
+    assert "Calls for the new screen's compounds" in page.html
+    assert page.html.count("<tr") >= len(calls)
 
 
 def test_predict_refuses_what_it_cannot_compare(imagenet_run, second_screen, tmp_path,
@@ -211,6 +216,13 @@ def test_predict_refuses_what_it_cannot_compare(imagenet_run, second_screen, tmp
     assert not out.exists()  # nothing written
     with pytest.raises(CellmorphError, match="preprocess cannot differ"):
         predict(imagenet_run, second_screen, output=out, preprocess={"tile_size": 64})
+    plate = index[sc.PLATE].iloc[0]
+    control = (index[sc.PLATE] == plate) & (index[sc.ROLE] == sc.ROLE_CONTROL)
+    kept_well = index.loc[control, sc.WELL].iloc[0]
+    write_parquet(index[~control | (index[sc.WELL] == kept_well)], tmp_path / "one.parquet")
+    with pytest.raises(CellmorphError, match=f"plate {plate} has 1 control well"):
+        predict(imagenet_run, tmp_path / "one.parquet", output=out)
+    assert not out.exists()
     controls_only = index[index[sc.ROLE] == sc.ROLE_CONTROL]
     write_parquet(controls_only, tmp_path / "dmso.parquet")
     with pytest.raises(CellmorphError, match="only control fields"):

@@ -16,6 +16,7 @@ Settings are given as a config file, a config object, a dict, or keyword argumen
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -49,8 +50,9 @@ from cellmorph.synth.bbbc021_synthetic import synthesize_bbbc021
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from cellmorph.evaluation.calls import ScreenCalls
     from cellmorph.evaluation.cv_scores import CVResult
-    from cellmorph.evaluation.profiles import EvaluationResult, ScreenCalls
+    from cellmorph.evaluation.profiles import EvaluationResult
     from cellmorph.evaluation.readout import TranslocationResult
     from cellmorph.interpret.run import ExplainResult
     from cellmorph.profiling.screen import ProfileResult
@@ -523,7 +525,7 @@ def describe(result: Any) -> str:
 # Where each typed result is defined. A result can only exist once its module was imported,
 # so its kind is found among the loaded modules: describing an evaluation loads no torch.
 _RESULT_MODULES = {"EvaluationResult": "cellmorph.evaluation.profiles",
-                   "ScreenCalls": "cellmorph.evaluation.profiles",
+                   "ScreenCalls": "cellmorph.evaluation.calls",
                    "CVResult": "cellmorph.evaluation.cv_scores",
                    "TranslocationResult": "cellmorph.evaluation.readout",
                    "WeakTrainingResult": "cellmorph.training.weak",
@@ -621,29 +623,39 @@ def config_reference(output: str | Path | None = None) -> str:
 # weights and preprocessing make the reference profiles a new screen is compared with).
 PREDICT_SETTINGS = ("device", "precision", "batch_size", "num_workers", "executor",
                     "ray_address")
+MODEL_PREDICT_SETTINGS = ("device", "precision")  # a training run's fold models
 
 
 def predict(run: str | Path, index: str | Path | pd.DataFrame, *, output: str | Path,
             overwrite: bool = False, progress: bool = True,
             **settings: Any) -> ScreenCalls:
-    """Calls for every treated compound of a new screen, from a profiling run's labelled
-    treatments: the screen is profiled with the run's network and preprocessing, each
-    screen's plates are normalised on their own controls, and every treated compound gets
-    a call, conformal sets, a novelty verdict and its nearest references
-    (:func:`cellmorph.evaluation.profiles.call_screen`).
+    """Calls for every treated compound of a new screen, from a run's labelled treatments.
+
+    From a profiling run (or ``cellmorph embed``'s), the screen is profiled with the run's
+    network and preprocessing, each screen's plates are normalised on their own controls,
+    and every treated compound gets a call, conformal sets, a novelty verdict and its
+    nearest references (:func:`cellmorph.evaluation.profiles.call_screen`). From a
+    leave-one-compound-out training run, the screen is preprocessed as the run was and
+    predicted by the run's fold models: a compound the run never labelled by all of them
+    (their median), one it trained on by the fold that held it out, as the run's own
+    out-of-fold predictions the sets are calibrated on
+    (:mod:`cellmorph.training.apply`).
 
     Parameters
     ----------
     run
-        A ``cellmorph profile`` folder (or ``cellmorph embed``'s: a trained network's
-        profiles) whose screen has labelled treatments and controls.
+        A ``cellmorph profile`` folder (or ``cellmorph embed``'s) whose screen has labelled
+        treatments and controls, or a finished ``cellmorph train`` folder (leave-one-out,
+        every fold's model kept: ``keep_models: embed``, the default).
     index
         The new screen's index; its stains are matched to the run's by name.
     output
-        A new run folder: the screen's profiles, ``calls_treatment.csv`` and
-        ``predict.json`` (the run it came from, what backs the calls).
+        A new run folder: the screen's profiles (or its fold models' crop predictions),
+        ``calls_treatment.csv`` and ``predict.json`` (the run it came from, what backs the
+        calls).
     settings
-        ``device=``, ``precision=``, ``batch_size=``, ``num_workers=``, ``executor=``.
+        ``device=``, ``precision=``; for a profiling run also ``batch_size=``,
+        ``num_workers=``, ``executor=``.
 
     Examples
     --------
@@ -654,30 +666,47 @@ def predict(run: str | Path, index: str | Path | pd.DataFrame, *, output: str | 
     >>> calls.n_truth == len(calls.calls.table), (tmp / "new" / "calls_treatment.csv").is_file()
     (True, True)
     """
-    from cellmorph.evaluation.profiles import call_screen
-    from cellmorph.profiling.screen import profile_screen
-    from cellmorph.reporting.writers import PREDICT_OUTPUTS, write_profiles, write_screen_calls
+    from cellmorph.runs import run_kind
 
     run = Path(run)
     if Path(output).resolve() == run.resolve():
         raise CellmorphError(f"{output} is the reference run (predict's input): choose "
                              "another output folder")
-    reference, run_cfg, evaluate_cfg = _reference_run(run)
-    refused = sorted(set(settings) - set(PREDICT_SETTINGS))
+    predicting = _predict_with_models if run_kind(run) == "train" else _predict_from_profiles
+    return predicting(run, index, Path(output), overwrite, progress, settings)
+
+
+def _refused_settings(settings: dict[str, Any], allowed: Sequence[str]) -> dict[str, Any]:
+    """The settings given (None: not given), refused where predict cannot honour them."""
+    refused = sorted({k for k, v in settings.items() if v is not None} - set(allowed))
     if refused:
         raise CellmorphError(f"predict uses the run's model, weights and preprocessing; "
-                             f"{refused[0]} cannot differ (settable: "
-                             f"{', '.join(PREDICT_SETTINGS)})")
-    if not Path(run_cfg.index).is_file():
-        raise CellmorphError(f"{run}: its index {run_cfg.index} is gone; predict reads the "
-                             "run's stains from it (put it back, or profile the reference "
-                             "screen again)")
-    run_channels = sc.channels_of(read_index(run_cfg.index))
+                             f"{refused[0]} cannot differ (settable: {', '.join(allowed)})")
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+def _run_index(run: Path, cfg: ProfileConfig | TrainConfig) -> pd.DataFrame:
+    if not Path(cfg.index).is_file():
+        raise CellmorphError(f"{run}: its index {cfg.index} is gone; predict reads the "
+                             "run's stains from it (put it back, or run it again)")
+    return read_index(cfg.index)
+
+
+def _predict_from_profiles(run: Path, index: str | Path | pd.DataFrame, output: Path,
+                           overwrite: bool, progress: bool, settings: dict) -> ScreenCalls:
+    """:func:`predict` from a profiling run."""
+    from cellmorph.evaluation.profiles import call_screen
+    from cellmorph.profiling.screen import profile_screen
+    from cellmorph.reporting.writers import PREDICT_OUTPUTS, write_profiles, write_screen_calls
+
+    reference, run_cfg, evaluate_cfg = _reference_run(run)
+    given = _refused_settings(settings, PREDICT_SETTINGS)
+    run_channels = sc.channels_of(_run_index(run, run_cfg))
     screen = _checked_screen(read_index(index), run_channels, str(index), run)
+    _check_plate_controls(screen, evaluate_cfg, str(index))
     cfg = make_config(ProfileConfig, {
         **run_cfg.model_dump(mode="json", exclude={"index", "output", "cache_dir"}),
-        "index": str(Path(output) / "index.parquet"), "output": str(output)},
-        **{k: v for k, v in settings.items() if v is not None})
+        "index": str(output / "index.parquet"), "output": str(output)}, **given)
 
     def finish(result: ProfileResult) -> None:  # while the run still holds its folder
         write_profiles(result, cfg.output)
@@ -688,6 +717,43 @@ def predict(run: str | Path, index: str | Path | pd.DataFrame, *, output: str | 
     profile_screen(cfg, progress_bars=progress, overwrite=overwrite, index_table=screen,
                    finish=finish, outputs=PREDICT_OUTPUTS)
     return found[0]
+
+
+def _predict_with_models(run: Path, index: str | Path | pd.DataFrame, output: Path,
+                         overwrite: bool, progress: bool, settings: dict) -> ScreenCalls:
+    """:func:`predict` from a leave-one-out training run's fold models."""
+    from cellmorph.evaluation.calls import CLASSIFIER_ROUTE, REFIT_ROUTE
+    from cellmorph.evaluation.cv_scores import call_screen_with_models
+    from cellmorph.reporting.load import load_training
+    from cellmorph.reporting.writers import MODEL_PREDICT_OUTPUTS, write_screen_calls
+    from cellmorph.training.apply import predict_screen, run_models
+
+    run_cfg = load_config(run / "config.yaml", TrainConfig)
+    given = _refused_settings(settings, MODEL_PREDICT_SETTINGS)
+    if run_cfg.weak_label:
+        raise CellmorphError(f"{run} is a weakly supervised run: it predicts no MoA; embed "
+                             f"it (`cellmorph embed {run}`) and predict from RUN/embed")
+    result = load_training(run)
+    found = run_models(run, run_cfg, {s.seed: s.folds for s in result.seeds},
+                       result.folds_total, result.classes)
+    if result.ensemble is None or result.folds_done < 2:
+        raise CellmorphError(f"{run}: calls are calibrated on the out-of-fold predictions "
+                             "of two folds or more; the run has fewer")
+    screen = _checked_screen(read_index(index), sc.channels_of(_run_index(run, run_cfg)),
+                             str(index), run)
+    cfg = make_config(TrainConfig, {
+        **run_cfg.model_dump(mode="json", exclude={"index", "output", "cache_dir"}),
+        "index": str(output / "index.parquet"), "output": str(output)}, **given)
+    calls: list[ScreenCalls] = []
+
+    def finish(crops: list[pd.DataFrame]) -> None:  # while the run still holds its folder
+        calls.append(call_screen_with_models(
+            result, crops, REFIT_ROUTE if found.refitted else CLASSIFIER_ROUTE))
+        write_screen_calls(calls[0], run, run_cfg, output)
+
+    predict_screen(cfg, found, index_table=screen, overwrite=overwrite, progress_bars=progress,
+                   finish=finish, outputs=MODEL_PREDICT_OUTPUTS)
+    return calls[0]
 
 
 def _reference_run(run: Path) -> tuple[pd.DataFrame, ProfileConfig, EvaluateConfig]:
@@ -720,6 +786,23 @@ def _reference_run(run: Path) -> tuple[pd.DataFrame, ProfileConfig, EvaluateConf
                              f"{exc} (`cellmorph evaluate {run} ...` saves other settings "
                              "in RUN/evaluation/evaluate_config.yaml)") from None
     return wells, load_config(run / "config.yaml", ProfileConfig), evaluate_cfg
+
+
+def _check_plate_controls(screen: pd.DataFrame, cfg: EvaluateConfig, source: str) -> None:
+    """Refuse, before anything is profiled, a plate the reference's normalisation cannot
+    centre on its own controls (fewer than two control wells in the index; fields that
+    yield no tile can still take a plate below two later)."""
+    if cfg.normalize == "none" or cfg.normalize_by == "global":
+        return
+    wells = screen.loc[screen[sc.ROLE] == sc.ROLE_CONTROL, [sc.PLATE, sc.WELL]]
+    counts = wells.drop_duplicates().groupby(sc.PLATE).size().reindex(
+        screen[sc.PLATE].unique(), fill_value=0)
+    few = counts[counts < 2]
+    if len(few):
+        raise CellmorphError(
+            f"{source}: plate {few.index[0]} has {few.iloc[0]} control well(s); the "
+            "reference normalises each plate on its own controls, which needs at least 2 "
+            "(add control wells, or evaluate the reference with normalize_by: global)")
 
 
 def _checked_screen(screen: pd.DataFrame, channels: list[str], source: str,

@@ -481,21 +481,26 @@ def embed_cmd(
 def predict_cmd(
     run: Annotated[Path, typer.Argument(
         metavar="RUN", help="A `cellmorph profile` folder (or `cellmorph embed`'s) whose "
-                            "screen has labelled treatments: the references.")],
+                            "screen has labelled treatments: the references; or a finished "
+                            "leave-one-compound-out `cellmorph train` folder: its fold "
+                            "models.")],
     index: Annotated[Path, typer.Argument(
         metavar="INDEX", help="The new screen's index (`cellmorph index ...`); stains are "
                               "matched to the run's by name.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="A new run folder: the "
-                                         "screen's profiles, calls_treatment.csv and "
+                                         "screen's profiles (or its fold-model "
+                                         "predictions), calls_treatment.csv and "
                                          "predict.json.")],
     batch_size: Annotated[int | None, _opt(_P, "batch_size", "--batch-size")] = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Calls for every treated compound of a new screen: profiled with the run's network and
-    preprocessing, normalised on its own controls, called from the run's labelled
-    treatments (call, conformal sets, novelty, nearest references)."""
+    """Calls for every treated compound of a new screen (call, conformal sets, novelty,
+    nearest references): profiled with a profiling run's network and preprocessing,
+    normalised on its own controls, called from the run's labelled treatments; or, from a
+    training run, preprocessed as it was and predicted by the fold models that never saw
+    each compound."""
     from cellmorph.api import predict
     from cellmorph.reporting.text import format_screen_calls
 

@@ -412,6 +412,12 @@ class TrainConfig(RunConfig):
                           "novelty table; needs fold_by Metadata_Compound")
     novelty_confidence: Confidence = Field(0.9, description="confidence of the sets whose "
                                            "emptiness flags an unseen MoA")
+    refit: bool = Field(False, description="after the folds, train one more model per seed "
+                        "on every labelled compound (the same settings and epochs), the usual "
+                        "cross-validate-then-refit: it calls the unlabelled compounds (and "
+                        "`cellmorph predict`'s new ones) instead of the fold models' median; "
+                        "the sets stay calibrated on the folds' out-of-fold predictions. "
+                        "Changes the calls only: a finished run resumes with it turned on")
     seeds: list[int] = Field([0], min_length=1, description="one replicate run per seed")
     keep_models: Literal["embed", "explain", "all", "none"] = Field(
         "embed", description="which fold models to keep (each the size of the network): "

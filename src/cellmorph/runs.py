@@ -105,7 +105,7 @@ def weights_identity(model: str, weights: str) -> str:
 _NOT_RESULTS = {"output", "cache_dir", "executor", "ray_address", "num_workers"}
 _NOT_RESULTS_PROFILE = _NOT_RESULTS | {"batch_size", "preprocess_workers", "keep_cache"}
 _NOT_RESULTS_TRAIN = _NOT_RESULTS | {"folds", "seeds", "report_level", "confidences",
-                                     "conformal_scheme", "keep_models"}
+                                     "conformal_scheme", "keep_models", "refit"}
 
 
 # Settings whose resolved value stands elsewhere in the fingerprint: the index's content (not

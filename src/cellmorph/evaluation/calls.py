@@ -63,6 +63,7 @@ NOT_CALLED = ("their compound is labelled at other doses, and no set was calibra
               "compound's own other doses")
 PROFILES_ROUTE = "nearest labelled treatment (profiles)"
 CLASSIFIER_ROUTE = "median over the fold models (classifier)"
+REFIT_ROUTE = "one model refitted on every labelled compound (classifier)"
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,34 @@ class Calls(ShortRepr):
         return CallsSummary(self.route, int(len(self.table)), int(self.table[NOVEL].sum()),
                             self.labelled_accuracy, list(self.labelled_coverage),
                             list(self.labelled_coverage.values()), self.labelled_false_alarm)
+
+
+@dataclass(repr=False)
+class ScreenCalls(ShortRepr):
+    """A new screen's calls from a reference run (``cellmorph predict``)."""
+
+    calls: Calls
+    truth_accuracy: float | None  # calls right for the new screen's own labelled compounds
+    n_truth: int  # how many of its treatments carry a label to check against
+    notes: dict = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def with_truth(calls: Calls, queries: pd.DataFrame, notes: dict | None = None,
+               skipped: dict[str, str] | None = None) -> ScreenCalls:
+    """A new screen's calls beside the labels its index carries (``Metadata_MoA`` of its
+    ``treatment`` rows in ``queries``, keyed by treatment), kept only to check the calls."""
+    truth = (queries[sc.MOA].where(queries[sc.ROLE] == sc.ROLE_TREATMENT)
+             if {sc.ROLE, sc.MOA} <= set(queries.columns)
+             else pd.Series(None, index=queries.index, dtype=object))
+    by_treatment = dict(zip(queries[sc.TREATMENT].astype(str), truth, strict=True))
+    table = calls.table
+    table.insert(table.columns.get_loc(CALL), sc.MOA,
+                 table[sc.TREATMENT].astype(str).map(by_treatment).to_numpy())
+    known = table[sc.MOA].notna()
+    accuracy = (float((table.loc[known, CALL] == table.loc[known, sc.MOA]).mean())
+                if known.any() else None)
+    return ScreenCalls(calls, accuracy, int(known.sum()), notes or {}, skipped or {})
 
 
 def call_unknowns(labelled: pd.DataFrame, unknown: pd.DataFrame, *, metric: str = "cosine",
@@ -168,12 +197,16 @@ def call_unknowns(labelled: pd.DataFrame, unknown: pd.DataFrame, *, metric: str 
 def call_from_probabilities(labelled: pd.DataFrame, unknown: pd.DataFrame, *,
                             confidences: Sequence[float] = (0.8, 0.9, 0.95),
                             scheme: str = "auto", novelty_confidence: float = 0.9,
-                            seed: int = 0) -> Calls:
+                            seed: int = 0, labelled_compounds: str = "skip",
+                            route: str = CLASSIFIER_ROUTE) -> Calls:
     """Calls from class probabilities (the classifier route).
 
     ``labelled``: the labelled treatments' out-of-fold ``Prob_<MoA>`` (a LOCO run's
     treatment table); ``unknown``: the unlabelled treatments' ``Prob_`` from models that
-    never saw them, with the same columns.
+    never saw them, with the same columns; ``route`` names the models that made them.
+    ``labelled_compounds`` as for
+    :func:`call_unknowns` (``other``: another screen's treatments of a compound among
+    ``labelled``, predicted by the model that held that compound out).
 
     Examples
     --------
@@ -189,7 +222,9 @@ def call_from_probabilities(labelled: pd.DataFrame, unknown: pd.DataFrame, *,
     >>> calls.labelled_accuracy
     1.0
     """
-    unknown, not_called = _unknown_compounds(labelled, unknown)
+    not_called: list[str] = []
+    if labelled_compounds == "skip":
+        unknown, not_called = _unknown_compounds(labelled, unknown)
     if labelled[sc.MOA].nunique() < 2:
         raise CellmorphError(TOO_FEW)
     classes = sc.classes_of(labelled)
@@ -208,14 +243,17 @@ def call_from_probabilities(labelled: pd.DataFrame, unknown: pd.DataFrame, *,
                       == labelled[sc.MOA].astype(str).to_numpy()).mean())
     typical = typicality(1 - references.max(axis=1),
                           labelled[sc.COMPOUND].astype(str).to_numpy(), 1 - probs.max(axis=1))
+    distances = cdist(probs, references)
+    # A reference of the query's own compound (another screen's) is never its neighbour.
+    distances[unknown[sc.COMPOUND].astype(str).to_numpy()[:, None]
+              == labelled[sc.COMPOUND].astype(str).to_numpy()[None, :]] = np.inf
     out = _calls_table(unknown, labelled.reset_index(drop=True), classes, members,
-                       novelty_confidence, cdist(probs, references), typical.queries)
+                       novelty_confidence, distances, typical.queries)
     out[CALL] = np.asarray(classes)[probs.argmax(axis=1)]
     out.insert(out.columns.get_loc(CALL) + 1, CALL_PROBABILITY, probs.max(axis=1))
     labelled_empty = ~conformal.members(novelty_confidence)[:len(labelled)].any(axis=1)
     false_alarm = _false_alarm(labelled_empty, typical.labelled, novelty_confidence)
-    return Calls(_doses_agree(out), CLASSIFIER_ROUTE, accuracy, coverage, false_alarm,
-                 not_called)
+    return Calls(_doses_agree(out), route, accuracy, coverage, false_alarm, not_called)
 
 
 def _doses_agree(calls: pd.DataFrame) -> pd.DataFrame:

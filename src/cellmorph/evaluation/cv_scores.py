@@ -16,7 +16,15 @@ from cellmorph.evaluation.calibration import (
     CalibrationResult,
     calibrate_loco,
 )
-from cellmorph.evaluation.calls import Calls, CallsSummary, call_from_probabilities
+from cellmorph.evaluation.calls import (
+    CLASSIFIER_ROUTE,
+    REFIT_ROUTE,
+    Calls,
+    CallsSummary,
+    ScreenCalls,
+    call_from_probabilities,
+    with_truth,
+)
 from cellmorph.evaluation.conformal import (
     ConformalResult,
     conformal_from_probabilities,
@@ -202,7 +210,10 @@ def score_seed(seed: SeedRun, level: str) -> SeedResult:
     metrics["per_epoch_accuracy"] = per_epoch
     metrics["crop_accuracy"] = float(
         (sc.predicted_classes(crops) == crops[sc.MOA].astype(str).to_numpy()).mean())
-    queries = [aggregate_probabilities(f.queries, "treatment") for f in seed.folds
+    # The unlabelled treatments: the refitted model's where the run has one, else the
+    # median over the fold models.
+    callers = [seed.refit] if seed.refit is not None else seed.folds
+    queries = [aggregate_probabilities(f.queries, "treatment") for f in callers
                if f.queries is not None and len(f.queries)]
     return SeedResult(seed.seed, crops, levels, metrics, [f.name for f in seed.folds],
                       combine_models(queries) if queries else None)
@@ -253,9 +264,42 @@ def call_seeds(seeds: list[SeedResult], ensemble: EnsembleResult, cfg: TrainConf
     try:
         return call_from_probabilities(
             ensemble.table, combine_models(unknown, "mean"), confidences=cfg.confidences,
-            scheme=cfg.conformal_scheme, novelty_confidence=cfg.novelty_confidence), None
+            scheme=cfg.conformal_scheme, novelty_confidence=cfg.novelty_confidence,
+            route=REFIT_ROUTE if cfg.refit else CLASSIFIER_ROUTE), None
     except CellmorphError as exc:
         return None, str(exc)
+
+
+def call_screen_with_models(result: CVResult, crops: Sequence[pd.DataFrame],
+                            route: str = CLASSIFIER_ROUTE) -> ScreenCalls:
+    """Calls for another screen's treatments from a run's fold models' crop predictions
+    (:func:`cellmorph.training.apply.predict_with`): per model to treatment level, the
+    median over each seed's fold models (a compound the run labelled has one, the fold that
+    held it out), the seeds averaged as the run's ensemble, calibrated on the run's
+    out-of-fold ensemble probabilities. The screen's own labels only check the calls."""
+    cfg = result.config
+    if result.ensemble is None or len(result.seeds[0].folds) < 2:
+        raise CellmorphError("calls are calibrated on the out-of-fold predictions of two "
+                             "folds or more; the run has fewer")
+    tables = [t for t in crops if len(t)]
+    if not tables:
+        raise CellmorphError("the screen has no treated crop any fold model may predict "
+                             "(controls only, or compounds the run trained on without "
+                             "holding them out whole)")
+    seeds = sorted({int(t["Metadata_Seed"].iloc[0]) for t in tables})
+    per_seed = [combine_models([aggregate_probabilities(t.drop(columns="Metadata_Seed"),
+                                                        "treatment")
+                                for t in tables if int(t["Metadata_Seed"].iloc[0]) == s])
+                for s in seeds]
+    queries = combine_models(per_seed, "mean") if len(per_seed) > 1 else per_seed[0]
+    unknown = queries.drop(columns=[c for c in (sc.MOA, "predicted", "correct")
+                                    if c in queries.columns])
+    calls = call_from_probabilities(result.ensemble.table, unknown,
+                                    confidences=cfg.confidences, scheme=cfg.conformal_scheme,
+                                    novelty_confidence=cfg.novelty_confidence,
+                                    labelled_compounds="other", route=route)
+    truth = pd.concat(tables, ignore_index=True).drop_duplicates(sc.TREATMENT)
+    return with_truth(calls, truth, {"seeds": seeds, "fold_models": len(tables)})
 
 
 def conformal_seeds(seeds: list[SeedResult], ensemble: EnsembleResult, cfg: TrainConfig

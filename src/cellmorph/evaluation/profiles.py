@@ -22,11 +22,12 @@ from cellmorph.evaluation.activity import (
     dose_comparison,
 )
 from cellmorph.evaluation.calls import (
-    CALL,
     TOO_FEW,
     Calls,
+    ScreenCalls,
     calibration_references,
     call_unknowns,
+    with_truth,
 )
 from cellmorph.evaluation.conformal import ConformalResult, conformal_from_profiles
 from cellmorph.evaluation.knn import NNResult, nn_accuracy
@@ -338,17 +339,6 @@ def compare_evaluations(results: Mapping[str, EvaluationResult],
 REFERENCE, SCREEN = "reference", "screen"  # the two screens `call_screen` puts side by side
 
 
-@dataclass(repr=False)
-class ScreenCalls(ShortRepr):
-    """A new screen's calls from a reference screen's labelled treatments."""
-
-    calls: Calls
-    truth_accuracy: float | None  # calls right for the new screen's own labelled compounds
-    n_truth: int  # how many of its treatments carry a label to check against
-    notes: dict = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-
-
 def call_screen(reference: pd.DataFrame, screen: pd.DataFrame,
                 cfg: EvaluateConfig | None = None) -> ScreenCalls:
     """Calls for every treated compound of another screen, from the labelled treatments of a
@@ -376,17 +366,11 @@ def call_screen(reference: pd.DataFrame, screen: pd.DataFrame,
                            cfg.aggregate)
     if queries.empty:
         raise CellmorphError("the screen has no treated well to call (only controls)")
-    truth = queries[sc.MOA].where(queries[sc.ROLE] == sc.ROLE_TREATMENT) \
-        if sc.ROLE in queries.columns else pd.Series(None, index=queries.index)
     calls = call_unknowns(references, queries.drop(columns=[sc.MOA]), metric=cfg.metrics[0],
                           confidences=cfg.confidences, scheme=cfg.conformal_scheme,
                           novelty_confidence=cfg.novelty_confidence, seed=cfg.seed,
                           labelled_compounds="other")
-    calls.table.insert(calls.table.columns.get_loc(CALL), sc.MOA, truth.to_numpy())
-    known = calls.table[sc.MOA].notna()
-    accuracy = (float((calls.table.loc[known, CALL] == calls.table.loc[known, sc.MOA])
-                      .mean()) if known.any() else None)
-    return ScreenCalls(calls, accuracy, int(known.sum()), notes, skipped)
+    return with_truth(calls, queries, notes, skipped)
 
 
 def _tagged(wells: pd.DataFrame, screen: str) -> pd.DataFrame:

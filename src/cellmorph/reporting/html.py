@@ -38,7 +38,7 @@ from cellmorph.evaluation.conformal import ConformalResult
 from cellmorph.evaluation.cv_scores import CVResult
 from cellmorph.evaluation.novelty import summarize_novelty
 from cellmorph.imageio import read_field
-from cellmorph.reporting.load import RunBundle, load_bundle
+from cellmorph.reporting.load import PredictedScreen, RunBundle, load_bundle
 from cellmorph.reporting.plots import (
     field_thumbnail,
     plot_bars,
@@ -111,7 +111,8 @@ def build_report(bundle: RunBundle, figures: Path) -> Report:
     kinds = [k for k, present in (("profiling", bundle.profile), ("fine-tuning",
                                                                   bundle.training),
                                   ("comparison of initialisations", bundle.comparison),
-                                  ("prediction table", bundle.table)) if present]
+                                  ("prediction table", bundle.table),
+                                  ("calls for a new screen", bundle.predicted)) if present]
     prov = bundle.provenance or {}
     runtime = prov.get("runtime", {})
     overview = [("source", str(bundle.source)), ("kind", ", ".join(kinds))]
@@ -142,7 +143,10 @@ def build_report(bundle: RunBundle, figures: Path) -> Report:
         _comparison(report, bundle.comparison, figures, synthetic)
     if bundle.evaluation is not None:
         _profiling(report, bundle, figures, synthetic)
-    _calls(report, *_calls_of(bundle))
+    if bundle.predicted is not None:
+        _screen_calls(report, bundle.predicted)
+    else:
+        _calls(report, *_calls_of(bundle))
     if bundle.table is not None:
         _table(report, bundle, figures, synthetic)
     for key, title in (("gradcam", "Grad-CAM: where the network looks"),
@@ -460,9 +464,23 @@ def _thumbnails(index_path: Path | None, treatments: set[str]) -> dict[str, str]
     return out
 
 
+def _screen_calls(report: Report, predicted: PredictedScreen) -> None:
+    """A new screen's calls (``cellmorph predict``): its fields beside its nearest
+    references' (from the reference run's index), and how many it got right where the
+    screen labels some itself."""
+    result = predicted.result
+    _calls(report, result.calls, None, predicted.index, predicted.reference_index)
+    if report.calls is not None:
+        report.calls["reference"] = str(predicted.reference)
+        if result.truth_accuracy is not None:
+            report.calls["truth"] = (f"{result.truth_accuracy:.0%} of the {result.n_truth} "
+                                     "treatment(s) the new screen labels itself")
+
+
 def _calls(report: Report, calls: Calls | None, why_not: str | None,
-           index: Path | None = None) -> None:
-    """The calls table the page opens on, or one line saying why there is none."""
+           index: Path | None = None, reference_index: Path | None = None) -> None:
+    """The calls table the page opens on, or one line saying why there is none
+    (``reference_index``: where the nearest references' fields are, if not in ``index``)."""
     if calls is not None and calls.not_called:
         report.calls_note = (f"{len(calls.not_called)} unlabelled dose(s) of labelled compounds "
                              f"not called: {NOT_CALLED}.")
@@ -476,7 +494,12 @@ def _calls(report: Report, calls: Calls | None, why_not: str | None,
     neighbours = [c.removesuffix("_MoA") for c in table.columns
                   if c.startswith("Neighbour_") and c.endswith("_MoA")]
     nearest = table["Neighbour_1"].astype(str) if "Neighbour_1" in table else pd.Series()
-    pictures = _thumbnails(index, {*table[sc.TREATMENT].astype(str), *nearest})
+    treated = set(table[sc.TREATMENT].astype(str))
+    if reference_index is None:  # the references are the same screen's
+        pictures = references = _thumbnails(index, {*treated, *nearest})
+    else:
+        pictures = _thumbnails(index, treated)
+        references = _thumbnails(reference_index, set(nearest))
     rows = []
     for _, r in table.iterrows():
         near = "; ".join(f"{r[n]} ({r[n + '_MoA']}, {r[n + '_Distance']:.3f})"
@@ -488,14 +511,15 @@ def _calls(report: Report, calls: Calls | None, why_not: str | None,
                                doses, near],
                      "flags": "novel" if r[NOVEL] else "",
                      "pictures": [pictures.get(str(r[sc.TREATMENT]), ""),
-                                  pictures.get(str(r.get("Neighbour_1")), "")]})
+                                  references.get(str(r.get("Neighbour_1")), "")]})
     report.calls = {
+        "reference": None, "truth": None,  # a new screen's (`_screen_calls`)
         "route": calls.route, "n": len(table), "novel": int(table[NOVEL].sum()),
         "accuracy": f"{calls.labelled_accuracy:.0%}",
         "coverage": f"{calls.labelled_coverage[confidence]:.0%}",
         "false_alarm": f"{calls.labelled_false_alarm:.0%}",
         "confidence": f"{confidence:.0%}",
-        "pictures": bool(pictures),
+        "pictures": bool(pictures or references),
         "columns": ["compound", "concentration", "call",
                     "distance" if score == CALL_DISTANCE else "probability",
                     f"{confidence:.0%} set", "novelty p", "doses agree",

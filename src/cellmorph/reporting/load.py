@@ -16,17 +16,21 @@ from cellmorph.config import EvaluateConfig, ProfileConfig, TrainConfig, config_
 from cellmorph.datasets.index import read_index, summarize
 from cellmorph.errors import CellmorphError
 from cellmorph.evaluation.calibration import CalibrationResult, calibrate_loco
+from cellmorph.evaluation.calls import CALLS_FILE, Calls, ScreenCalls
 from cellmorph.evaluation.conformal import ConformalResult, conformal_from_probabilities
 from cellmorph.evaluation.cv_scores import CVResult, summarise_cv
 from cellmorph.evaluation.predictions import confusion
 from cellmorph.evaluation.profiles import EvaluationResult, evaluate_profiles
 from cellmorph.log import get_logger
 from cellmorph.profiling.screen import ProfileResult
+from cellmorph.reporting.writers import PREDICT_RECORD
 from cellmorph.runs import read_provenance, run_kind
 from cellmorph.training.fold_jobs import (
     NOVELTY_FOLDS,
+    REFIT,
     SeedRun,
     TrainingRun,
+    fold_dir,
     load_fold,
     trained_layers,
 )
@@ -54,6 +58,43 @@ class PredictionTable:
         return confusion(self.table[sc.MOA], predicted)
 
 
+@dataclass(repr=False)
+class PredictedScreen:
+    """A ``cellmorph predict`` folder's calls, read back, and whose fields they show."""
+
+    result: ScreenCalls
+    reference: Path  # the run the screen was called from
+    index: Path  # the new screen's index
+    reference_index: Path | None  # the reference run's (its treatments are the neighbours)
+
+
+def load_predicted(folder: Path) -> PredictedScreen:
+    """The calls ``cellmorph predict`` wrote in ``folder`` and what backs them."""
+    try:
+        record = json.loads((folder / PREDICT_RECORD).read_text())
+        summary = record["calls"]
+        table = pd.read_csv(folder / CALLS_FILE)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CellmorphError(f"{folder}: its {PREDICT_RECORD} or {CALLS_FILE} cannot be read "
+                             f"({exc}); run cellmorph predict there again") from None
+    for column in [c for c in table.columns if c.startswith("Set_")]:
+        table[column] = table[column].fillna("")  # an empty set, as written
+    coverage = dict(zip(map(float, summary["confidences"]), summary["labelled_coverage"],
+                        strict=True))
+    calls = Calls(table, summary["route"], summary["labelled_accuracy"], coverage,
+                  summary["labelled_false_alarm"])
+    result = ScreenCalls(calls, record.get("truth_accuracy"), int(record.get("n_truth", 0)),
+                         record.get("notes", {}), record.get("skipped", {}))
+    reference = Path(record["run"])
+    kind = run_kind(reference)
+    try:
+        reference_index = Path(load_config(reference / "config.yaml", TrainConfig if
+                                           kind == "train" else ProfileConfig).index)
+    except CellmorphError:  # the reference moved: the page shows the screen's fields only
+        reference_index = None
+    return PredictedScreen(result, reference, folder / "index.parquet", reference_index)
+
+
 @dataclass
 class RunBundle:
     """Everything found under a folder: runs of any kind, their provenance and extras."""
@@ -68,6 +109,7 @@ class RunBundle:
     configs: dict[str, str] = field(default_factory=dict)  # name -> YAML text
     dataset: dict | None = None
     figures: dict[str, Path] = field(default_factory=dict)  # extra PNGs (explain, ...)
+    predicted: PredictedScreen | None = None  # a `cellmorph predict` folder's calls
 
     @property
     def synthetic(self) -> bool:
@@ -76,6 +118,8 @@ class RunBundle:
                   self.table.table if self.table else None]
         if self.training is not None:
             tables += [s.crops for s in self.training.seeds]
+        if self.predicted is not None and self.predicted.index.is_file():
+            tables.append(read_index(self.predicted.index))
         return any(sc.is_synthetic(t) for t in tables)
 
 
@@ -92,8 +136,11 @@ def load_training(folder: Path) -> CVResult:
     for seed in cfg.seeds:
         seed_dir = folder / f"seed{seed}"
         done = [load_fold(p.parent) for p in (seed_dir / "folds").glob("*/predictions.parquet")]
+        refit = fold_dir(seed_dir, REFIT, REFIT)
+        refitted = (load_fold(refit) if cfg.refit and (refit / "predictions.parquet").is_file()
+                    else None)
         if done:  # in fold order, as the run made them
-            seeds.append(SeedRun(seed, seed_dir, sorted(done, key=lambda f: f.name)))
+            seeds.append(SeedRun(seed, seed_dir, sorted(done, key=lambda f: f.name), refitted))
     if not seeds:
         raise CellmorphError(f"{folder}: no finished fold to report; train first")
     metrics = folder / "metrics.json"
@@ -193,6 +240,10 @@ def load_bundle(source: Path | str) -> RunBundle:
         elif kind == "train" and bundle.training is None:
             bundle.training = load_training(folder)
             bundle.configs["train"] = config_yaml(bundle.training.config)
+        if (folder / PREDICT_RECORD).is_file() and bundle.predicted is None:
+            bundle.predicted = load_predicted(folder)
+            if kind == "predict":
+                bundle.configs["predict"] = (folder / "config.yaml").read_text()
         bundle.provenance = bundle.provenance or read_provenance(folder)
         for name in ("actmax", "gradcam"):
             png = folder / "explain" / f"{name}.png"
@@ -203,7 +254,7 @@ def load_bundle(source: Path | str) -> RunBundle:
         bundle.configs["train"] = config_yaml(bundle.training.config)
         bundle.provenance = bundle.provenance or read_provenance(
             source / next(iter(bundle.comparison)))
-    if not (bundle.profile or bundle.training):
+    if not (bundle.profile or bundle.training or bundle.predicted):
         raise CellmorphError(f"{source} holds no cellmorph run (no run.json here or one level "
                              "down) and is not a prediction table")
     bundle.dataset = _dataset(bundle)
@@ -211,8 +262,11 @@ def load_bundle(source: Path | str) -> RunBundle:
 
 
 def _dataset(bundle: RunBundle) -> dict | None:
-    config = (bundle.training.config if bundle.training else bundle.profile.config)
+    if bundle.training or bundle.profile:
+        index = (bundle.training.config if bundle.training else bundle.profile.config).index
+    else:
+        index = bundle.predicted.index
     try:
-        return summarize(read_index(config.index))
+        return summarize(read_index(index))
     except CellmorphError:
         return None

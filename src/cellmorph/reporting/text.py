@@ -19,9 +19,10 @@ from cellmorph.evaluation.calls import (
     NOT_CALLED,
     NOVEL,
     Calls,
+    ScreenCalls,
 )
 from cellmorph.evaluation.novelty import NoveltySummary, summarize_novelty
-from cellmorph.evaluation.profiles import EvaluationResult, ScreenCalls, compare_evaluations
+from cellmorph.evaluation.profiles import EvaluationResult, compare_evaluations
 
 # Result types only as annotations: their modules load torch, which a command that runs no
 # network (evaluate, export) never needs (tests/test_cli.py checks it).

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from cellmorph import schema as sc
 from cellmorph.atomic import ensure_writable_dir, write_csv, write_json, write_parquet
-from cellmorph.config import save_config
+from cellmorph.config import EvaluateConfig, TrainConfig, save_config
 from cellmorph.evaluation.calls import CALLS_FILE
 from cellmorph.records import as_dict
 from cellmorph.reporting.anndata import write_h5ad
@@ -32,10 +32,10 @@ from cellmorph.reporting.text import partial_note
 # Result types only as annotations: their modules load torch, which a command that runs no
 # network (evaluate, export) never needs (tests/test_cli.py checks it).
 if TYPE_CHECKING:
-    from cellmorph.config import EvaluateConfig
+    from cellmorph.evaluation.calls import ScreenCalls
     from cellmorph.evaluation.conformal import ConformalResult
     from cellmorph.evaluation.cv_scores import CVResult
-    from cellmorph.evaluation.profiles import EvaluationResult, ScreenCalls
+    from cellmorph.evaluation.profiles import EvaluationResult
     from cellmorph.evaluation.readout import TranslocationResult
     from cellmorph.interpret.run import ExplainResult
     from cellmorph.profiling.screen import ProfileResult
@@ -57,6 +57,7 @@ WEAK_FILES = ("training.json", "training_loss.png")
 EMBED_FOLDER = "embed"  # `cellmorph embed RUN`'s default output: a profiling run of its own
 PREDICT_RECORD = "predict.json"  # `cellmorph predict`: the run it came from, what backs it
 PREDICT_OUTPUTS = (*PROFILE_OUTPUTS, CALLS_FILE, PREDICT_RECORD)
+MODEL_PREDICT_OUTPUTS = (CALLS_FILE, PREDICT_RECORD, *REPORT_FILES)  # from fold models
 TRAIN_OUTPUTS = (*CV_FILES, *WEAK_FILES, *REPORT_FILES, EXPLAIN_FOLDER, EMBED_FOLDER)
 
 
@@ -101,11 +102,14 @@ def write_evaluation(result: EvaluationResult, out: Path | str) -> Path:
     return write_json(result.metrics(), out / "metrics.json")
 
 
-def write_screen_calls(result: ScreenCalls, run: Path, evaluate_cfg: EvaluateConfig,
+def write_screen_calls(result: ScreenCalls, run: Path, settings: EvaluateConfig | TrainConfig,
                        out: Path) -> Path:
-    """A predicted screen's ``calls_treatment.csv`` and ``predict.json``."""
+    """A predicted screen's ``calls_treatment.csv`` and ``predict.json`` (``settings``: the
+    reference's evaluation settings, or the training run's config, whose conformal and
+    novelty settings made the calls)."""
     write_csv(result.calls.table, out / CALLS_FILE)
-    return write_json({"run": str(run), "evaluate": evaluate_cfg.model_dump(mode="json"),
+    kind = "evaluate" if isinstance(settings, EvaluateConfig) else "train"
+    return write_json({"run": str(run), kind: settings.model_dump(mode="json"),
                        "calls": as_dict(result.calls.summary()),
                        "truth_accuracy": result.truth_accuracy, "n_truth": result.n_truth,
                        "notes": result.notes, "skipped": result.skipped},

@@ -80,6 +80,7 @@ class SeedRun(ShortRepr):
     seed: int
     folder: Path
     folds: list[FoldOutput]
+    refit: FoldOutput | None = None  # the model of every labelled compound (refit: true)
 
 
 @dataclass(repr=False)
@@ -153,6 +154,7 @@ def fold_seed(seed: int, fold: str) -> int:
 
 
 NOVELTY_FOLDS = "novelty"  # the leave-one-MoA-out folds' folder inside a seed's folder
+REFIT = "refit"  # the refitted model's 'fold' (every labelled compound, no test) and folder
 
 
 def fold_dir(seed_folder: Path, name: str, kind: str = "folds") -> Path:
@@ -309,6 +311,7 @@ class FoldPlan:
     folds_total: int
     novelty_folds: list[Fold] = field(default_factory=list)  # one per MoA, left out
     queries: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # unlabelled
+    refit: Fold | None = None  # every labelled crop, no test (refit: true)
 
     @property
     def rows(self) -> np.ndarray:
@@ -339,7 +342,9 @@ def plan_folds(cfg: TrainConfig, index: pd.DataFrame, *, progress_bars: bool = T
     total = len(make_folds(store.table, by=cfg.fold_by)) if cfg.folds else len(folds)
     novelty = make_folds(store.table, by=sc.MOA, unseen_classes=True) if cfg.novelty else []
     queries = np.flatnonzero((store.table[sc.ROLE] == sc.ROLE_UNLABELLED).to_numpy())
-    return FoldPlan(cache, store, folds, classes, channels, total, novelty, queries)
+    labelled = sc.is_treatment(store.table).to_numpy()
+    refit = Fold(REFIT, labelled, np.zeros_like(labelled)) if cfg.refit else None
+    return FoldPlan(cache, store, folds, classes, channels, total, novelty, queries, refit)
 
 
 def seed_jobs(cfg: TrainConfig, plan: FoldPlan, seed: int, seed_folder: Path, runtime: Runtime,
@@ -353,6 +358,17 @@ def seed_jobs(cfg: TrainConfig, plan: FoldPlan, seed: int, seed_folder: Path, ru
                     fold_dir(seed_folder, f.name, kind), None, runtime.device_name,
                     runtime.precision_name, f.name in kept,
                     plan.queries if not novelty else np.zeros(0, np.int64)) for f in folds]
+
+
+def refit_job(cfg: TrainConfig, plan: FoldPlan, seed: int, seed_folder: Path,
+              runtime: Runtime) -> FoldJob:
+    """The seed's refitted model: trained on every labelled crop, calling the unlabelled
+    ones; its model is kept unless ``keep_models: none`` (``cellmorph predict`` reads it)."""
+    assert plan.refit is not None
+    return FoldJob(cfg, seed, REFIT, np.flatnonzero(plan.refit.train), np.zeros(0, np.int64),
+                   tuple(plan.classes), plan.cache.folder, seed_folder / "init.safetensors",
+                   fold_dir(seed_folder, REFIT, REFIT), None, runtime.device_name,
+                   runtime.precision_name, cfg.keep_models != "none", plan.queries)
 
 
 def _kept_models(cfg: TrainConfig, folds: Sequence[Fold], table: pd.DataFrame, *,
@@ -499,16 +515,18 @@ def _run_seed(cfg: TrainConfig, plan: FoldPlan, seed: int, out: Path, runtime: R
     folds = seed_jobs(cfg, plan, seed, rep, runtime)
     held_out = (seed_jobs(cfg, plan, seed, rep, runtime, novelty=True)
                 if plan.novelty_folds and seed == cfg.seeds[0] else [])
-    if not all(job.done for job in folds + held_out):  # a finished seed needs no weights
+    refit = [refit_job(cfg, plan, seed, rep, runtime)] if plan.refit is not None else []
+    if not all(job.done for job in folds + held_out + refit):  # a finished seed needs none
         model = initial_model(cfg, len(plan.classes), seed, rep / "init.safetensors")
         if cfg.cached_trunk:
             cache = prepare_trunk_cache(cfg, plan, model, runtime, rep / "trunk_cache.npy",
                                         progress_bars=progress_bars)
-            folds, held_out = ([replace(j, trunk_cache=cache) for j in jobs]
-                               for jobs in (folds, held_out))
-    outputs = run_jobs(cfg, folds, runtime, progress_bars=progress_bars,
+            folds, held_out, refit = ([replace(j, trunk_cache=cache) for j in jobs]
+                                      for jobs in (folds, held_out, refit))
+    outputs = run_jobs(cfg, folds + refit, runtime, progress_bars=progress_bars,
                        desc=f"folds (seed {seed})")
-    run.seeds.append(SeedRun(seed, rep, outputs))
+    run.seeds.append(SeedRun(seed, rep, outputs[:len(folds)],
+                             outputs[-1] if refit else None))
     if held_out:
         run.novelty = SeedRun(seed, rep, run_jobs(
             cfg, held_out, runtime, progress_bars=progress_bars,
