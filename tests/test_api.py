@@ -20,8 +20,10 @@ from cellmorph.datasets import bbbc021
 from cellmorph.datasets import index as datasets_index
 from cellmorph.evaluation import activity as evaluation_activity
 from cellmorph.evaluation import calls as evaluation_calls
+from cellmorph.evaluation import potency as evaluation_potency
 from cellmorph.evaluation import predictions as evaluation_predictions
 from cellmorph.evaluation import profiles as evaluation_profiles
+from cellmorph.evaluation import replicates as evaluation_replicates
 from cellmorph.synth.bbbc021_synthetic import synthesize_bbbc021
 
 README = Path(__file__).parents[1] / "README.md"
@@ -46,7 +48,8 @@ def tiny_index(tmp_path_factory) -> pd.DataFrame:
 
 @pytest.mark.parametrize("module", [bbbc021, datasets_index, evaluation_profiles,
                                     evaluation_predictions,
-                                    evaluation_calls, evaluation_activity, fusion],
+                                    evaluation_calls, evaluation_activity, evaluation_potency,
+                                    evaluation_replicates, fusion],
                          ids=lambda m: m.__name__)
 def test_documented_examples_run(module, tiny_index, tmp_path) -> None:
     globs = {"index": tiny_index, "tmp": tmp_path, **vars(module)}

@@ -26,6 +26,8 @@ def test_real_pixels_show_translocation_at_the_high_dose(real014_index, tmp_path
     assert (cells > 100).all()  # ~250-300 nuclei a field
     assert (tmp_path / "tl" / "translocation_dose_response.png").stat().st_size > 1000
     assert "fewer than two wells" in result.scores["note"]
+    assert result.potency.empty  # two doses: no curve to fit, and the text says so
+    assert "no EC50: the readout's dose series has 2 concentrations" in api.describe(result)
 
 
 def test_swapped_channels_do_not_pass(real014_index) -> None:
@@ -48,6 +50,16 @@ def test_synthetic_plate_scores_with_cell_line_hold_out(tmp_path) -> None:
     assert s["auc"] > 0.9 and s["accuracy"] > 0.8 and s["holdout"] == sc.CELL_LINE
     assert s["median_ratio_positive"] > s["median_ratio_negative"]
     assert result.wells[sc.SYNTHETIC].all()
+    # The synthetic plate's nuclear signal is a logistic in log dose centred at 1e-10 M (the
+    # readout, a ratio of intensities, is a monotone function of it): an EC50 near there
+    # for each cell line, with its interval.
+    potency = result.potency.set_index(sc.CELL_LINE)
+    assert sorted(potency.index) == ["A549", "MCF7"] and (potency["fit"] == "ok").all()
+    assert potency["ec50"].between(1e-11, 1e-9).all()
+    assert ((potency["ec50_low"] < potency["ec50"])
+            & (potency["ec50"] < potency["ec50_high"])).all()
+    assert "EC50 of the readout" in api.describe(result)
+    assert (tmp_path / "tl" / "translocation_potency.csv").is_file()
 
 
 def test_scores_match_their_definitions() -> None:

@@ -342,6 +342,9 @@ def evaluate_cmd(
     pca: Annotated[int | None, typer.Option(help="PCA components (fitted on DMSO).")] = None,
     map_: Annotated[bool | None, typer.Option("--map/--no-map", help="mAP via copairs.")]
     = None,
+    positive_control: Annotated[list[str] | None, typer.Option(
+        "--positive-control", help="A compound whose wells are positive controls (repeat "
+        "for several): Z' against DMSO in the plate views.")] = None,
 ) -> None:
     from cellmorph.api import describe, evaluate
 
@@ -356,7 +359,8 @@ def evaluate_cmd(
     for source, out in outputs.items():
         results[source] = evaluate(source, config, output=out, index=index,
                                    normalize=normalize, normalize_by=normalize_by,
-                                   sphering=sphering, pca_components=pca, map=map_)
+                                   sphering=sphering, pca_components=pca, map=map_,
+                                   positive_controls=positive_control or None)
         if len(profiles) == 1:
             typer.echo(describe(results[source]))
         typer.echo(f"metrics, tables and plots -> {out}")

@@ -341,8 +341,17 @@ class EvaluateConfig(_Strict):
                           "AUROC of the novelty score")
     novelty_confidence: Confidence = Field(0.9, description="confidence of the sets whose "
                                            "emptiness flags an unseen MoA")
-    seed: int = Field(0, description="seed of the mAP permutations, PCA and conformal "
-                      "tie-breaking")
+    positive_controls: list[str] = Field([], description="compounds whose wells are the "
+                                         "screen's positive controls: Z' of their distance "
+                                         "to the controls against DMSO's, per plate and "
+                                         "overall (plate views)")
+    potency: bool = Field(True, description="a four-parameter logistic of each compound's "
+                          "distance to the controls against its dose (4 doses or more): EC50, "
+                          "its bootstrap interval, flat and failed curves flagged")
+    potency_bootstrap: int = Field(200, ge=10, description="bootstrap replicates of each "
+                                   "EC50's interval (time grows with them)")
+    seed: int = Field(0, description="seed of the mAP permutations, PCA, conformal "
+                      "tie-breaking and the potency bootstrap")
 
 
 @dataclass

@@ -20,12 +20,14 @@ DISTANCE_TO_LOWEST = "distance_to_lowest_dose"
 DOSE_TREND = "dose_trend_spearman"
 
 
-def distance_to_controls(wells: pd.DataFrame) -> pd.DataFrame:
+def distance_to_controls(wells: pd.DataFrame, *, controls_too: bool = False) -> pd.DataFrame:
     """Each treated well's root-mean-square difference from the mean control profile of its
     plate (of all controls, where its plate has none), per feature: a per-well activity
     score, 0 for a well that looks like the controls and, on profiles normalised against the
     controls, in units of their spread. Euclidean, not cosine: after normalisation the
     controls' mean is the origin, which has no direction. Empty without control wells.
+    ``controls_too``: the control wells' own distances as well (their spread: what a plate
+    view and Z' compare the treated wells with).
 
     Examples
     --------
@@ -37,7 +39,7 @@ def distance_to_controls(wells: pd.DataFrame) -> pd.DataFrame:
     [3.536]
     """
     controls = wells[sc.is_control(wells)]
-    treated = wells[~sc.is_control(wells)]
+    treated = wells if controls_too else wells[~sc.is_control(wells)]
     if controls.empty or treated.empty:
         return pd.DataFrame(columns=[*sc.metadata_columns(wells), DISTANCE_TO_CONTROLS])
     feats = sc.feature_columns(wells)

@@ -15,6 +15,8 @@ NEEDS = {
     "novelty": "3 labelled MoAs",
     "distance_to_controls": "control wells",
     "dose": "a compound at 2 or more concentrations",
+    "potency": "control wells and a compound at 4 or more concentrations",
+    "percent_replicating": "treatments with 2 wells or more, of 2 treatments or more",
     "calls": "unlabelled treatments, and 2 labelled MoAs with 2 compounds each to calibrate on",
 }
 

@@ -41,7 +41,10 @@ from cellmorph.evaluation.normalize import (
     sphere,
 )
 from cellmorph.evaluation.novelty import leave_one_moa_out, summarize_novelty
+from cellmorph.evaluation.plates import PlateViews, plate_views
+from cellmorph.evaluation.potency import potency, potency_summary
 from cellmorph.evaluation.predictions import confusion
+from cellmorph.evaluation.replicates import ReplicateResult, percent_replicating
 from cellmorph.log import get_logger
 from cellmorph.records import ShortRepr, as_dict
 
@@ -63,6 +66,9 @@ class EvaluationResult(ShortRepr):
     novelty: pd.DataFrame | None = None  # leave-one-MoA-out, one row per held-out MoA
     activity: pd.DataFrame | None = None  # each treated well's distance to the controls
     dose: pd.DataFrame | None = None  # each compound's doses against its lowest
+    potency: pd.DataFrame | None = None  # each compound's dose-response fit and EC50
+    plates: PlateViews | None = None  # every well's activity, edge effects, Z'
+    replicates: ReplicateResult | None = None  # percent replicating (JUMP)
     skipped: dict[str, str] = field(default_factory=dict)  # part -> why it was not computed
     calls: Calls | None = None  # the unlabelled treatments' calls (evaluation.calls)
 
@@ -120,6 +126,15 @@ class EvaluationResult(ShortRepr):
                 "n_wells": int(len(self.activity))}
         if self.dose is not None and len(self.dose):
             out["dose_series"] = int(self.dose[sc.COMPOUND].nunique())
+        if self.potency is not None and len(self.potency):
+            out["potency"] = potency_summary(self.potency)
+        if self.plates is not None:
+            out["plates"] = self.plates.summary()
+        if self.replicates is not None:
+            out["percent_replicating"] = {
+                "percent": self.replicates.percent, "threshold": self.replicates.threshold,
+                "n_treatments": int(len(self.replicates.table)),
+                "null_group_size": self.replicates.n_replicates}
         if self.calls is not None:
             out["calls"] = as_dict(self.calls.summary())
         out["skipped"] = dict(self.skipped)
@@ -205,6 +220,17 @@ def evaluate_profiles(wells: pd.DataFrame, cfg: EvaluateConfig | None = None) ->
     result.dose = dose_comparison(wells, metric=cfg.metrics[0])
     if result.dose.empty:
         skipped["dose"] = f"no dose series; it needs {NEEDS['dose']}"
+    if not result.activity.empty:
+        result.plates = plate_views(wells, cfg.positive_controls)
+    result.replicates = percent_replicating(wells, seed=cfg.seed)
+    if result.replicates is None:
+        skipped["percent_replicating"] = ("no treatment with two wells; it needs "
+                                          f"{NEEDS['percent_replicating']}")
+    if cfg.potency:
+        result.potency = potency(result.activity, DISTANCE_TO_CONTROLS,
+                                 n_boot=cfg.potency_bootstrap, seed=cfg.seed)
+        if result.potency.empty:
+            skipped["potency"] = f"no dose series to fit; it needs {NEEDS['potency']}"
     if cfg.map:
         _map_activity(result)
     if treatments.empty:

@@ -12,6 +12,8 @@ from sklearn.metrics import roc_auc_score
 
 from cellmorph import schema as sc
 from cellmorph.errors import CellmorphError
+from cellmorph.evaluation.plates import z_prime
+from cellmorph.evaluation.potency import potency
 from cellmorph.profiling.translocation import (
     RATIO,
     TranslocationSettings,
@@ -29,19 +31,12 @@ class TranslocationResult(ShortRepr):
     fields: pd.DataFrame
     wells: pd.DataFrame
     scores: dict = field(default_factory=dict)
+    potency: pd.DataFrame | None = None  # the readout's EC50 per compound and cell line
 
     def summary_table(self) -> pd.DataFrame:
         """The scores of the readout, one row (what a notebook shows)."""
         return pd.DataFrame([self.scores]) if self.scores else \
             self.wells[[c for c in self.wells.columns if c != "Metadata_Path"]].head(12)
-
-
-def z_prime(positive: np.ndarray, negative: np.ndarray) -> float:
-    """Zhang et al. 1999: 1 - 3 (sd+ + sd-) / |mean+ - mean-| (above 0.5: an excellent assay)."""
-    gap = abs(positive.mean() - negative.mean())
-    if gap == 0:
-        return float("-inf")
-    return float(1 - 3 * (positive.std(ddof=1) + negative.std(ddof=1)) / gap)
 
 
 def score_readout(wells: pd.DataFrame, positive: str, *,
@@ -103,4 +98,5 @@ def translocation_readout(index: pd.DataFrame, settings: TranslocationSettings, 
             raise CellmorphError(f"translocation: which label is the translocated one? give "
                                  f"positive= (labels: {sorted(labels)})")
         scores = score_readout(wells, positive)
-    return TranslocationResult(settings, fields, wells, scores)
+    return TranslocationResult(settings, fields, wells, scores,
+                               potency(wells, RATIO, by=(sc.COMPOUND, sc.CELL_LINE)))

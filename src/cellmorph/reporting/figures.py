@@ -18,6 +18,7 @@ from cellmorph.reporting.plots import (
     plot_coverage,
     plot_curves,
     plot_dose_response,
+    plot_potency,
     plot_ranked,
 )
 from cellmorph.reporting.text import partial_note
@@ -63,6 +64,13 @@ def evaluation_figures(result: EvaluationResult) -> dict[str, Figure]:
             None, threshold=threshold, synthetic=synthetic)
     if result.conformal is not None:
         figures["conformal"] = conformal_figure(result.conformal, synthetic)
+    if result.potency is not None and len(result.potency):
+        from cellmorph.evaluation.activity import DISTANCE_TO_CONTROLS
+
+        figures["potency"] = plot_potency(
+            result.activity, result.potency, DISTANCE_TO_CONTROLS, None,
+            title="potency: distance to the controls against dose (4PL fit, EC50 and its "
+                  "95 % interval)", synthetic=synthetic)
     return figures
 
 

@@ -23,6 +23,7 @@ from cellmorph import schema as sc
 from cellmorph.atomic import check_not_input, ensure_writable_dir, writable_target, write_text
 from cellmorph.datasets.index import read_index
 from cellmorph.errors import CellmorphError
+from cellmorph.evaluation.activity import DISTANCE_TO_CONTROLS
 from cellmorph.evaluation.calibration import CalibrationResult
 from cellmorph.evaluation.calls import (
     CALL,
@@ -37,6 +38,7 @@ from cellmorph.evaluation.calls import (
 from cellmorph.evaluation.conformal import ConformalResult
 from cellmorph.evaluation.cv_scores import CVResult
 from cellmorph.evaluation.novelty import summarize_novelty
+from cellmorph.evaluation.plates import PlateViews, plate_grid
 from cellmorph.imageio import read_field
 from cellmorph.reporting.load import PredictedScreen, RunBundle, load_bundle
 from cellmorph.reporting.plots import (
@@ -46,8 +48,11 @@ from cellmorph.reporting.plots import (
     plot_coverage,
     plot_curves,
     plot_embedding,
+    plot_plates,
+    plot_potency,
     plot_ranked,
     plot_reliability,
+    plot_replicates,
 )
 from cellmorph.reporting.text import (
     calibration_note,
@@ -92,6 +97,7 @@ class Report:
     ensemble: dict | None = None
     profiling: list[dict] = field(default_factory=list)
     profiling_notes: list[str] = field(default_factory=list)
+    screen_notes: list[str] = field(default_factory=list)  # plates, Z', edge effects
     conformal: list[dict] = field(default_factory=list)  # title, scheme, rows, figure key
     novelty: list[dict] = field(default_factory=list)  # title, summary, one row per MoA
     treatments: dict | None = None  # columns, rows (dicts with "_class")
@@ -156,6 +162,33 @@ def build_report(bundle: RunBundle, figures: Path) -> Report:
             target.write_bytes(bundle.figures[key].read_bytes())
             report.add("explain", Figure(key, title, _EXPLAIN_CAPTIONS[key], target))
     return report
+
+
+def _plates(report: Report, views: PlateViews, figures: Path, synthetic: bool) -> None:
+    """Plate heatmaps of every well's distance to its DMSO, the edge effects and Z'."""
+    edges = views.edges
+    flagged = edges[edges["p_value"] < 0.05]
+    report.screen_notes.append(
+        f"Edge effect (edge against inner wells, Mann-Whitney p < 0.05): "
+        f"{len(flagged)} of {len(edges)} plate(s)"
+        + (": " + ", ".join(f"{r[sc.PLATE]} ({r['difference']:+.2f})"
+                            for _, r in flagged.head(10).iterrows()) if len(flagged) else "")
+        + "; all in evaluation/plate_edges.csv.")
+    if views.z_prime is not None:
+        overall = views.z_prime[views.z_prime[sc.PLATE] == "all"].iloc[0]
+        report.screen_notes.append(
+            f"Z' of the positive controls against DMSO (distance to the controls): "
+            f"{overall['z_prime']:.2f} over all plates ({int(overall['n_positive'])} and "
+            f"{int(overall['n_negative'])} wells); above 0.5 an excellent assay, below 0 "
+            "the two overlap. Per plate in evaluation/z_prime.csv.")
+    report.add("screen", Figure(
+        "plates", "Plates: each well's distance to its plate's DMSO",
+        "How to read: one panel per plate in its layout (rows A.., columns 1..); bright wells "
+        "sit far from the controls. A bright rim is an edge effect; a whole bright plate, a "
+        "plate effect the normalisation did not remove.",
+        plot_plates({str(p): plate_grid(g, DISTANCE_TO_CONTROLS)
+                     for p, g in views.activity.groupby(sc.PLATE, sort=True)},
+                    figures / "plates.png", synthetic=synthetic)))
 
 
 def _cell_counts(wells: pd.DataFrame, figures: Path, synthetic: bool) -> Figure:
@@ -292,6 +325,27 @@ def _profiling(report: Report, bundle: RunBundle, figures: Path, synthetic: bool
                         synthetic=synthetic)))
     if bundle.profile is not None and sc.CELL_COUNT in bundle.profile.wells.columns:
         report.add("profiling", _cell_counts(bundle.profile.wells, figures, synthetic))
+    if ev.plates is not None:
+        _plates(report, ev.plates, figures, synthetic)
+    if ev.replicates is not None:
+        rep = ev.replicates
+        report.add("screen", Figure(
+            "percent_replicating", f"Percent replicating: {rep.percent:.0%}",
+            "How to read: a treatment replicates when its wells correlate better than the "
+            "95th percentile of random groups of wells of different treatments (the dashed "
+            "line; Way et al. 2022, as JUMP measures it); the activity mAP above asks the "
+            "same question by rank, against DMSO.",
+            plot_replicates(rep.table["replicate_correlation"], rep.null, rep.threshold,
+                            figures / "percent_replicating.png", synthetic=synthetic)))
+    if ev.potency is not None and (ev.potency["fit"] != "failed").any():
+        report.add("screen", Figure(
+            "potency", "Potency: each compound's activity against its dose",
+            "How to read: points are wells (distance of the profile to its plate's DMSO), "
+            "the curve a four-parameter logistic, the dashed line its EC50 and the band the "
+            "EC50's 95 % bootstrap interval; \"flat\": no curve beats a constant (F test, "
+            "5 %), so no EC50 is given. Most potent first; all in evaluation/potency.csv.",
+            plot_potency(ev.activity, ev.potency, DISTANCE_TO_CONTROLS,
+                         figures / "potency.png", synthetic=synthetic)))
     if len(ev.treatments) >= 5:
         report.add("map", Figure("map_profiles", "Treatment profiles (t-SNE)",
                                  "Normalised treatment profiles, coloured by MoA.",

@@ -160,6 +160,95 @@ def plot_dose_response(wells: pd.DataFrame, value: str, path: Path | str | None,
     return save(fig, path, synthetic)
 
 
+def plot_potency(wells: pd.DataFrame, fits: pd.DataFrame, value: str,
+                 path: Path | str | None, *, title: str = "", max_panels: int = 24,
+                 synthetic: bool = False) -> Path | Figure:
+    """Small multiples: each fitted compound's wells (readout against dose, log scale), its
+    four-parameter logistic, and its EC50 with the interval shaded; flat and failed series
+    drawn as points only, and said so. The most potent first."""
+    from cellmorph.evaluation.potency import hill
+
+    shown = fits.assign(_order=fits["ec50"].fillna(np.inf)).sort_values("_order")
+    shown = shown.head(max_panels)
+    cols = min(6, max(1, len(shown)))
+    rows = int(np.ceil(len(shown) / cols))
+    fig = Figure(figsize=(2.1 * cols, 1.8 * rows + 0.4))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, (_, fit) in zip(axes, shown.iterrows(), strict=False):
+        mine = wells[(wells["Metadata_Compound"] == fit["Metadata_Compound"])
+                     & (wells["Metadata_Concentration"] > 0)]
+        ax.scatter(mine["Metadata_Concentration"], mine[value], s=6, color=COLOURS[0])
+        ax.set_xscale("log")
+        label = str(fit["Metadata_Compound"])[:18]
+        if fit["fit"] == "ok":
+            grid = np.logspace(np.log10(mine["Metadata_Concentration"].min()),
+                               np.log10(mine["Metadata_Concentration"].max()), 60)
+            ax.plot(grid, hill(np.log10(grid), fit["bottom"], fit["top"],
+                               np.log10(fit["ec50"]), fit["hill"]), color=COLOURS[1], lw=1)
+            ax.axvspan(fit["ec50_low"], fit["ec50_high"], color=COLOURS[1], alpha=0.15)
+            ax.axvline(fit["ec50"], color=COLOURS[1], lw=0.8, ls="--")
+            label += f"\nEC50 {fit['ec50']:.3g}"
+        else:
+            label += f"\n{fit['fit']}"
+        ax.set_title(label, fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in axes[len(shown):]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save(fig, path, synthetic)
+
+
+def plot_replicates(replicate: Sequence[float], null: Sequence[float], threshold: float,
+                    path: Path | str | None, *, title: str = "",
+                    synthetic: bool = False) -> Path | Figure:
+    """Replicate correlations beside the null of non-replicates, with the threshold (the
+    JUMP consortium's percent-replicating plot)."""
+    fig = Figure(figsize=(5, 3.0))
+    ax = fig.subplots()
+    bins = np.linspace(min(np.nanmin(null), np.nanmin(replicate)), 1.0, 40)
+    ax.hist(null, bins=bins, density=True, alpha=0.5, color=COLOURS[7], label="non-replicates")
+    ax.hist(replicate, bins=bins, density=True, alpha=0.6, color=COLOURS[0],
+            label="replicates")
+    ax.axvline(threshold, color=COLOURS[3], ls="--", lw=1, label="95th percentile of null")
+    ax.set_xlabel("median correlation between wells")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    return save(fig, path, synthetic)
+
+
+def plot_plates(grids: Mapping[str, np.ndarray], path: Path | str | None, *,
+                max_plates: int = 24, synthetic: bool = False) -> Path | Figure:
+    """One heatmap per plate (wells in their rows and columns), on a shared colour scale."""
+    names = list(grids)[:max_plates]
+    cols = min(4, len(names))
+    rows = int(np.ceil(len(names) / cols))
+    fig = Figure(figsize=(3.0 * cols, 2.2 * rows + 0.5))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    values = np.concatenate([g.ravel() for g in grids.values()])
+    vmax = float(np.nanpercentile(values, 98)) if np.isfinite(values).any() else 1.0
+    image = None
+    for ax, name in zip(axes, names, strict=False):
+        grid = grids[name]
+        image = ax.imshow(grid, cmap="magma", vmin=0, vmax=vmax, aspect="auto")
+        ax.set_title(name[:28], fontsize=7)
+        ax.set_xticks(range(0, grid.shape[1], max(1, grid.shape[1] // 6)))
+        ax.set_xticklabels([str(c + 1) for c in range(0, grid.shape[1],
+                                                      max(1, grid.shape[1] // 6))], fontsize=6)
+        ax.set_yticks(range(grid.shape[0]))
+        ax.set_yticklabels([chr(ord("A") + r) if r < 26 else f"A{chr(ord('A') + r - 26)}"
+                            for r in range(grid.shape[0])], fontsize=5)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    if image is not None:
+        fig.colorbar(image, ax=axes[:len(names)].tolist(), shrink=0.8,
+                     label="distance to DMSO")
+    if len(grids) > max_plates:
+        fig.suptitle(f"the first {max_plates} of {len(grids)} plates", fontsize=8)
+    return save(fig, path, synthetic)
+
+
 def plot_embedding(coords: np.ndarray, labels: Sequence[str], path: Path | str | None, *,
                    title: str = "", synthetic: bool = False) -> Path | Figure:
     """A 2-D map of profiles, one colour per label (e.g. MoA)."""

@@ -100,6 +100,25 @@ def format_evaluation(result: EvaluationResult) -> str:
         lines.append(f"distance to controls (RMS per feature): median {d['median']:.3f} "
                      f"over {plural(d['n_wells'], 'treated well')}")
     lines += format_doses(result.dose)
+    lines += format_potency(result.potency, "distance to the controls")
+    if result.plates is not None:
+        edges = result.plates.edges
+        flagged = edges.loc[edges["p_value"] < 0.05, sc.PLATE].astype(str).tolist()
+        lines.append(f"edge effect (edge against inner wells' distance to DMSO, p < 0.05): "
+                     f"{len(flagged)} of {plural(len(edges), 'plate')}"
+                     + (f" ({', '.join(flagged[:5])}{' ...' if len(flagged) > 5 else ''})"
+                        if flagged else ""))
+        if result.plates.z_prime is not None:
+            overall = result.plates.z_prime.set_index(sc.PLATE).loc["all"]
+            lines.append(f"Z' of the positive controls against DMSO: {overall['z_prime']:.2f}"
+                         f" ({int(overall['n_positive'])} and {int(overall['n_negative'])} "
+                         "wells)")
+    if result.replicates is not None:
+        rep = result.replicates
+        lines.append(f"percent replicating {rep.percent:.1%} of {len(rep.table)} treatments "
+                     f"(median replicate correlation above {rep.threshold:.3f}, the 95th "
+                     f"percentile of {len(rep.null)} random groups of {rep.n_replicates} "
+                     "wells of different treatments)")
     lines += format_calls(result.calls)
     lines += [f"skipped {what}: {why}" for what, why in m["skipped"].items()]
     return "\n".join(lines)
@@ -144,6 +163,23 @@ def format_screen_calls(result: ScreenCalls) -> str:
                      f"(the references, scored alike: {result.calls.labelled_accuracy:.1%})")
     lines += [f"skipped {what}: {why}" for what, why in result.skipped.items()]
     return "\n".join(lines + format_calls(result.calls))
+
+
+def format_potency(table: pd.DataFrame | None, readout: str) -> list[str]:
+    """One line: how many compounds' dose series were fitted, flat or failed; the most
+    potent with its EC50 and interval."""
+    if table is None or table.empty:
+        return []
+    fitted = table[table["fit"] == "ok"].sort_values("ec50")
+    line = (f"potency ({readout}, 4PL): {plural(len(table), 'compound')} with 4 doses or "
+            f"more, {len(fitted)} fitted ({int(fitted['ec50_in_range'].sum())} with the EC50 "
+            f"within the doses), {int((table['fit'] == 'flat').sum())} flat, "
+            f"{int((table['fit'] == 'failed').sum())} failed")
+    if len(fitted):
+        top = fitted.iloc[0]
+        line += (f"; most potent {top[sc.COMPOUND]}: EC50 {top['ec50']:.3g} "
+                 f"({top['ec50_low']:.3g}-{top['ec50_high']:.3g})")
+    return [line]
 
 
 def format_doses(dose: pd.DataFrame | None) -> list[str]:
@@ -224,6 +260,19 @@ def format_translocation(result: TranslocationResult) -> str:
                         if scores.get("accuracy") is not None else ""))
     if "note" in scores:
         lines.append(f"note: {scores['note']}")
+    if result.potency is None or result.potency.empty:
+        doses = (result.wells.loc[result.wells[sc.CONCENTRATION] > 0, sc.CONCENTRATION]
+                 .nunique() if sc.CONCENTRATION in result.wells.columns else 0)
+        lines.append(f"no EC50: the readout's dose series has {plural(doses, 'concentration')}"
+                     " of a compound; a four-parameter fit needs 4")
+    for _, row in (result.potency if result.potency is not None else pd.DataFrame()).iterrows():
+        where = str(row[sc.COMPOUND])
+        if sc.CELL_LINE in row.index and str(row[sc.CELL_LINE]) not in where:
+            where += f" in {row[sc.CELL_LINE]}"
+        lines.append(f"EC50 of the readout, {where}: " + (
+            f"{row['ec50']:.3g} (95 % interval {row['ec50_low']:.3g}-{row['ec50_high']:.3g}; "
+            f"{row['n_doses']} doses, {row['n_wells']} wells)" if row["fit"] == "ok"
+            else f"none ({row['fit']} curve over {row['n_doses']} doses)"))
     return "\n".join(lines)
 
 

@@ -92,6 +92,14 @@ def write_evaluation(result: EvaluationResult, out: Path | str) -> Path:
         write_csv(result.activity, out / "distance_to_controls.csv")
     if result.dose is not None and len(result.dose):
         write_csv(result.dose, out / "dose_series.csv")
+    if result.potency is not None and len(result.potency):
+        write_csv(result.potency, out / "potency.csv")
+    if result.replicates is not None:
+        write_csv(result.replicates.table, out / "percent_replicating.csv")
+    if result.plates is not None:
+        write_csv(result.plates.edges, out / "plate_edges.csv")
+        if result.plates.z_prime is not None:
+            write_csv(result.plates.z_prime, out / "z_prime.csv")
     if result.calls is not None and len(result.calls.table):
         write_csv(result.calls.table, out / CALLS_FILE)
     write_csv(result.nn_predictions(), out / "nn_predictions.csv")
@@ -192,6 +200,8 @@ def write_translocation(result: TranslocationResult, out: Path | str) -> Path:
     out = ensure_writable_dir(Path(out))
     write_csv(result.fields, out / "translocation_fields.csv")
     write_csv(result.wells, out / "translocation_wells.csv")
+    if result.potency is not None and len(result.potency):
+        write_csv(result.potency, out / "translocation_potency.csv")
     save_figures(translocation_figures(result), out)
     return write_json({"settings": vars(result.settings), **result.scores},
                       out / "translocation.json")
