@@ -24,6 +24,17 @@ from cellmorph.evaluation.potency import compound_potency, hill
 DOSES = np.repeat(10.0 ** np.arange(-3, 1.01, 0.5), 3)
 
 
+def _cpu() -> str:
+    """The CPU's model name (the figures are this CPU's)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawTextHelpFormatter)
@@ -49,7 +60,7 @@ def main() -> None:
               "coverage_95": coverage,
               "coverage_monte_carlo_se": float(np.sqrt(coverage * (1 - coverage) / fitted)),
               "flat_flagged": float(np.mean(flat)), "seconds_per_compound": seconds,
-              "cpu": platform.processor() or platform.machine(),
+              "cpu": _cpu(),
               "date": time.strftime("%Y-%m-%d")}
     print(json.dumps(report, indent=1))
     args.out.write_text(json.dumps(report, indent=2) + "\n")
