@@ -86,14 +86,18 @@ def second_screen(run: Path, index: Path, out: Path) -> dict:
             "flagged": float(result.calls.table["None_Of_These"].mean()), "seconds": seconds}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawTextHelpFormatter)
+def arguments(doc: str, out: Path) -> argparse.Namespace:
+    """The options both calls benches take (``out``: the default JSON); progress off."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--size", type=int, nargs=2, default=(256, 320))
     p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"))
-    args = p.parse_args()
+    p.add_argument("--out", type=Path, default=out)
     set_progress(False)
+    return p.parse_args()
+
+
+def main() -> None:
+    args = arguments(__doc__, Path(__file__).with_suffix(".json"))
     report = {"data": "SYNTHETIC BBBC021, 12 MoAs", "size": list(args.size),
               "model": f"{MODEL} (ImageNet), fp32", "preprocess": PREPROCESS,
               "native_bf16_cpu": cpu_has_native_bf16(), "date": time.strftime("%Y-%m-%d"),

@@ -23,7 +23,6 @@ About 25 minutes on 2 CPU cores; writes ``calls_loco.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from calls import hidden_compounds
+from calls import arguments, hidden_compounds
 from weak_vs_frozen import PREPROCESS, TRAINING, synth_screen, timed
 
 from cellmorph import api
@@ -39,7 +38,6 @@ from cellmorph import schema as sc
 from cellmorph.atomic import write_parquet
 from cellmorph.evaluation.calls import call_from_probabilities
 from cellmorph.evaluation.predictions import aggregate_probabilities, combine_models
-from cellmorph.log import set_progress
 from cellmorph.runtime import cpu_has_native_bf16
 
 
@@ -70,13 +68,7 @@ def fold_median_calls(run: Path, result) -> pd.DataFrame:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--size", type=int, nargs=2, default=(256, 320))
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"))
-    args = p.parse_args()
-    set_progress(False)
+    args = arguments(__doc__, Path(__file__).with_suffix(".json"))
     report = {"data": "SYNTHETIC BBBC021, 12 MoAs", "size": list(args.size),
               "training": {**TRAINING, "epochs": args.epochs, "seeds": [0], "novelty": True,
                            "refit": True},
