@@ -1,7 +1,7 @@
 """Potency fits on simulated dose-response curves: how often the 95 % EC50 interval holds the
 planted EC50 (coverage), how often a flat series is flagged, and the time a compound takes.
 
-    .venv/bin/python bench/potency.py [--compounds 1000] [--boot 200]
+    .venv/bin/python bench/potency.py [--compounds 1000] [--boot 100]
 
 The design of ``tests/test_potency.py`` (9 half-log doses over four decades, 3 wells each, a
 planted EC50 inside the doses, slope 0.7-2.5, top 1-3 over 0, noise 15 % of the top), with
@@ -39,7 +39,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--compounds", type=int, default=1000)
-    p.add_argument("--boot", type=int, default=200)
+    p.add_argument("--boot", type=int, default=100)
     p.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"))
     args = p.parse_args()
     rng = np.random.default_rng(2026)

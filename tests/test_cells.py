@@ -194,6 +194,14 @@ def test_cell_location_errors(tiny021, tmp_path, capsys) -> None:
     assert main(["profile", str(config)]) == 2
     assert "no_y.csv: no Location_Center_Y column" in capsys.readouterr().err
     assert not out.exists()
+    # predict cannot cut a new screen's cells at another screen's nuclei: refused up front.
+    from cellmorph.api import _run_index
+    from cellmorph.config import ProfileConfig
+
+    located = ProfileConfig(index=str(tiny021), output=str(out), preprocess={
+        "tiles": "cells", "cells": {"locations": str(nuclei), "location_images": str(image_csv)}})
+    with pytest.raises(CellmorphError, match="covers its own screen only"):
+        _run_index(out, located)
     # A screen in which no nucleus is found: one line saying so, not an empty table.
     with pytest.raises(CellmorphError, match="no field of the screen had a cell to profile"):
         api.profile(index=tiny021, output=tmp_path / "none", progress=False, precision="fp32",

@@ -686,6 +686,12 @@ def _refused_settings(settings: dict[str, Any], allowed: Sequence[str]) -> dict[
 
 
 def _run_index(run: Path, cfg: ProfileConfig | TrainConfig) -> pd.DataFrame:
+    """The run's index (its stains), checked to describe what a new screen can repeat."""
+    if cfg.preprocess.tiles == "cells" and cfg.preprocess.cells.locations is not None:
+        raise CellmorphError(f"{run} cut its cells at the nuclei of a locations file "
+                             f"({cfg.preprocess.cells.locations}) that covers its own screen "
+                             "only; predict a new screen from a run that finds the nuclei "
+                             "itself (cells.locations unset)")
     if not Path(cfg.index).is_file():
         raise CellmorphError(f"{run}: its index {cfg.index} is gone; predict reads the "
                              "run's stains from it (put it back, or run it again)")

@@ -9,7 +9,6 @@ and the index, and built plate by plate, so an interrupted build resumes.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import multiprocessing
 import os
@@ -53,12 +52,16 @@ from cellmorph.preprocess import (
 from cellmorph.preprocess.arrays import Image, as_tensor, like
 from cellmorph.preprocess.cells import cell_crops, choose_cells
 from cellmorph.preprocess.nuclei import NucleusSettings, find_nuclei
+from cellmorph.preprocess.quality import MEASURES as QUALITY_MEASURES
+from cellmorph.preprocess.quality import field_quality
 
 log = get_logger(__name__)
 TILE = "Metadata_Tile"
 KEEP = "Metadata_TileKept"
 ROW = "Metadata_IndexRow"
-CACHE_FORMAT = 5  # bump when the tiles of the same settings would change
+CACHE_FORMAT = 6  # bump when the tiles of the same settings (or what is kept beside them) change
+QUALITY_SUFFIX = ".quality.parquet"  # a plate's per-field image quality, beside its tiles
+QC_PREFIX, BLANK = "QC_", "QC_Blank"
 # Plate statistics are estimated on every 7th pixel in both directions (2 % of pixels):
 # accurate to well under 1 % and keeps one plate's worth of samples small in memory.
 _STRIDE = 7
@@ -91,6 +94,10 @@ class TileCache:
             raise CellmorphError(f"tile cache {folder} is missing or damaged ({exc}); delete it "
                                  "and rerun") from None
         return cls(folder, tuple(settings["plates"]), tuple(settings["channels"]))
+
+    def quality(self, plate: str) -> pd.DataFrame:
+        """The plate's fields' image quality (one row a field; ``QC_<stain>_<measure>``)."""
+        return pd.read_parquet(self.folder / f"{safe_name(plate)}{QUALITY_SUFFIX}")
 
     def iter_plates(self) -> Iterator[tuple[str, pd.DataFrame, np.ndarray]]:
         """(plate, table, tiles) for each plate."""
@@ -286,6 +293,7 @@ def cache_plate(folder: Path, rows: pd.DataFrame, channels: list[str], cfg: Prep
         paths = [str(p) for ch in channels for p in rows[sc.path_column(ch)]]
         raise CellmorphError(f"plate {plate}: {odd_images(paths)}") from None
     write_npy(stats["illumination"], folder / f"{safe_name(plate)}.illum.npy")
+    write_parquet(stats["quality"], folder / f"{safe_name(plate)}{QUALITY_SUFFIX}")
     write_npy(tiles, folder / f"{safe_name(plate)}.npy")
     # The table is written last: its presence marks the plate as done.
     write_parquet(table, folder / f"{safe_name(plate)}.parquet")
@@ -320,8 +328,9 @@ def preprocess_plate(rows: pd.DataFrame, channels: list[str], cfg: PreprocessCon
     # pass 2: tiles
     tiled = list(ordered_map(tiler, range(len(fields)), threads))
     table = _tile_table(tiled, rows, seen.blank, cfg)
-    return np.concatenate([t.tiles for t in tiled]), table, {"illumination": stats.illumination,
-                                          "control_mean": stats.mean, "control_std": stats.std}
+    return np.concatenate([t.tiles for t in tiled]), table, {
+        "illumination": stats.illumination, "control_mean": stats.mean,
+        "control_std": stats.std, "quality": _quality_table(seen, rows, channels)}
 
 
 @dataclass(frozen=True)
@@ -347,6 +356,7 @@ class _FirstPass:
     is_control: list[bool] = field(default_factory=list)
     kept: dict[int, np.ndarray] = field(default_factory=dict)
     blank: set[int] = field(default_factory=set)  # a constant stain: left out of everything
+    quality: list[np.ndarray] = field(default_factory=list)  # per field: (stains, measures)
 
 
 def _first_pass(reader: _FieldReader, first: np.ndarray, threads: int) -> _FirstPass:
@@ -355,8 +365,14 @@ def _first_pass(reader: _FieldReader, first: np.ndarray, threads: int) -> _First
     # Fields read in pass 1 are kept for pass 2 up to a memory budget: decoding is a fifth of
     # the preprocessing time, and a plate larger than the budget is read twice, not held.
     kept_bytes = 0
-    rest = ordered_map(reader, range(1, len(reader.fields)), threads)
-    for i, img in enumerate(itertools.chain([first], rest)):
+
+    def measured(i: int) -> tuple[np.ndarray, np.ndarray]:  # in the decoding threads
+        img = first if i == 0 else reader(i)
+        return img, field_quality(img)
+
+    for i, (img, quality) in enumerate(ordered_map(measured, range(len(reader.fields)),
+                                                   threads)):
+        seen.quality.append(quality)
         if _has_constant_stain(img):
             seen.blank.add(i)
             continue
@@ -526,6 +542,17 @@ class _FieldTiler:
             sc.CELL_Y: found[sc.CP_CENTER_Y].to_numpy(float)[chosen],
             sc.CELL_COUNT: len(found)})
         return crops, table
+
+
+def _quality_table(seen: _FirstPass, rows: pd.DataFrame, channels: list[str]) -> pd.DataFrame:
+    """One row per field: its metadata, whether a stain was blank, and each stain's image
+    quality (:mod:`cellmorph.preprocess.quality`)."""
+    meta = rows[[c for c in rows.columns if c.startswith("Metadata_")]].reset_index(drop=True)
+    values = np.stack(seen.quality).reshape(len(seen.quality), -1)
+    names = [f"{QC_PREFIX}{stain}_{m}" for stain in channels for m in QUALITY_MEASURES]
+    return pd.concat([meta.assign(**{ROW: rows.index.to_numpy(np.int64),
+                                     BLANK: [i in seen.blank for i in range(len(meta))]}),
+                      pd.DataFrame(values, columns=names)], axis=1)
 
 
 def _tile_table(tiled: list[_FieldTiles], rows: pd.DataFrame, blank: set[int],

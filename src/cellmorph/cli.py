@@ -300,10 +300,12 @@ def profile_cmd(
                      device=device, precision=precision, h5ad=h5ad, executor=executor,
                      ray_address=ray_address, cache_dir=cache_dir, overwrite=overwrite)
     out = result.config.output
-    from cellmorph.reporting.text import format_cells
+    from cellmorph.reporting.text import format_cells, format_qc
 
     if format_cells(result.images):
         typer.echo(f"single cells: {format_cells(result.images)}")
+    if result.qc is not None:
+        typer.echo(format_qc(result.qc))
     typer.echo(f"profiles: {out / 'profiles_well.parquet'} (wells), "
                f"{out / 'profiles_treatment.parquet'} (treatments); config saved as "
                f"{out / 'config.yaml'}")

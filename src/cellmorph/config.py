@@ -274,6 +274,17 @@ class RunConfig(_Strict):
 RunConfigT = TypeVar("RunConfigT", bound=RunConfig)
 
 
+class QCConfig(_Strict):
+    """Field quality control (``qc:``): which flagged fields to leave out, and how far from
+    its plate a field must be to be flagged (see :mod:`cellmorph.profiling.qc`)."""
+
+    drop: list[Literal["blur", "saturation", "empty"]] = Field(
+        [], description="fields flagged for these reasons are left out of the well "
+        "profiles (counted in qc.parquet, the text and the report); changes results")
+    threshold: float = Field(3.5, gt=0, description="robust SDs from the plate's median "
+                             "that flag a field")
+
+
 class ProfileConfig(RunConfig):
     """``cellmorph profile``: images -> deep-feature profiles."""
 
@@ -284,6 +295,8 @@ class ProfileConfig(RunConfig):
     preprocess: PreprocessConfig | str = Field("pawlowski", description=PREPROCESS_HELP)
     aggregate: Literal["mean", "median"] = Field("mean", description="tile -> image -> well -> "
                                                  "treatment aggregation")
+    qc: QCConfig = Field(default_factory=QCConfig, description="field quality control: "
+                         "every field is measured and flagged; drop: which flags leave it out")
     batch_size: int = Field(64, ge=1, description="images per forward pass")
     keep_cache: bool = Field(True, description="keep the run's own tile cache once every "
                              "plate is profiled (false: it is deleted then; a rerun resumes "
@@ -348,7 +361,7 @@ class EvaluateConfig(_Strict):
     potency: bool = Field(True, description="a four-parameter logistic of each compound's "
                           "distance to the controls against its dose (4 doses or more): EC50, "
                           "its bootstrap interval, flat and failed curves flagged")
-    potency_bootstrap: int = Field(200, ge=10, description="bootstrap replicates of each "
+    potency_bootstrap: int = Field(100, ge=10, description="bootstrap replicates of each "
                                    "EC50's interval (time grows with them)")
     seed: int = Field(0, description="seed of the mAP permutations, PCA, conformal "
                       "tie-breaking and the potency bootstrap")
@@ -492,6 +505,7 @@ TRAIN_PRESETS: dict[str, dict] = {
 CONFIG_MODELS: dict[str, type[BaseModel]] = {
     "profile": ProfileConfig, "evaluate": EvaluateConfig, "train": TrainConfig,
     "preprocess": PreprocessConfig, "cells": CellsConfig, "augment": AugmentConfig,
+    "qc": QCConfig,
 }
 # pydantic's names of union members, never YAML keys: models, plain and constrained types.
 _MODEL_NAMES = {m.__name__ for m in CONFIG_MODELS.values()} | {
@@ -612,7 +626,8 @@ def reference_markdown() -> str:
             default = ("required" if field.is_required()
                        else repr(field.get_default(call_default_factory=True)))
             if len(default) > 40:
-                default = "(see below)" if key in ("augment", "cells") else default[:37] + "..."
+                default = ("(see below)" if key in ("augment", "cells", "qc")
+                           else default[:37] + "...")
             lines.append(f"| `{key}` | `{default}` | {field.description or ''} |")
         lines.append("")
     lines += ["## Presets", "", "Preprocessing (`preprocess: NAME`):", ""]

@@ -119,7 +119,8 @@ _HYPER_SETTINGS = {"preset", "epochs", "batch_size", "lr", "weight_decay", "labe
 # Settings added after run folders were made, at the values that do what runs did before:
 # left out of the fingerprint there, so that such a folder still resumes.
 _LATER_SETTINGS = {"train": {"label": "moa", "controls": "exclude", "sampling": "shuffle"},
-                   "profile": {"fold_models": None, "fold_by": "Metadata_Compound"}}
+                   "profile": {"fold_models": None, "fold_by": "Metadata_Compound",
+                               "qc": {"drop": [], "threshold": 3.5}}}
 
 
 def fingerprint(config: RunConfig, kind: str, runtime: dict, index_digest: str,

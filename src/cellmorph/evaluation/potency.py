@@ -74,7 +74,8 @@ def fit_hill(log_dose: np.ndarray, y: np.ndarray, start: np.ndarray | None = Non
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OptimizeWarning)
-            params, _ = curve_fit(hill, log_dose, y, p0=start, bounds=bounds, maxfev=5000)
+            params, _ = curve_fit(hill, log_dose, y, p0=start, bounds=bounds, max_nfev=400,
+                                  ftol=1e-6, xtol=1e-6)
     except (RuntimeError, ValueError):
         return Fit(None, float("nan"))
     return Fit(params, float(((y - hill(log_dose, *params)) ** 2).sum()))
@@ -93,7 +94,7 @@ def flat_p_value(y: np.ndarray, fit: Fit) -> float:
     return float(f_distribution.sf(max(statistic, 0.0), 3, n - 4))
 
 
-def compound_potency(doses: np.ndarray, y: np.ndarray, *, n_boot: int = 200,
+def compound_potency(doses: np.ndarray, y: np.ndarray, *, n_boot: int = 100,
                      confidence: float = 0.95, alpha: float = 0.05,
                      seed: int = 0) -> dict:
     """One compound's curve, EC50 (with its bootstrap interval) and flags; ``doses`` and
@@ -144,7 +145,7 @@ def _bootstrap_log_ec50(log_dose: np.ndarray, y: np.ndarray, start: np.ndarray, 
 
 
 def potency(wells: pd.DataFrame, readout: str, *, by: Sequence[str] = (sc.COMPOUND,),
-            n_boot: int = 200, confidence: float = 0.95, alpha: float = 0.05,
+            n_boot: int = 100, confidence: float = 0.95, alpha: float = 0.05,
             seed: int = 0) -> pd.DataFrame:
     """One row per compound (per group of ``by``: BBBC014 fits each cell line apart) with
     ``MIN_DOSES`` concentrations or more (controls and concentrations of 0 left out): the

@@ -31,6 +31,7 @@ from cellmorph.executors import map_actors
 from cellmorph.log import get_logger, progress
 from cellmorph.profiling.features import TileEmbedder, feature_names
 from cellmorph.profiling.fold_models import FoldEmbedders, swapping_weights
+from cellmorph.profiling.qc import drop_flagged, flag_fields
 from cellmorph.records import ShortRepr
 from cellmorph.runs import RunLayout, discard, start_run
 from cellmorph.runtime import (
@@ -60,6 +61,7 @@ class ProfileResult(ShortRepr):
     treatments: pd.DataFrame
     runtime: dict[str, str | bool] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    qc: pd.DataFrame | None = None  # every field's image quality and flags (profiling.qc)
 
     def summary_table(self) -> pd.DataFrame:
         """Rows and features of each level (what a notebook shows)."""
@@ -287,11 +289,13 @@ def profile_screen(cfg: ProfileConfig, *, progress_bars: bool = True, overwrite:
         embed = _embed_on_ray if cfg.executor == "ray" else _embed_as_tiles_are_ready
         cache, done_here, computed = embed(plates)
         with timer("aggregate"):
+            qc = flag_fields(pd.concat([cache.quality(p) for p in cache.plates],
+                                       ignore_index=True), plates.channels, cfg.qc)
             images, wells, treatments = _aggregate_plates(
-                cfg, plate_jobs(cfg, cache, plates.channels, plates.folder), computed)
+                cfg, plate_jobs(cfg, cache, plates.channels, plates.folder), computed, qc)
         result = ProfileResult(cfg, images, wells, treatments, run.described,
                                {**timer.seconds,
-                                "tiles_embedded": _tiles_embedded(cache, done_here)})
+                                "tiles_embedded": _tiles_embedded(cache, done_here)}, qc)
         if finish is not None:
             finish(result)
         if not cfg.keep_cache and cfg.cache_dir is None:
@@ -370,12 +374,15 @@ def _embed_as_tiles_are_ready(plates: _PlatesRun) -> tuple[TileCache, list[Plate
     return cache, done_here, computed
 
 
-def _aggregate_plates(cfg: ProfileConfig, jobs: Sequence[PlateJob], computed: dict
+def _aggregate_plates(cfg: ProfileConfig, jobs: Sequence[PlateJob], computed: dict,
+                      qc: pd.DataFrame | None = None
                       ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Image profiles of every plate (computed now or read back), their wells and the
-    treatments (controls left out)."""
+    """Image profiles of every plate (computed now or read back; the fields ``qc`` drops
+    left out), their wells and the treatments (controls left out)."""
     images = pd.concat([computed[job.plate] if job.plate in computed
                         else pd.read_parquet(job.output) for job in jobs], ignore_index=True)
+    if qc is not None and len(images):
+        images = drop_flagged(images, qc)
     if images.empty:
         found = "cell" if cfg.preprocess.tiles == "cells" else "kept tile"
         raise CellmorphError(f"no field of the screen had a {found} to profile; check the "

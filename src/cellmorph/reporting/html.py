@@ -40,6 +40,7 @@ from cellmorph.evaluation.cv_scores import CVResult
 from cellmorph.evaluation.novelty import summarize_novelty
 from cellmorph.evaluation.plates import PlateViews, plate_grid
 from cellmorph.imageio import read_field
+from cellmorph.profiling.qc import DROPPED, FLAGS
 from cellmorph.reporting.load import PredictedScreen, RunBundle, load_bundle
 from cellmorph.reporting.plots import (
     field_thumbnail,
@@ -59,6 +60,7 @@ from cellmorph.reporting.text import (
     format_accuracy,
     format_cells,
     format_novelty,
+    format_qc,
     partial_note,
 )
 
@@ -98,6 +100,7 @@ class Report:
     profiling: list[dict] = field(default_factory=list)
     profiling_notes: list[str] = field(default_factory=list)
     screen_notes: list[str] = field(default_factory=list)  # plates, Z', edge effects
+    qc_rows: list[list[str]] = field(default_factory=list)  # flagged fields (first ones)
     conformal: list[dict] = field(default_factory=list)  # title, scheme, rows, figure key
     novelty: list[dict] = field(default_factory=list)  # title, summary, one row per MoA
     treatments: dict | None = None  # columns, rows (dicts with "_class")
@@ -147,6 +150,8 @@ def build_report(bundle: RunBundle, figures: Path) -> Report:
         _training(report, bundle.training, figures, synthetic)
     if bundle.comparison:
         _comparison(report, bundle.comparison, figures, synthetic)
+    if bundle.profile is not None and bundle.profile.qc is not None:
+        _field_qc(report, bundle.profile.qc)
     if bundle.evaluation is not None:
         _profiling(report, bundle, figures, synthetic)
     if bundle.predicted is not None:
@@ -162,6 +167,16 @@ def build_report(bundle: RunBundle, figures: Path) -> Report:
             target.write_bytes(bundle.figures[key].read_bytes())
             report.add("explain", Figure(key, title, _EXPLAIN_CAPTIONS[key], target))
     return report
+
+
+def _field_qc(report: Report, qc: pd.DataFrame, shown: int = 30) -> None:
+    """The QC line (fields flagged by reason, dropped) and the first flagged fields."""
+    report.screen_notes.append(format_qc(qc) + ". How to read: each field is compared with "
+                               "its plate's others (robust z-scores); see the table.")
+    flagged = qc[qc[FLAGS] != ""].sort_values(sc.KEY_COLUMNS)
+    report.qc_rows = [[str(r[sc.PLATE]), str(r[sc.WELL]), str(r[sc.SITE]), str(r[FLAGS]),
+                       "yes" if r[DROPPED] else "no"]
+                      for _, r in flagged.head(shown).iterrows()]
 
 
 def _plates(report: Report, views: PlateViews, figures: Path, synthetic: bool) -> None:

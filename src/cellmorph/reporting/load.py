@@ -23,7 +23,7 @@ from cellmorph.evaluation.predictions import confusion
 from cellmorph.evaluation.profiles import EvaluationResult, evaluate_profiles
 from cellmorph.log import get_logger
 from cellmorph.profiling.screen import ProfileResult
-from cellmorph.reporting.writers import PREDICT_RECORD
+from cellmorph.reporting.writers import PREDICT_RECORD, QC_FILE
 from cellmorph.runs import read_provenance, run_kind
 from cellmorph.training.fold_jobs import (
     NOVELTY_FOLDS,
@@ -166,9 +166,11 @@ def load_profiling(folder: Path) -> tuple[ProfileResult, EvaluationResult | None
             raise CellmorphError(f"{path} not found; the profiling run is unfinished")
         tables[level] = pd.read_parquet(path)
     timings = folder / "timings.json"
+    qc = folder / QC_FILE
     result = ProfileResult(cfg, tables["image"], tables["well"], tables["treatment"],
                            (read_provenance(folder) or {}).get("runtime", {}),
-                           json.loads(timings.read_text()) if timings.is_file() else {})
+                           json.loads(timings.read_text()) if timings.is_file() else {},
+                           pd.read_parquet(qc) if qc.is_file() else None)
     settings = folder / "evaluation" / "evaluate_config.yaml"
     ecfg = load_config(settings, EvaluateConfig) if settings.is_file() else EvaluateConfig()
     try:

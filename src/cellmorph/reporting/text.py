@@ -276,6 +276,17 @@ def format_translocation(result: TranslocationResult) -> str:
     return "\n".join(lines)
 
 
+def format_qc(qc: pd.DataFrame) -> str:
+    """One line: fields measured, flagged by reason, and dropped (see profiling.qc)."""
+    from cellmorph.profiling.qc import qc_summary
+
+    summary = qc_summary(qc)
+    reasons = ", ".join(f"{n} {r}" for r, n in summary["by_reason"].items()) or "none"
+    return (f"field QC: {summary['flagged']} of {summary['fields']} fields flagged "
+            f"({reasons}); {summary['dropped']} left out of the profiles (qc.drop); "
+            "every field's measures and flags in qc.parquet")
+
+
 def format_cells(images: pd.DataFrame) -> str | None:
     """How many nuclei a cell run found and how many cells it profiled (None for tiles)."""
     if sc.CELL_COUNT not in images.columns:

@@ -43,8 +43,9 @@ if TYPE_CHECKING:
 
 # What the writers (and the commands that write into a run folder afterwards) put at the top
 # of a run folder: the runs claim these names in their manifests.
+QC_FILE = "qc.parquet"  # a profiling run's fields: image quality, flags, dropped or not
 PROFILE_FILES = (*(f"profiles_{level}.{ext}" for ext in ("parquet", "h5ad")
-                   for level in ("image", "well", "treatment")), "timings.json")
+                   for level in ("image", "well", "treatment")), "timings.json", QC_FILE)
 CV_FILES = ("metrics.json", "accuracy_per_epoch.png", "ensemble_treatment.csv", "novelty.csv",
             CALLS_FILE,
             *(f"conformal{x}" for x in ("_treatment.csv", "_validity.csv", "_efficiency.csv",
@@ -73,6 +74,8 @@ def write_profiles(result: ProfileResult, out: Path | str) -> dict[str, Path]:
         futures = {key: pool.submit(write_parquet, table, out / name)
                    for key, (table, name) in tables.items()}
         paths = {key: future.result() for key, future in futures.items()}
+    if result.qc is not None:
+        paths["qc"] = write_parquet(result.qc, out / QC_FILE)
     paths["config"] = out / "config.yaml"
     timings = {**result.timings, "write": time.perf_counter() - start}
     paths["timings"] = write_json(timings, out / "timings.json")
