@@ -86,3 +86,12 @@ def test_z_prime_per_plate_and_refusals() -> None:
     with pytest.raises(CellmorphError, match=r"positive control\(s\) \['taxol'\]"):
         control_z_prime(wells, "v", ["taxol"])
     assert edge_effect(wells, "v")["n_edge"].tolist() == [4, 2]  # row A is the edge
+
+
+def test_wells_not_named_by_position_skip_the_plate_views() -> None:
+    rng = np.random.default_rng(1)
+    wells = _plate("p", rng).assign(**{sc.WELL: lambda t: [f"well-{i}" for i in range(len(t))]})
+    result = evaluate_profiles(wells, EvaluateConfig(map=False, potency=False))
+    assert result.plates is None and "'well-0' is not a plate position" in result.skipped["plates"]
+    with pytest.raises(CellmorphError, match="positive_controls: Z' is computed"):
+        evaluate_profiles(wells, EvaluateConfig(map=False, positive_controls=["pos"]))

@@ -93,6 +93,7 @@ def test_dropped_fields_are_left_out_and_counted(planted) -> None:
     assert f"{n_expected} of {len(qc)} fields flagged" in line and "3 left out" in line
     page = api.report(result.config.output)
     assert 'id="qc-table"' in page.html and page.html.count("<td>saturation</td>") == 1
+    assert 'data-figure="plates"' in page.html  # flagged wells crossed out on their plates
 
 
 def test_a_plate_of_alike_fields_flags_nothing() -> None:

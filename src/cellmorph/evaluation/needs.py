@@ -16,6 +16,7 @@ NEEDS = {
     "distance_to_controls": "control wells",
     "dose": "a compound at 2 or more concentrations",
     "potency": "control wells and a compound at 4 or more concentrations",
+    "plates": "control wells, and wells named by plate position (B07)",
     "percent_replicating": "treatments with 2 wells or more, of 2 treatments or more",
     "calls": "unlabelled treatments, and 2 labelled MoAs with 2 compounds each to calibrate on",
 }

@@ -221,7 +221,7 @@ def evaluate_profiles(wells: pd.DataFrame, cfg: EvaluateConfig | None = None) ->
     if result.dose.empty:
         skipped["dose"] = f"no dose series; it needs {NEEDS['dose']}"
     if not result.activity.empty:
-        result.plates = plate_views(wells, cfg.positive_controls)
+        _plate_views(result)
     result.replicates = percent_replicating(wells, seed=cfg.seed)
     if result.replicates is None:
         skipped["percent_replicating"] = ("no treatment with two wells; it needs "
@@ -250,6 +250,22 @@ def evaluate_profiles(wells: pd.DataFrame, cfg: EvaluateConfig | None = None) ->
         treatments, metric=cfg.metrics[0], confidence=cfg.novelty_confidence,
         scheme=cfg.conformal_scheme, seed=cfg.seed))
     return _warn_skipped(result)
+
+
+def _plate_views(result: EvaluationResult) -> None:
+    """Plate views where the wells' names are plate positions; a positive control the
+    screen lacks is the user's error and stops the evaluation."""
+    cfg, wells = result.config, result.wells
+    positions = wells[sc.WELL].astype(str).str.fullmatch(r"[A-Za-z]{1,2}0*\d{1,2}")
+    if not positions.all():
+        bad = wells.loc[~positions, sc.WELL].iloc[0]
+        result.skipped["plates"] = (f"well {bad!r} is not a plate position (a row letter "
+                                    f"and a column number); it needs {NEEDS['plates']}")
+        if cfg.positive_controls:
+            raise CellmorphError(f"positive_controls: Z' is computed on the plate views, "
+                                 f"and well {bad!r} is not a plate position")
+        return
+    result.plates = plate_views(wells, cfg.positive_controls)
 
 
 def _call_unknowns(result: EvaluationResult) -> None:

@@ -38,7 +38,7 @@ from cellmorph.evaluation.calls import (
 from cellmorph.evaluation.conformal import ConformalResult
 from cellmorph.evaluation.cv_scores import CVResult
 from cellmorph.evaluation.novelty import summarize_novelty
-from cellmorph.evaluation.plates import PlateViews, plate_grid
+from cellmorph.evaluation.plates import PlateViews, plate_grid, well_position
 from cellmorph.imageio import read_field
 from cellmorph.profiling.qc import DROPPED, FLAGS
 from cellmorph.reporting.load import PredictedScreen, RunBundle, load_bundle
@@ -179,8 +179,10 @@ def _field_qc(report: Report, qc: pd.DataFrame, shown: int = 30) -> None:
                       for _, r in flagged.head(shown).iterrows()]
 
 
-def _plates(report: Report, views: PlateViews, figures: Path, synthetic: bool) -> None:
-    """Plate heatmaps of every well's distance to its DMSO, the edge effects and Z'."""
+def _plates(report: Report, views: PlateViews, figures: Path, synthetic: bool,
+            qc: pd.DataFrame | None = None) -> None:
+    """Plate heatmaps of every well's distance to its DMSO (wells with a QC-flagged field
+    crossed out), the edge effects and Z'."""
     edges = views.edges
     flagged = edges[edges["p_value"] < 0.05]
     report.screen_notes.append(
@@ -200,10 +202,23 @@ def _plates(report: Report, views: PlateViews, figures: Path, synthetic: bool) -
         "plates", "Plates: each well's distance to its plate's DMSO",
         "How to read: one panel per plate in its layout (rows A.., columns 1..); bright wells "
         "sit far from the controls. A bright rim is an edge effect; a whole bright plate, a "
-        "plate effect the normalisation did not remove.",
+        "plate effect the normalisation did not remove. Green crosses: wells with a field "
+        "flagged by QC (table above).",
         plot_plates({str(p): plate_grid(g, DISTANCE_TO_CONTROLS)
                      for p, g in views.activity.groupby(sc.PLATE, sort=True)},
-                    figures / "plates.png", synthetic=synthetic)))
+                    figures / "plates.png", marks=_flagged_wells(qc), synthetic=synthetic)))
+
+
+def _flagged_wells(qc: pd.DataFrame | None) -> dict[str, list[tuple[int, int]]]:
+    """Per plate, the (row, column) of each well with a QC-flagged field."""
+    if qc is None:
+        return {}
+    flagged = qc.loc[qc[FLAGS] != "", [sc.PLATE, sc.WELL]].drop_duplicates()
+    try:
+        return {str(plate): [well_position(w) for w in group[sc.WELL]]
+                for plate, group in flagged.groupby(sc.PLATE)}
+    except CellmorphError:  # wells not named by position: the plates show no crosses
+        return {}
 
 
 def _cell_counts(wells: pd.DataFrame, figures: Path, synthetic: bool) -> Figure:
@@ -341,7 +356,8 @@ def _profiling(report: Report, bundle: RunBundle, figures: Path, synthetic: bool
     if bundle.profile is not None and sc.CELL_COUNT in bundle.profile.wells.columns:
         report.add("profiling", _cell_counts(bundle.profile.wells, figures, synthetic))
     if ev.plates is not None:
-        _plates(report, ev.plates, figures, synthetic)
+        _plates(report, ev.plates, figures, synthetic,
+                bundle.profile.qc if bundle.profile is not None else None)
     if ev.replicates is not None:
         rep = ev.replicates
         report.add("screen", Figure(

@@ -219,8 +219,10 @@ def plot_replicates(replicate: Sequence[float], null: Sequence[float], threshold
 
 
 def plot_plates(grids: Mapping[str, np.ndarray], path: Path | str | None, *,
+                marks: Mapping[str, Sequence[tuple[int, int]]] | None = None,
                 max_plates: int = 24, synthetic: bool = False) -> Path | Figure:
-    """One heatmap per plate (wells in their rows and columns), on a shared colour scale."""
+    """One heatmap per plate (wells in their rows and columns), on a shared colour scale;
+    ``marks``: (row, column) of wells to cross out on each plate (QC-flagged fields)."""
     names = list(grids)[:max_plates]
     cols = min(4, len(names))
     rows = int(np.ceil(len(names) / cols))
@@ -232,6 +234,10 @@ def plot_plates(grids: Mapping[str, np.ndarray], path: Path | str | None, *,
     for ax, name in zip(axes, names, strict=False):
         grid = grids[name]
         image = ax.imshow(grid, cmap="magma", vmin=0, vmax=vmax, aspect="auto")
+        crossed = (marks or {}).get(name, [])
+        if crossed:
+            rows_, cols_ = zip(*crossed, strict=True)
+            ax.scatter(cols_, rows_, marker="x", s=14, color="#2ecc71", linewidths=1)
         ax.set_title(name[:28], fontsize=7)
         ax.set_xticks(range(0, grid.shape[1], max(1, grid.shape[1] // 6)))
         ax.set_xticklabels([str(c + 1) for c in range(0, grid.shape[1],
